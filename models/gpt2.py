@@ -1,0 +1,278 @@
+"""GPT-2, the paper's baseline: a decoder-only transformer over packed token blocks.
+
+One file, nanoGPT-style: `GPT2Config`, the modules, then `GPT2Adapter`, which tells tgbench how
+GPT-2 consumes documents (packed blocks of `context` tokens with `[EOD]` before every document)
+and how it scores them (lm-eval's rolling windows).
+
+The module layout matches `transformers.GPT2LMHeadModel` (pre-LN blocks, fused qkv, tanh-GELU,
+tied head) so weights map one-to-one; `tests/test_gpt2.py` checks logit parity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab
+
+
+@dataclass
+class GPT2Config:
+    """GPT-2 settings. Defaults are the paper's matched baseline (12 x 768, 1024 context)."""
+
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    context: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+    score_stride: int = 0  # tokens predicted per rolling scoring window; 0 = context (lm-eval's convention)
+    score_batch_windows: int = 8  # windows per forward pass when scoring
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads != 0:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.width, 3 * config.width, bias=config.bias)
+        self.proj = nn.Linear(config.width, config.width, bias=config.bias)
+        self.attention_dropout = config.attention_dropout
+        self.residual_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, T, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B, T, d)
+        q, k, v = (t.view(B, T, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, h, T, dh)
+        dropout = self.attention_dropout if self.training else 0.0
+        if attention_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, T, d)  # (B, T, d)
+        return self.residual_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.width, 4 * config.width, bias=config.bias)
+        self.proj = nn.Linear(4 * config.width, config.width, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))  # (B, T, d)
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.width, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.width, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attention_mask)  # (B, T, d)
+        return x + self.mlp(self.ln_2(x))  # (B, T, d)
+
+
+class GPT2(nn.Module):
+    def __init__(self, config: GPT2Config, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(vocab_size, config.width)
+        self.wpe = nn.Embedding(config.context, config.width)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.ln_f = nn.LayerNorm(config.width, eps=config.layer_norm_eps, bias=config.bias)
+        self.lm_head = nn.Linear(config.width, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: residual output projections shrink with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final-layer-normed hidden states. ids: (B, T) -> (B, T, d)."""
+        T = ids.shape[1]
+        if T > self.config.context:
+            raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.context}")
+        positions = torch.arange(T, device=ids.device)
+        x = self.drop(self.wte(ids) + self.wpe(positions))  # (B, T, d)
+        for block in self.blocks:
+            x = block(x, attention_mask)  # (B, T, d)
+        return self.ln_f(x)  # (B, T, d)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) for input ids (B, T)."""
+        return self.lm_head(self.hidden(ids, attention_mask))
+
+
+def hf_state_dict(model: GPT2) -> dict[str, torch.Tensor]:
+    """Our weights under `transformers.GPT2LMHeadModel` names (its Conv1D stores W transposed)."""
+    renames = {"qkv": "c_attn", "attn.proj": "attn.c_proj", "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
+    out = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            out[name] = tensor
+            continue
+        hf_name = "transformer." + name.replace("blocks.", "h.")
+        for ours, theirs in renames.items():
+            hf_name = hf_name.replace(ours, theirs)
+        is_conv1d = any(k in hf_name for k in ("c_attn", "c_proj", "c_fc")) and name.endswith("weight")
+        out[hf_name] = tensor.t().contiguous() if is_conv1d else tensor
+    return out
+
+
+IGNORE = -1  # target id of positions no loss counts (padding)
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Per-position NLL in float32; positions whose target is `ignore_index` get 0."""
+    return F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="none"
+    ).view_as(targets)  # (B, T)
+
+
+def pack_stream(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    """Flatten documents to `[EOD] doc1 [EOD] doc2 ...` and mark the last token of each sentence."""
+    pieces, ends = [], []
+    for doc in documents:
+        pieces.append(np.array([vocab.eod_id], dtype=np.int64))
+        ends.append(np.zeros(1, dtype=bool))
+        for sentence in doc:
+            pieces.append(np.asarray(sentence, dtype=np.int64))
+            flag = np.zeros(len(sentence), dtype=bool)
+            flag[-1:] = True
+            ends.append(flag)
+    if not pieces:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    return np.concatenate(pieces), np.concatenate(ends)
+
+
+def block_batches(
+    stream: np.ndarray, sentence_ends: np.ndarray, vocab: Vocab, context: int, batch_tokens: int
+) -> list[Batch]:
+    """Cut a token stream into (input, target) blocks of `context` tokens, grouped into batches.
+
+    The last block is padded; its padding targets are `IGNORE`d by the loss.
+    """
+    n_blocks = max(1, math.ceil((len(stream) - 1) / context))
+    padded = np.full(n_blocks * context + 1, vocab.pad_id, dtype=np.int64)
+    padded[: len(stream)] = stream
+    ends = np.zeros(n_blocks * context + 1, dtype=bool)
+    ends[: len(stream)] = sentence_ends
+    inputs = padded[:-1].reshape(n_blocks, context)
+    targets = padded[1:].reshape(n_blocks, context)
+    target_ends = ends[1:].reshape(n_blocks, context)
+    per_batch = max(1, batch_tokens // context)
+    batches = []
+    for start in range(0, n_blocks, per_batch):
+        x = inputs[start : start + per_batch]
+        y = targets[start : start + per_batch]
+        # A trailing [PAD] input after the stream ends is harmless: its target is [PAD] too.
+        x = np.where(x == vocab.pad_id, vocab.eod_id, x)
+        lexical = y < vocab.base_size
+        y = np.where(y == vocab.pad_id, IGNORE, y)
+        batches.append(
+            Batch(
+                tensors={"inputs": x, "targets": y, "lexical": lexical},
+                lexical_tokens=int(lexical.sum()),
+                sentences=int(target_ends[start : start + per_batch].sum()),
+                computed_slots=int(x.size),
+            )
+        )
+    return batches
+
+
+class GPT2Adapter(Adapter):
+    """GPT-2 over packed blocks; documents are separated by `[EOD]`."""
+
+    name = "gpt2"
+    description = "GPT-2 baseline: packed token blocks, learned positions, tied head"
+    config_class = GPT2Config
+
+    def build(self, vocab: Vocab) -> nn.Module:
+        return GPT2(self.config, vocab.size)
+
+    def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
+        stream, ends = pack_stream(documents, vocab)
+        return block_batches(stream, ends, vocab, self.config.context, batch_tokens)
+
+    def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
+        targets = batch.tensors["targets"]  # (B, T)
+        logits = model(batch.tensors["inputs"])  # (B, T, V)
+        nll = token_losses(logits, targets, ignore_index=IGNORE)  # (B, T)
+        counted = targets != IGNORE
+        lexical = batch.tensors["lexical"]  # (B, T) content-token targets only
+        return LossParts(
+            loss=nll.sum() / counted.sum().clamp(min=1),
+            lexical_nll_sum=nll[lexical].sum().detach(),
+            lexical_tokens=batch.lexical_tokens,
+        )
+
+    def score(self, model: nn.Module, documents: Sequence[Document], vocab: Vocab) -> list[torch.Tensor]:
+        # lm-eval's own rolling windows, so our perplexity is the one lm-eval's `hf` model reports.
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        context = self.config.context
+        stride = self.config.score_stride or context
+        device = next(model.parameters()).device
+        windows = []  # (document index, input ids, number of predicted tokens)
+        for index, doc in enumerate(documents):
+            tokens = np.concatenate([np.asarray(s, dtype=np.int64) for s in doc]).tolist() if doc else []
+            for pair in get_rolling_token_windows(tokens, vocab.eod_id, context, context - stride + 1):
+                inputs, predicted = make_disjoint_window(pair)
+                windows.append((index, inputs + predicted[:-1], predicted))
+        scores: list[list[torch.Tensor]] = [[] for _ in documents]
+        with torch.no_grad():
+            for start in range(0, len(windows), self.config.score_batch_windows):
+                chunk = windows[start : start + self.config.score_batch_windows]
+                length = max(len(w[1]) for w in chunk)
+                ids = torch.full((len(chunk), length), vocab.eod_id, dtype=torch.long)
+                for row, (_, inputs, _) in enumerate(chunk):
+                    ids[row, : len(inputs)] = torch.tensor(inputs)
+                logprobs = torch.log_softmax(model(ids.to(device)).float(), dim=-1)  # (B, T, V)
+                for row, (index, inputs, predicted) in enumerate(chunk):
+                    n = len(predicted)
+                    rows = logprobs[row, len(inputs) - n : len(inputs)]  # (n, V)
+                    target = torch.tensor(predicted, device=device)
+                    scores[index].append(rows.gather(1, target[:, None])[:, 0].cpu())
+        return [torch.cat(parts) if parts else torch.zeros(0) for parts in scores]
+
+    def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:
+        device = next(model.parameters()).device
+        tokens = [vocab.eod_id] + [int(t) for s in prompt for t in s]
+        new: list[int] = []
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                window = torch.tensor(tokens[-self.config.context :], device=device)[None]
+                logits = model(window)[0, -1, : vocab.base_size]  # only content tokens are generated
+                token = int(logits.argmax())
+                tokens.append(token)
+                new.append(token)
+                if any(len(s) and new[-len(s) :] == list(s) for s in stop):
+                    break
+        return new

@@ -1,0 +1,205 @@
+"""The Adapter contract: everything the harness needs to know about one architecture.
+
+Trainer, evaluator, reversal probe, lm-eval bridge and benchmarks only ever talk to adapters.
+An adapter wraps one model family (GPT-2, TG, ...) and one config dataclass of that family.
+
+Data enters an adapter as *documents*: a document is a list of sentences, a sentence a 1-D
+integer array of **content token ids** (no special tokens). Special ids come from `Vocab`.
+
+Adapters are found by name through `tgbench.registry` (built-ins, the entry-point group
+``tgbench.adapters``, or ``package.module:Class`` / ``path/to/file.py:Class`` references).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+Sentence = np.ndarray  # 1-D int array of content token ids
+Document = list[Sentence]
+
+SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[EOD]")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """A base vocabulary with the four specials appended after it.
+
+    Attributes:
+        base_size: Size of the tokenizer's own vocabulary (50257 for GPT-2 BPE).
+    """
+
+    base_size: int
+
+    @property
+    def pad_id(self) -> int:
+        return self.base_size
+
+    @property
+    def bos_id(self) -> int:
+        return self.base_size + 1
+
+    @property
+    def eos_id(self) -> int:
+        return self.base_size + 2
+
+    @property
+    def eod_id(self) -> int:
+        return self.base_size + 3
+
+    @property
+    def size(self) -> int:
+        """Embedding rows needed: base vocabulary plus the specials."""
+        return self.base_size + len(SPECIAL_TOKENS)
+
+    def is_special(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of positions holding a special token."""
+        return token_ids >= self.base_size
+
+
+@dataclass
+class Batch:
+    """One optimisation step's worth of data, in whatever layout the adapter needs.
+
+    Attributes:
+        tensors: Named arrays (numpy or torch); moved to the device by `to`.
+        lexical_tokens: Count of content-token targets (the unit of token budgets and tokens/s).
+        sentences: Count of sentences whose tokens are in the batch (for sentences/s).
+        computed_slots: Token slots the model computes (padding included), for efficiency figures.
+    """
+
+    tensors: dict[str, Any]
+    lexical_tokens: int
+    sentences: int
+    computed_slots: int = 0
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> Batch:
+        moved = {}
+        for key, value in self.tensors.items():
+            if isinstance(value, np.ndarray):
+                value = torch.from_numpy(value)
+            if isinstance(value, torch.Tensor):
+                value = value.to(device, non_blocking=True)
+            moved[key] = value
+        return dataclasses.replace(self, tensors=moved)
+
+
+@dataclass
+class LossParts:
+    """What `Adapter.loss` returns.
+
+    Attributes:
+        loss: The weighted training loss to back-propagate (a scalar tensor).
+        lexical_nll_sum: Sum of NLL over content-token targets only (detached scalar tensor).
+        lexical_tokens: Number of content-token targets in the batch.
+    """
+
+    loss: torch.Tensor
+    lexical_nll_sum: torch.Tensor
+    lexical_tokens: int
+
+
+class Adapter(ABC):
+    """The contract between tgbench and one architecture.
+
+    Subclasses set `name`, `description` and `config_class` (a dataclass whose fields are the
+    model's settings; it must have `width`, `layers` and `heads`), and implement the abstract
+    methods. An adapter instance holds one config and is otherwise stateless.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = self.config_class(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+
+    # -- building -------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, vocab: Vocab) -> nn.Module:
+        """Return a freshly initialised model for `self.config` over `vocab`."""
+
+    # -- training -------------------------------------------------------------------------
+    @abstractmethod
+    def batches(
+        self,
+        documents: Sequence[Document],
+        vocab: Vocab,
+        *,
+        batch_tokens: int,
+        epoch: int,
+        rng: np.random.Generator,
+    ) -> list[Batch]:
+        """Lay the training documents out as this architecture consumes them, for one epoch.
+
+        Args:
+            documents: The training subset in the order every model sees it this epoch.
+            vocab: Special-token ids.
+            batch_tokens: Target number of lexical tokens per batch.
+            epoch: 0-based epoch (curricula depend on it).
+            rng: Seeded generator for any shuffling the adapter does.
+
+        Returns:
+            The epoch's batches in order. Must be deterministic given the arguments, so a
+            resumed run rebuilds the same list and skips to its position.
+        """
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
+        """Forward one batch (already on the device) and return the loss parts."""
+
+    # -- evaluation -----------------------------------------------------------------------
+    @abstractmethod
+    def score(self, model: nn.Module, documents: Sequence[Document], vocab: Vocab) -> list[torch.Tensor]:
+        """Log-probability of every content token of every document, in order.
+
+        This is the single scoring path: lexical perplexity, the reversal probe and every
+        lm-eval request use it, so all architectures are measured on the same tokens. The first
+        content token of a document is predicted from the architecture's start-of-document state.
+
+        Returns:
+            One float32 CPU tensor per document, of length = number of content tokens.
+        """
+
+    @abstractmethod
+    def generate(
+        self,
+        model: nn.Module,
+        prompt: Document,
+        vocab: Vocab,
+        *,
+        max_new_tokens: int,
+        stop: Sequence[Sequence[int]] = (),
+    ) -> list[int]:
+        """Greedy continuation of `prompt` (sentences of content ids); returns new content ids."""
+
+    def n_params(self, model: nn.Module) -> int:
+        """Non-embedding parameters (Kaplan convention): everything but token/position tables.
+
+        The tied LM head shares the token table and so is not counted either.
+        """
+        embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+        return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids)
+
+    # -- helpers shared by implementations --------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """The config as a plain dict (what `config.toml` records)."""
+        return dataclasses.asdict(self.config)
+
+
+def iterate_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Yield consecutive slices of `items` of at most `size` elements."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,164 @@
+"""Configuration dataclasses and their TOML round trip.
+
+A run is fully described by a `RunConfig`: which adapter (by name or reference), its model
+settings, the data settings and the training settings. `config.toml` in a run directory is this
+dataclass written out; reading it back gives an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from tgbench.data.corpus import DataConfig
+from tgbench.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. Defaults follow the paper's release where it states them."""
+
+    tokens: int = 0  # lexical-token budget D of the training subset; 0 = the whole training split
+    epochs: int = 1
+    batch_tokens: int = 4096  # lexical tokens per optimiser step (the paper: about 20k)
+    lr: float = 2.5e-4
+    warmup_fraction: float = 0.004
+    min_lr_fraction: float = 0.1  # cosine decays to this fraction of the peak
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 1.0
+    eval_every: int = 0  # steps between validation passes; 0 = once per epoch
+    eval_tokens: int = 50_000  # lexical tokens of the fixed validation subset used during training
+    log_every: int = 10
+    checkpoint_every: int = 50  # steps between `latest` checkpoints
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_tokens", "eval_tokens", "log_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"train.{name} = {getattr(self, name)} must be positive", f"set train.{name} > 0")
+        for name in ("tokens", "eval_every", "threads"):
+            if getattr(self, name) < 0:
+                raise UserError(f"train.{name} = {getattr(self, name)} must not be negative", f"set train.{name} >= 0")
+        if self.lr <= 0:
+            raise UserError(f"train.lr = {self.lr} must be positive", "set a learning rate such as 2.5e-4")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise UserError(f"train.dtype = '{self.dtype}' is not supported", "use auto, float32 or bfloat16")
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a run's numbers."""
+
+    model: str = "gpt2"  # adapter name, package.module:Class or path/to/file.py:Class
+    model_options: dict[str, Any] = field(default_factory=dict)  # fields of the adapter's config
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Stable hash of everything that changes the numbers (what a grid compares to skip runs)."""
+        settings = self.to_dict()
+        for volatile in ("device", "threads"):
+            settings["train"].pop(volatile, None)
+        settings["data"].pop("cache_dir", None)
+        blob = json.dumps(settings, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
+        return from_dict(cls, raw, source)
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """Coerce TOML values to the annotated type, or raise a UserError naming the key."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"Any": Any})  # annotations are postponed strings
+    origin = typing.get_origin(annotation)
+    if annotation is Any or origin is dict:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not (
+        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
+    ):
+        raise UserError(
+            f"{where} = {value!r} has the wrong type ({type(value).__name__})",
+            f"give {where} a value of type {annotation.__name__}",
+        )
+    return value
+
+
+def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a table, got {type(raw).__name__}", f"write [{where}] as a TOML table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        import difflib
+
+        hints = [difflib.get_close_matches(k, known, n=1) for k in unknown]
+        hint = "; ".join(f"'{k}' -> did you mean '{h[0]}'?" for k, h in zip(unknown, hints, strict=True) if h)
+        raise UserError(
+            f"unknown key(s) in {where}: {', '.join(unknown)}",
+            (hint + "; " if hint else "") + f"known keys: {', '.join(known)}",
+        )
+    values = {}
+    hints = typing.get_type_hints(cls)
+    for name, value in raw.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            values[name] = from_dict(annotation, value, f"{where}.{name}" if where != "config" else name)
+        else:
+            values[name] = _check_type(value, annotation, f"{where}.{name}" if where != "config" else name)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"invalid {where}: {err}", "check the values in the config") from err
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist", "give the path of an existing TOML file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"'{path}' is not valid TOML: {err}", "fix the syntax at the position named") from err
+
+
+def to_toml(settings: dict[str, Any]) -> str:
+    """TOML text of a nested dict; None values are dropped (TOML has no null)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return tomli_w.dumps(clean(settings))
+
+
+def load_run_config(path: Path) -> RunConfig:
+    raw = read_toml(path)
+    raw = {k: v for k, v in raw.items() if k != "meta"}  # provenance written beside the settings
+    return RunConfig.from_dict(raw)

@@ -1,0 +1,105 @@
+"""Find adapters by name, lm-eval style.
+
+Three ways in:
+  * built-ins, registered lazily as "module:Class" strings (nothing is imported until used);
+  * third-party packages through the entry-point group ``tgbench.adapters``;
+  * a direct reference ``package.module:Class`` or ``path/to/file.py:Class``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgbench.adapter import Adapter
+from tgbench.errors import UserError, unknown_name
+
+ENTRY_POINT_GROUP = "tgbench.adapters"
+
+BUILTIN_ADAPTERS: dict[str, str] = {
+    "gpt2": "tgbench.models.gpt2:GPT2Adapter",
+    "gpt2-boundary": "tgbench.models.gpt2_boundary:GPT2BoundaryAdapter",
+    "gpt2-gist": "tgbench.models.gpt2_gist:GPT2GistAdapter",
+    "tg": "tgbench.models.tg:TGAdapter",
+    "tg-span": "tgbench.models.tg:TGSpanAdapter",
+}
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    name: str
+    target: str
+    origin: str  # "built-in", "entry point (<dist>)", or "reference"
+
+
+def _entry_points() -> dict[str, AdapterEntry]:
+    found = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        found[ep.name] = AdapterEntry(ep.name, ep.value, f"entry point ({dist})")
+    return found
+
+
+def available() -> dict[str, AdapterEntry]:
+    """Every adapter known by name: built-ins that import, then entry points."""
+    entries = {}
+    for name, target in BUILTIN_ADAPTERS.items():
+        module = target.split(":")[0]
+        if importlib.util.find_spec(module) is not None:
+            entries[name] = AdapterEntry(name, target, "built-in")
+    entries.update(_entry_points())
+    return entries
+
+
+def _load_reference(reference: str) -> type:
+    location, _, attr = reference.rpartition(":")
+    if location.endswith(".py") or "/" in location:
+        path = Path(location)
+        if not path.is_file():
+            raise UserError(f"adapter file '{path}' does not exist", "give an existing path/to/file.py:Class")
+        module_name = f"tgbench_user_{path.stem}_{abs(hash(path.resolve()))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ModuleNotFoundError as err:
+            raise UserError(f"cannot import adapter module '{location}' ({err})",
+                            "check the module is installed, or give path/to/file.py:Class") from err
+    try:
+        cls = getattr(module, attr)
+    except AttributeError as err:
+        raise UserError(f"'{location}' has no attribute '{attr}'", "name the adapter class after the colon") from err
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise UserError(f"'{reference}' is not a tgbench Adapter subclass",
+                        "subclass tgbench.adapter.Adapter (see docs/adapters.md)")
+    return cls
+
+
+def get_adapter_class(name: str) -> type[Adapter]:
+    """Resolve an adapter name or reference to its class.
+
+    Raises:
+        UserError: for an unknown name (lists the known ones and suggests the closest).
+    """
+    if ":" in name:
+        return _load_reference(name)
+    entries = available()
+    if name not in entries:
+        raise unknown_name("adapter", name, entries)
+    cls = _load_reference(entries[name].target)
+    return cls
+
+
+def adapter_origin(name: str) -> str:
+    if ":" in name:
+        return "reference"
+    entry = available().get(name)
+    return entry.origin if entry else "unknown"

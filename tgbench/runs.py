@@ -1,0 +1,340 @@
+"""The run-directory format, and atomic file writes.
+
+```
+<run>/config.toml        resolved settings + provenance (versions, git sha, config hash)
+<run>/metrics.jsonl      one JSON object per log/eval step
+<run>/checkpoints/       latest, previous and best: safetensors + JSON sidecar with a checksum
+<run>/eval/<task>.json   lm-eval-shaped results
+<run>/summary.json       final figures of the run
+<run>/FAILED | DONE      written last
+```
+
+Every file is replaced atomically (temp file in the same directory, fsync, `os.replace`), so an
+interrupted or out-of-space write never leaves a partial file where a good one was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import tgbench
+from tgbench.config import RunConfig, load_run_config, to_toml
+from tgbench.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path`, on any error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(
+                f"disk full while writing '{path}' (no space left on {path.parent}); the previous file is intact",
+                "free disk space, then rerun with --resume auto",
+            ) from err
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# -- provenance ------------------------------------------------------------------------------
+def git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(device: str) -> dict[str, Any]:
+    import numpy
+
+    return {
+        "tgbench": tgbench.__version__,
+        "format": FORMAT_VERSION,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor(),
+        "git_sha": git_sha(),
+    }
+
+
+# -- the run directory -----------------------------------------------------------------------
+@dataclass
+class RunDir:
+    """Paths and small helpers of one run directory."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def done(self) -> bool:
+        return (self.path / "DONE").exists()
+
+    @property
+    def failed(self) -> bool:
+        return (self.path / "FAILED").exists()
+
+    def status(self) -> str:
+        if self.done:
+            return "done"
+        if self.failed:
+            return "failed"
+        if (self.checkpoints / "latest.json").exists():
+            return "interrupted"
+        return "pending" if not self.config_path.exists() else "started"
+
+    def write_config(self, config: RunConfig, meta: dict[str, Any]) -> None:
+        settings = config.to_dict()
+        settings["meta"] = {**meta, "config_hash": config.hash()}
+        write_text(self.config_path, to_toml(settings))
+
+    def read_config(self) -> RunConfig:
+        return load_run_config(self.config_path)
+
+    def read_meta(self) -> dict[str, Any]:
+        import tomllib
+
+        return tomllib.loads(self.config_path.read_text(encoding="utf-8")).get("meta", {})
+
+    def check_version(self) -> None:
+        """Refuse run directories written by an incompatible tgbench."""
+        meta = self.read_meta()
+        if meta.get("format", FORMAT_VERSION) != FORMAT_VERSION:
+            raise UserError(
+                f"run directory '{self.path}' has format {meta.get('format')} (tgbench {meta.get('tgbench')}); "
+                f"this tgbench {tgbench.__version__} reads format {FORMAT_VERSION}",
+                "use a new --out directory, or the tgbench version that wrote it",
+            )
+
+    def mark(self, name: str, text: str = "") -> None:
+        write_text(self.path / name, text)
+
+    def clear_marks(self) -> None:
+        for name in ("DONE", "FAILED"):
+            (self.path / name).unlink(missing_ok=True)
+
+    # -- metrics ---------------------------------------------------------------------------
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line and fsync it; a torn last line is dropped by `read_metrics`."""
+        line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a kill mid-write
+        return records
+
+    def truncate_metrics(self, step: int) -> None:
+        """Keep only records up to `step` (what a resumed run will not repeat)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+def _unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop aliases of tied weights (safetensors stores each storage once)."""
+    seen, out = set(), {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.dtype) if tensor.device.type != "meta" else name
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().to("cpu").contiguous()
+    return out
+
+
+def save_checkpoint(
+    directory: Path,
+    name: str,
+    model: torch.nn.Module,
+    sidecar: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    keep_previous: bool = False,
+) -> None:
+    """Write `<name>.safetensors` and `<name>.json` (with the tensors' checksum) atomically.
+
+    With `keep_previous`, the current checkpoint of that name becomes `previous` first, so a
+    corrupted new file can fall back to it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in _unique_tensors(model.state_dict()).items()}
+    optim_meta = None
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for index, param_state in state["state"].items():
+            for key, value in param_state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optim.{index}.{key}"] = value.detach().to("cpu").contiguous()
+        optim_meta = {"param_groups": state["param_groups"]}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    if keep_previous and (directory / f"{name}.json").exists():
+        for suffix in (".safetensors", ".json"):
+            os.replace(directory / f"{name}{suffix}", directory / f"previous{suffix}")
+    weights = directory / f"{name}.safetensors"
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp))
+    full = {**sidecar, "optimizer": optim_meta, "sha256": sha256_file(weights), "format": FORMAT_VERSION}
+    write_json(directory / f"{name}.json", full)
+
+
+@dataclass
+class Checkpoint:
+    name: str
+    tensors: dict[str, torch.Tensor]
+    sidecar: dict[str, Any]
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return {k[len("model."):]: v for k, v in self.tensors.items() if k.startswith("model.")}
+
+    def load_model(self, model: torch.nn.Module, path: Path) -> None:
+        """Load weights, with a clear error when shapes do not match the model's config."""
+        state = self.model_state()
+        own = model.state_dict()
+        for key, tensor in state.items():
+            if key in own and own[key].shape != tensor.shape:
+                raise UserError(
+                    f"checkpoint '{path}' does not match its config: '{key}' has shape {tuple(tensor.shape)}, "
+                    f"the model built from config.toml expects {tuple(own[key].shape)}",
+                    "use the config.toml the checkpoint was written with",
+                )
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = {k for k in missing if any(own[k].data_ptr() == own[o].data_ptr() for o in state if o in own)}
+        if set(missing) - tied or unexpected:
+            raise UserError(
+                f"checkpoint '{path}' does not match its model: missing {sorted(set(missing) - tied)}, "
+                f"unexpected {sorted(unexpected)}",
+                "use the config.toml the checkpoint was written with",
+            )
+
+    def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": self.sidecar["optimizer"]["param_groups"]})
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.tensors["rng.torch"])
+        if "rng.cuda" in self.tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(self.tensors["rng.cuda"])
+
+
+class CorruptCheckpoint(Exception):
+    pass
+
+
+def read_checkpoint(directory: Path, name: str) -> Checkpoint:
+    """Read and verify one checkpoint. Raises CorruptCheckpoint naming the bad file."""
+    sidecar_path = directory / f"{name}.json"
+    weights = directory / f"{name}.safetensors"
+    try:
+        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise CorruptCheckpoint(f"{sidecar_path}: unreadable sidecar ({err})") from err
+    if not weights.exists() or sha256_file(weights) != sidecar.get("sha256"):
+        raise CorruptCheckpoint(f"{weights}: checksum does not match its sidecar (truncated or corrupted)")
+    try:
+        tensors = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types
+        raise CorruptCheckpoint(f"{weights}: unreadable ({err})") from err
+    return Checkpoint(name, tensors, sidecar)
+
+
+def latest_good_checkpoint(directory: Path, warn=print) -> Checkpoint | None:
+    """The newest readable training checkpoint (`latest`, else `previous`), or None."""
+    for name in ("latest", "previous"):
+        if not (directory / f"{name}.json").exists() and not (directory / f"{name}.safetensors").exists():
+            continue
+        try:
+            return read_checkpoint(directory, name)
+        except CorruptCheckpoint as err:
+            warn(f"corrupted checkpoint skipped: {err}")
+    return None
