@@ -158,6 +158,77 @@ def adapters() -> None:
     console.print(table)
 
 
+@app.command("train-grid")
+def train_grid(
+    config: Annotated[Path | None, typer.Argument(help="Grid TOML file.")] = None,
+    preset: Annotated[str | None, typer.Option(help="A shipped grid: smoke, demo, paper-data, ...")] = None,
+    out: Annotated[Path | None, typer.Option(help="Grid directory [default: runs/<grid name>].")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a compute estimate.")] = False,
+    executor: Annotated[str, typer.Option(help="local | slurm | slurm-local")] = "local",
+    progress: Annotated[bool, typer.Option(help="Show the live table.")] = True,
+) -> None:
+    """Train every run of a grid (skips DONE runs, resumes interrupted ones, reruns failed ones)."""
+    from tgbench.grid import dry_run_table, load_grid, run_grid
+
+    grid = load_grid(config, preset)
+    if dry_run:
+        rows = dry_run_table(grid)
+        table = Table(title=f"grid '{grid.name}': {len(rows)} runs")
+        for column in ("run_id", "n_params", "tokens", "epochs", "pflops"):
+            table.add_column(column, justify="left" if column == "run_id" else "right")
+        for row in rows:
+            table.add_row(row["run_id"], f"{row['n_params']:,}", f"{row['tokens']:,}", str(row["epochs"]),
+                          f"{row['pflops']:.4f}")
+        console.print(table)
+        console.print(f"total compute ~{sum(r['pflops'] for r in rows):.3f} PFLOP (6 N D, attention ignored)")
+        return
+    target = out or Path("runs") / grid.name
+    frame = run_grid(grid, target, executor=executor, progress=progress)
+    counts = frame["status"].value_counts().to_dict()
+    console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(config: Annotated[Path, typer.Argument(help="Grid or run TOML file to check.")]) -> None:
+    """Check a grid (or run) file without running it; names any bad key or value."""
+    from tgbench.config import load_run_config, read_toml
+    from tgbench.grid import expand, load_grid
+
+    raw = read_toml(config)
+    if "models" in raw:
+        grid = load_grid(config)
+        console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs")
+    else:
+        run_config = load_run_config(config)
+        from tgbench.train import build_adapter
+
+        build_adapter(run_config)
+        console.print(f"[green]ok[/green]: run config for '{run_config.model}'")
+
+
+@app.command()
+def fit(
+    grid_dir: Annotated[Path, typer.Argument(help="Grid directory (holds results.csv or run dirs).")],
+    pair: Annotated[str, typer.Option(help="A,B: how much more data/params B needs to reach A's loss.")] = "tg,gpt2",
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
+) -> None:
+    """Fit scaling laws and multipliers; writes fits.json."""
+    from tgbench.grid import write_results
+    from tgbench.tasks.scaling import write_fits
+
+    if not grid_dir.is_dir():
+        raise UserError(f"grid directory '{grid_dir}' does not exist", "run tgbench train-grid first")
+    write_results(grid_dir)
+    first, _, second = pair.partition(",")
+    try:
+        path = write_fits(grid_dir, pair=(first.strip(), second.strip()), n_resamples=resamples)
+    except ValueError as err:
+        raise UserError(f"cannot fit {grid_dir}: {err}", "check results.csv for missing or bad losses") from err
+    console.print(f"fits written to {path}")
+
+
 @app.command()
 def demo(out: Annotated[Path, typer.Option(help="Where the demo's runs go.")] = Path("runs/demo")) -> None:
     """The default job on the embedded corpus."""

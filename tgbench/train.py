@@ -16,7 +16,7 @@ import math
 import resource
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +184,7 @@ class SignalGuard:
 
 
 def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool = True,
-          corpus=None) -> RunResult:
+          corpus=None, on_log: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train one run into directory `out`.
 
     Args:
@@ -195,6 +195,7 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         progress: Show a Rich progress bar.
         corpus: An already loaded `EncodedCorpus` (grids load it once); loaded from
             `config.data` when None.
+        on_log: Called with every metrics record as it is written (a grid's live table).
 
     Returns:
         The run's status and final figures.
@@ -263,6 +264,11 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
     run.write_config(config, {**provenance(str(device)), "n_params": n_params, "total_steps": total_steps,
                               "adapter_description": adapter.description})
 
+    def log(record: dict[str, Any]) -> None:
+        run.append_metrics(record)
+        if on_log is not None:
+            on_log(record)
+
     def save(name: str, keep_previous: bool = False, with_optimizer: bool = True) -> None:
         plain_state = {**state, "acc": {k: float(v) for k, v in state["acc"].items()}}
         sidecar = {"state": plain_state, "scheduler": scheduler.state_dict(), "n_params": n_params,
@@ -274,7 +280,7 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         loss, count = lexical_loss(adapter, model, valid_docs, vocab, device, tc.dtype)
         record = {"step": state["step"], "epoch": state["epoch"], "tokens": state["tokens"], "val_loss": loss,
                   "val_ppl": math.exp(min(loss, 50)), "val_tokens": count}
-        run.append_metrics(record)
+        log(record)
         if state["best_val_loss"] is None or loss < state["best_val_loss"]:
             state["best_val_loss"] = loss
             save("best", with_optimizer=False)
@@ -317,7 +323,7 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
                     window_start = time.perf_counter()
                     if not math.isfinite(record["train_loss"]):
                         _fail(run, state, record)
-                    run.append_metrics(record)
+                    log(record)
                     progress_bar.update(task, loss=record["train_lexical_loss"])
                 if state["step"] % eval_every == 0:
                     evaluate()

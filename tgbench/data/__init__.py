@@ -1,0 +1,32 @@
+"""Corpora, sentence splitting, tokenizers and the cached encoded corpus."""
+
+from tgbench.data.corpus import (
+    DataConfig,
+    EncodedCorpus,
+    Split,
+    SplitStats,
+    corpus_key,
+    corpus_stats,
+    load_corpus,
+)
+from tgbench.data.sources import RawDocument, read_source
+from tgbench.data.split import cap_and_merge, split_sentences
+from tgbench.data.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
+
+__all__ = [
+    "DataConfig",
+    "EncodedCorpus",
+    "RawDocument",
+    "Split",
+    "SplitStats",
+    "Tokenizer",
+    "cap_and_merge",
+    "corpus_key",
+    "corpus_stats",
+    "gpt2_tokenizer",
+    "load_corpus",
+    "load_tokenizer",
+    "read_source",
+    "split_sentences",
+    "train_bpe",
+]

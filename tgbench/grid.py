@@ -1,0 +1,421 @@
+"""Grids of paired runs: expansion, execution (local or Slurm), resume, and `results.csv`.
+
+A grid TOML names adapters (with variants such as ablation switches), widths, token budgets and
+seeds, plus shared data and training settings. `expand` turns it into `RunSpec`s; `run_grid`
+trains them one after another (or submits one Slurm job per run through submitit), skipping runs
+that are DONE with the same config hash, resuming interrupted ones and rerunning failed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tgbench.config import RunConfig, TrainConfig, from_dict, read_toml, to_toml
+from tgbench.data import DataConfig
+from tgbench.errors import UserError, unknown_name
+from tgbench.runs import RunDir, write_json, write_text
+
+PRESETS = ("smoke", "demo", "paper-data", "paper-params", "paper-ablations")
+
+
+@dataclass
+class ModelEntry:
+    """One architecture of the grid: an adapter plus fixed options (a variant is a named option set)."""
+
+    adapter: str
+    variant: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.adapter if not self.variant else f"{self.adapter}/{self.variant}"
+
+
+@dataclass
+class GridConfig:
+    """A grid: models x widths x budgets x seeds, on shared data and training settings.
+
+    `design = "cross"` runs every width at every budget; `"axes"` runs the data axis (every budget)
+    at `reference_width` and the parameter axis (every width) at the largest budget, as the paper did.
+    """
+
+    name: str = "grid"
+    description: str = ""
+    design: str = "cross"
+    widths: list[int] = field(default_factory=lambda: [64])
+    layers: int = 2
+    head_dim: int = 64  # heads = ceil(width / head_dim), at least 1 (the paper's small-width heads are unknown)
+    budgets: list[int] = field(default_factory=lambda: [100_000])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    reference_width: int = 0  # axes design: 0 = the largest width
+    models: list[ModelEntry] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.design not in ("cross", "axes"):
+            raise UserError(f"design = '{self.design}' is not a grid design", "use design = \"cross\" or \"axes\"")
+        for name in ("widths", "budgets"):
+            values = getattr(self, name)
+            if not values or any((not isinstance(v, int)) or v <= 0 for v in values):
+                raise UserError(f"{name} = {values} must be a non-empty list of positive integers",
+                                f"fix {name} in the grid file")
+        if self.layers <= 0 or self.head_dim <= 0:
+            raise UserError(f"layers = {self.layers} and head_dim = {self.head_dim} must be positive",
+                            "fix them in the grid file")
+        if not self.models:
+            raise UserError("the grid names no models", "add [[models]] tables with adapter = \"gpt2\" etc.")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "grid") -> GridConfig:
+        raw = dict(raw)
+        entries = raw.pop("models", [])
+        if not isinstance(entries, list):
+            raise UserError("models must be an array of tables", "write [[models]] blocks")
+        models = [from_dict(ModelEntry, entry, f"models[{i}]") for i, entry in enumerate(entries)]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            import difflib
+
+            hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+            hint = "; ".join(f"'{k}' -> did you mean '{h[0]}'?" for k, h in hints.items() if h)
+            raise UserError(f"unknown key(s) in {source}: {', '.join(unknown)}",
+                            (hint + "; " if hint else "") + f"known keys: {', '.join(sorted(known))}")
+        data = from_dict(DataConfig, raw.pop("data", {}), "data")
+        train = from_dict(TrainConfig, raw.pop("train", {}), "train")
+        scalars = from_dict(_GridScalars, raw, source)
+        return cls(**dataclasses.asdict(scalars), models=models, data=data, train=train)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _GridScalars:
+    """The scalar keys of a grid file, for type checking (mirrors GridConfig)."""
+
+    name: str = "grid"
+    description: str = ""
+    design: str = "cross"
+    widths: list[int] = field(default_factory=list)
+    layers: int = 2
+    head_dim: int = 64
+    budgets: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    reference_width: int = 0
+
+
+@dataclass
+class RunSpec:
+    run_id: str
+    label: str
+    adapter: str
+    variant: str
+    width: int
+    layers: int
+    heads: int
+    tokens: int
+    seed: int
+    config: RunConfig
+
+
+def heads_for(width: int, head_dim: int) -> int:
+    return max(1, math.ceil(width / head_dim))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def expand(grid: GridConfig) -> list[RunSpec]:
+    """Every run of the grid, in a stable order (budget-major so small runs come first)."""
+    reference = grid.reference_width or max(grid.widths)
+    if grid.design == "axes" and reference not in grid.widths:
+        raise UserError(f"reference_width = {reference} is not one of widths {grid.widths}",
+                        "pick one of the widths, or 0 for the largest")
+    cells = []
+    for tokens in sorted(grid.budgets):
+        for width in sorted(grid.widths):
+            on_data_axis = width == reference
+            on_param_axis = tokens == max(grid.budgets)
+            if grid.design == "axes" and not (on_data_axis or on_param_axis):
+                continue
+            cells.append((tokens, width))
+    specs = []
+    for tokens, width in cells:
+        for seed in grid.seeds:
+            for entry in grid.models:
+                heads = heads_for(width, grid.head_dim)
+                options = {"width": width, "layers": grid.layers, "heads": heads, **entry.options}
+                train = dataclasses.replace(grid.train, tokens=tokens, seed=seed)
+                config = RunConfig(model=entry.adapter, model_options=options, data=grid.data, train=train)
+                run_id = _slug(f"{entry.label}-w{width}-l{grid.layers}-D{tokens}-s{seed}")
+                specs.append(RunSpec(run_id, entry.label, entry.adapter, entry.variant, width, grid.layers,
+                                     heads, tokens, seed, config))
+    return specs
+
+
+def load_grid(path: Path | None = None, preset: str | None = None) -> GridConfig:
+    """Read a grid file or a shipped preset, validating every key and value."""
+    if (path is None) == (preset is None):
+        raise UserError("give either a grid file or --preset NAME", f"presets: {', '.join(PRESETS)}")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise unknown_name("preset", preset, PRESETS)
+        text = resources.files("tgbench").joinpath(f"presets/{preset}.toml").read_text(encoding="utf-8")
+        import tomllib
+
+        raw, source = tomllib.loads(text), f"preset {preset}"
+    else:
+        raw, source = read_toml(path), str(path)
+    grid = GridConfig.from_dict(raw, source)
+    validate_models(grid)
+    return grid
+
+
+def validate_models(grid: GridConfig) -> None:
+    """Build every distinct adapter config once, so a bad option fails before any training."""
+    from tgbench.train import build_adapter
+
+    seen = set()
+    for spec in expand(grid):
+        key = (spec.adapter, repr(sorted(spec.config.model_options.items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        build_adapter(spec.config)
+
+
+# -- estimates ---------------------------------------------------------------------------------
+def base_vocab_size(tokenizer: str) -> int:
+    if tokenizer == "gpt2":
+        return 50257
+    match = re.fullmatch(r"bpe-(\d+)", tokenizer)
+    return int(match.group(1)) if match else 50257
+
+
+def parameter_count(spec: RunSpec) -> int:
+    """Non-embedding parameters, counted on the meta device (no memory, no init cost)."""
+    import torch
+
+    from tgbench.adapter import Vocab
+    from tgbench.train import build_adapter
+
+    adapter = build_adapter(spec.config)
+    with torch.device("meta"):
+        model = adapter.build(Vocab(base_vocab_size(spec.config.data.tokenizer)))
+    return adapter.n_params(model)
+
+
+# -- execution ---------------------------------------------------------------------------------
+def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, on_log=None) -> str:
+    """Train one run of a grid; returns its final status. Failed runs are rerun from scratch."""
+    from tgbench.train import TrainingFailed, train
+
+    run_dir = grid_dir / spec.run_id
+    resume = "never" if RunDir(run_dir).failed else "auto"
+    try:
+        result = train(spec.config, run_dir, resume=resume, progress=progress, corpus=corpus, on_log=on_log)
+    except TrainingFailed:
+        return "failed"
+    return result.status
+
+
+def _slurm_entry(spec: RunSpec, grid_dir: str) -> str:
+    return run_one(spec, Path(grid_dir), progress=False)
+
+
+def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: bool = True,
+             slurm: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run every run of the grid into `out` and regenerate `results.csv`.
+
+    Args:
+        grid: The grid.
+        out: Grid directory (`grid.toml`, one directory per run, `results.csv`).
+        executor: "local" (one run after another, in this process) or "slurm" (one submitit job per run;
+            "slurm-local" uses submitit's local executor, for testing).
+        progress: Show the live table.
+        slurm: submitit parameters (partition, timeout_min, gpus_per_node, ...).
+    """
+    from tgbench.data import load_corpus
+
+    out.mkdir(parents=True, exist_ok=True)
+    specs = expand(grid)
+    write_text(out / "grid.toml", to_toml(grid.to_dict()))
+    if executor in ("slurm", "slurm-local"):
+        return _run_submitit(specs, out, executor, slurm or {})
+    if executor != "local":
+        raise unknown_name("executor", executor, ("local", "slurm", "slurm-local"))
+    corpus = load_corpus(grid.data, progress=progress)
+    board = _Board(specs, out)
+    with board.live(progress):
+        for spec in specs:
+            board.state[spec.run_id] = "running"
+            board.refresh()
+            status = run_one(spec, out, corpus=corpus, progress=False,
+                             on_log=lambda record, run_id=spec.run_id: board.update(run_id, record))
+            board.state[spec.run_id] = status
+            board.refresh()
+    return write_results(out)
+
+
+def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[str, Any]) -> pd.DataFrame:
+    import submitit
+
+    folder = out / "slurm"
+    if executor == "slurm-local":
+        ex = submitit.LocalExecutor(folder=folder)
+        params = {k: v for k, v in params.items() if k in ("timeout_min",)}
+    else:
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    ex.update_parameters(**({"timeout_min": 24 * 60} | params))
+    jobs = [ex.submit(_slurm_entry, spec, str(out)) for spec in specs]
+    for job in jobs:
+        job.result()
+    return write_results(out)
+
+
+class _Board:
+    """The live table: every run's state, tokens and loss."""
+
+    def __init__(self, specs: list[RunSpec], out: Path) -> None:
+        self.specs = specs
+        self.state = {s.run_id: RunDir(out / s.run_id).status() for s in specs}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self._live = None
+        self._last = 0.0
+
+    def live(self, enabled: bool):
+        from contextlib import nullcontext
+
+        from rich.live import Live
+
+        if not enabled:
+            return nullcontext()
+        self._live = Live(self.table(), refresh_per_second=2, transient=False)
+        return self._live
+
+    def update(self, run_id: str, record: dict[str, Any]) -> None:
+        self.latest.setdefault(run_id, {}).update(record)
+        if time.monotonic() - self._last > 0.5:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._last = time.monotonic()
+        if self._live is not None:
+            self._live.update(self.table())
+
+    def table(self):
+        from rich.table import Table
+
+        table = Table(title="grid", show_lines=False)
+        for column in ("run", "state", "tokens", "train loss", "val loss"):
+            table.add_column(column, justify="right" if column != "run" else "left")
+        colours = {"done": "green", "skipped": "green", "failed": "red", "running": "yellow"}
+        for spec in self.specs:
+            record = self.latest.get(spec.run_id, {})
+            state = self.state[spec.run_id]
+            table.add_row(
+                spec.run_id, f"[{colours.get(state, 'white')}]{state}",
+                f"{record.get('tokens', 0):,}/{spec.tokens:,}",
+                _fmt(record.get("train_lexical_loss")), _fmt(record.get("val_loss")),
+            )
+        return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+# -- results.csv -------------------------------------------------------------------------------
+RESULT_COLUMNS = [
+    "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
+    "steps", "tokens_seen", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "word_perplexity",
+    "bits_per_byte", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "config_hash",
+]
+REVERSAL_KEYS = [f"{c}_{m}" for c in ("normal", "reversed") for m in ("target_nll", "distractor_nll", "margin",
+                                                                        "error_rate")]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def collect_row(run_dir: Path, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One results row from a run directory's files (missing files give empty cells)."""
+    run = RunDir(run_dir)
+    config = run.read_config()
+    meta = run.read_meta()
+    summary = _read_json(run.summary_path)
+    ppl = _read_json(run.eval_dir / "ppl.json").get("results", {}).get("tg_ppl", {})
+    reversal = _read_json(run.eval_dir / "reversal.json").get("results", {}).get("tg_reversal", {})
+    options = config.model_options
+    variant = (spec or {}).get("variant", "")
+    row = {
+        "run_id": run.path.name, "adapter": config.model, "variant": variant,
+        "label": config.model if not variant else f"{config.model}/{variant}",
+        "width": options.get("width"), "layers": options.get("layers"), "heads": options.get("heads"),
+        "n_params": meta.get("n_params"), "tokens": config.train.tokens, "seed": config.train.seed,
+        "status": run.status(), "steps": summary.get("steps"), "tokens_seen": summary.get("tokens"),
+        "best_val_loss": summary.get("best_val_loss"), "best_val_ppl": summary.get("best_val_ppl"),
+        "test_loss": ppl.get("lexical_loss"), "test_ppl": ppl.get("lexical_ppl"),
+        "word_perplexity": ppl.get("word_perplexity"), "bits_per_byte": ppl.get("bits_per_byte"),
+        "tokens_per_s": summary.get("tokens_per_s"), "sentences_per_s": summary.get("sentences_per_s"),
+        "peak_memory_mb": summary.get("peak_memory_mb"), "config_hash": config.hash(),
+    }
+    for key in REVERSAL_KEYS:
+        row[f"reversal_{key}"] = reversal.get(key)
+    return row
+
+
+def write_results(grid_dir: Path) -> pd.DataFrame:
+    """Regenerate `results.csv` from the run directories of a grid (one row per run)."""
+    grid_dir = Path(grid_dir)
+    variants = {}
+    grid_file = grid_dir / "grid.toml"
+    if grid_file.exists():
+        try:
+            grid = GridConfig.from_dict(read_toml(grid_file), str(grid_file))
+            variants = {s.run_id: {"variant": s.variant} for s in expand(grid)}
+        except UserError:
+            pass
+    rows = [collect_row(d, variants.get(d.name)) for d in sorted(grid_dir.iterdir())
+            if d.is_dir() and (d / "config.toml").exists()]
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + [f"reversal_{k}" for k in REVERSAL_KEYS])
+    write_text(grid_dir / "results.csv", frame.to_csv(index=False))
+    return frame
+
+
+def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
+    """The expanded runs with parameter counts and a compute estimate (6 N D FLOPs)."""
+    rows = []
+    counts: dict[tuple, int] = {}
+    for spec in expand(grid):
+        key = (spec.adapter, repr(sorted(spec.config.model_options.items())))
+        if key not in counts:
+            counts[key] = parameter_count(spec)
+        n = counts[key]
+        rows.append({"run_id": spec.run_id, "label": spec.label, "width": spec.width, "layers": spec.layers,
+                     "heads": spec.heads, "n_params": n, "tokens": spec.tokens, "seed": spec.seed,
+                     "epochs": spec.config.train.epochs,
+                     "pflops": 6 * n * spec.tokens * spec.config.train.epochs / 1e15})
+    return rows
+
+
+def save_dry_run(grid: GridConfig, path: Path) -> None:
+    write_json(path, dry_run_table(grid))
