@@ -1,0 +1,1 @@
+"""Throughput and memory benchmarks; each prints a table and a final JSON line of ratios."""
