@@ -237,6 +237,17 @@ def demo(out: Annotated[Path, typer.Option(help="Where the demo's runs go.")] = 
     run_demo(out)
 
 
+def _register_plugins() -> None:
+    """Commands that live in their own modules (imported lazily inside each)."""
+    from tgbench.cli_eval import eval_command, export_command
+
+    app.command("eval", help="Evaluate runs: ppl, reversal, or any lm-eval task.")(eval_command)
+    app.command("export", help="Write a GPT-2 run as a Hugging Face checkpoint.")(export_command)
+
+
+_register_plugins()
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     import click

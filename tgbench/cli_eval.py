@@ -1,0 +1,84 @@
+"""`tgbench eval` and `tgbench export`: plain Typer command functions (the CLI module registers them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tgbench.errors import UserError
+
+console = Console()
+
+# The keys shown in the summary table for the built-in tasks (every metric is in the JSON).
+SUMMARY_KEYS = {
+    "tg_ppl": ("lexical_ppl", "word_perplexity", "bits_per_byte", "tokens"),
+    "tg_reversal": ("normal_margin", "normal_error_rate", "reversed_margin", "reversed_error_rate"),
+}
+
+
+def eval_command(
+    task: Annotated[str, typer.Option(
+        help="ppl | reversal (aliases tg_ppl, tg_reversal), any lm-eval task name, or a task YAML path.")],
+    run: Annotated[Path | None, typer.Option(help="One run directory.")] = None,
+    runs: Annotated[Path | None, typer.Option(
+        help="A grid directory: every subdirectory holding config.toml and DONE is evaluated.")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best | latest")] = "best",
+    include_path: Annotated[list[Path] | None, typer.Option(
+        "--include-path", help="Extra lm-eval task folder (repeatable).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Test documents (ppl), father/son pairs (reversal) or lm-eval's per-task limit.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Recompute even when eval/TASK.json is current.")] = False,
+) -> None:
+    """Evaluate a run (or every run of a grid) and write lm-eval-shaped results to <run>/eval/TASK.json."""
+    from tgbench.evaluate import eval_run, grid_runs
+
+    if (run is None) == (runs is None):
+        raise UserError("give exactly one of --run and --runs", "tgbench eval --task ppl --run runs/single")
+    if checkpoint not in ("best", "latest"):
+        raise UserError(f"checkpoint '{checkpoint}' is not known", "use --checkpoint best or --checkpoint latest")
+    if limit is not None and limit <= 0:
+        raise UserError(f"--limit {limit} must be positive", "omit --limit to evaluate everything")
+    run_dirs = [run] if run is not None else grid_runs(runs)
+    if not run_dirs:
+        raise UserError(f"no finished runs (config.toml and DONE) under '{runs}'", "train the grid first")
+    table = Table(title=f"eval {task}")
+    table.add_column("run")
+    table.add_column("status")
+    columns: tuple[str, ...] = ()
+    corpora: dict = {}
+    rows = []
+    for run_dir in run_dirs:
+        status, path, results = eval_run(run_dir, task, checkpoint=checkpoint, include_paths=include_path or (),
+                                         limit=limit, device=device, force=force, corpora=corpora)
+        if results is None:
+            import json
+
+            results = json.loads(path.read_text(encoding="utf-8"))
+        name = results.get("task", task)
+        metrics = results.get("results", {}).get(name, {})
+        columns = SUMMARY_KEYS.get(name) or tuple(
+            k for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k)[:4]
+        rows.append((str(run_dir), status, [metrics.get(k) for k in columns]))
+        console.print(f"{status}: {path}")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for run_dir, status, values in rows:
+        table.add_row(run_dir, status, *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in values])
+    console.print(table)
+
+
+def export_command(
+    run: Annotated[Path, typer.Option(help="A GPT-2 run directory.")],
+    hf: Annotated[Path, typer.Option(help="Output directory for the Hugging Face checkpoint.")],
+    checkpoint: Annotated[str, typer.Option(help="best | latest")] = "best",
+) -> None:
+    """Export a GPT-2 run as a Hugging Face checkpoint (GPT2LMHeadModel + tokenizer files)."""
+    from tgbench.export import export_hf
+
+    out = export_hf(run, hf, checkpoint=checkpoint)
+    console.print(f"exported {run} ({checkpoint}) to {out}")
