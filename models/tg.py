@@ -1,0 +1,846 @@
+"""Thought Gestalt (TG): a decoder that reads text one sentence at a time through a working memory.
+
+One file, nanoGPT-style: `TGConfig`, the modules, the `TG` model, the batch layout, then
+`TGAdapter` (name "tg") and `TGSpanAdapter` (name "tg-span", fixed token spans as "sentences").
+Section numbers refer to `shared/paper.md`.
+
+How a batch runs (the speed design):
+  * A batch is a set of sentence *streams* (consecutive sentences of one document, memory empty at
+    the start), sorted by sentence count, longest first, so the streams still alive at sentence
+    step t are a prefix 0..B_t-1 and dropping finished streams is a slice.
+  * Step t processes the t-th sentence of every alive stream together. Token-wise layers (LN,
+    projections, SwiGLU, LM head) run on the *packed* rows of that step (N_t, d): no padding is
+    ever computed there. Only inside attention are the rows scattered into a (B_t, T_t) grid, T_t
+    being the longest sentence of the step; padding sits at the end of each row, so causal
+    attention never lets a real query see it.
+  * Every index (grid position, [BOS]/[EOS] rows, targets) is computed in numpy when the batch is
+    built; the step loop slices device tensors with host integers and never syncs.
+  * Memory: all alive streams have written the same number of sentences at step t, so the memory
+    is a dense (B_t, K, d) tensor with K = min(t, M). The cross-attention key and value projections
+    are linear, so each C block projects a sentence vector once, when it is written:
+    k_j = W_k m_j + b_k, v_j = W_v m_j + b_v, and at step t the keys are k_j + W_k pe(rank_j),
+    identical to W_k (m_j + pe(rank_j)) + b_k with the rank encoding recomputed oldest-first.
+  * The LM head runs once per batch on the rows that have a target (every row but [EOS]).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab
+from tgbench.errors import UserError
+
+BLOCK_PATTERNS = ("alternate", "SC", "CS", "P")
+MEMORY_MODES = ("cross", "prefix")
+SENTENCE_POOLS = ("eos", "mean")
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class TGConfig:
+    """TG settings. Defaults are the paper's (section 1) or its release's where the paper is silent.
+
+    Every ablation of section 5 is one field: `detach_memory`, `use_memory`, `memory_mode`,
+    `sentence_layer`, `sentence_pool`, `context_seeding`, `eos_weight_after_first_epoch`,
+    `curriculum` / `fixed_stream_sentences`, `max_sentence_tokens`, `block_pattern`.
+    """
+
+    width: int = 768
+    layers: int = 12
+    heads: int = 0  # 0 = ceil(width / 64), at least 1 (heads at small widths are unknown in the paper)
+    block_pattern: str = "alternate"  # alternate (S,C,S,C,...) | SC | CS | P (both attentions in every block)
+    # Memory.
+    use_memory: bool = True  # False: C blocks see an empty memory and there is no context seeding
+    memory_mode: str = "cross"  # cross | prefix (memory as extra key/value positions of self-attention)
+    memory_slots: int = 40  # M, FIFO capacity
+    detach_memory: bool = False  # detach sentence vectors when written (stops gradients across sentences)
+    context_seeding: bool = True  # m_t replaces the [BOS] input embedding of sentence t+1
+    # Sentence vector m_t = W_sent h.
+    # 1-indexed block after which h is read (the paper's "after block 7" is 7);
+    # "auto" = round(7/12 * layers), "last" = layers.
+    sentence_layer: int | str = "auto"
+    sentence_pool: str = "eos"  # eos (hidden state at [EOS]) | mean (mean over the sentence's rows)
+    sentence_norm: bool = False  # release: LayerNorm before W_sent, L2-normalise, hinge penalty on the norm
+    sentence_norm_penalty: float = 0.01  # weight of the hinge outside [0.9, 1.1] (with sentence_norm)
+    # Data.
+    max_sentence_tokens: int = 64  # longer sentences are split into chunks of this many tokens
+    curriculum: bool = True  # stream length S = stream_start + stream_step * floor(epoch / stream_every)
+    stream_start: int = 30
+    stream_step: int = 12
+    stream_every: int = 5
+    fixed_stream_sentences: int = 40  # S when curriculum is off
+    # Loss.
+    eos_weight_first_epoch: float = 1.0
+    eos_weight_after_first_epoch: float = 0.05  # 1.0 = the "no EOS down-weighting" ablation
+    # Regularisation and memory/speed trade-offs.
+    dropout: float = 0.1  # release
+    attention_dropout: float = 0.2  # release
+    checkpoint_steps: bool = False  # activation checkpointing per sentence step
+    score_batch_tokens: int = 16384  # token rows per forward pass when scoring
+
+    def __post_init__(self) -> None:
+        def choice(name: str, allowed: Sequence[str]) -> None:
+            if getattr(self, name) not in allowed:
+                raise UserError(f"tg {name} = '{getattr(self, name)}' is unknown",
+                                f"use one of {', '.join(allowed)}")
+
+        choice("block_pattern", BLOCK_PATTERNS)
+        choice("memory_mode", MEMORY_MODES)
+        choice("sentence_pool", SENTENCE_POOLS)
+        for name in ("width", "layers", "memory_slots", "max_sentence_tokens", "stream_start",
+                     "stream_every", "fixed_stream_sentences", "score_batch_tokens"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"tg {name} = {getattr(self, name)} must be positive", f"set {name} > 0")
+        if self.heads < 0 or self.width % self.n_heads != 0:
+            raise UserError(f"tg width {self.width} is not divisible by heads {self.n_heads}",
+                            "choose heads dividing width, or heads = 0 for ceil(width / 64)")
+        layer = self.sentence_layer
+        if not (layer in ("auto", "last") or (isinstance(layer, int) and 1 <= layer <= self.layers)):
+            raise UserError(f"tg sentence_layer = {layer!r} is invalid",
+                            f"use 'auto', 'last' or a block number 1..{self.layers}")
+
+    @property
+    def n_heads(self) -> int:
+        return self.heads or max(1, math.ceil(self.width / 64))
+
+    @property
+    def sentence_block(self) -> int:
+        """Number of blocks run before the sentence vector's hidden state is read (1-indexed block)."""
+        if self.sentence_layer == "last":
+            return self.layers
+        if self.sentence_layer == "auto":
+            return max(1, min(self.layers, round(7 / 12 * self.layers)))
+        return int(self.sentence_layer)
+
+    def block_kinds(self) -> list[str]:
+        """Attention sub-layers of every block: 'S' self, 'C' cross, 'P' both in parallel.
+
+        In prefix mode every cross sub-layer becomes a self-attention sub-layer, and every
+        self-attention sub-layer reads the memory as prefix positions (same parameter count minus
+        the gates), so depth and width stay matched; "P" becomes two sequential self sub-layers.
+        """
+        if self.block_pattern == "alternate":
+            kinds = ["S" if i % 2 == 0 else "C" for i in range(self.layers)]
+        else:
+            kinds = [self.block_pattern] * self.layers
+        if self.memory_mode == "prefix":
+            kinds = ["SS" if k == "P" else k.replace("C", "S") for k in kinds]
+        return kinds
+
+    def stream_sentences(self, epoch: int) -> int:
+        """Curriculum: stream length S (sentences) for an epoch (0-based)."""
+        if not self.curriculum:
+            return self.fixed_stream_sentences
+        return self.stream_start + self.stream_step * (epoch // self.stream_every)
+
+    def eos_weight(self, epoch: int) -> float:
+        """Loss weight of `[EOS]` targets in an epoch (0-based); `[EOD]` always weighs 1."""
+        return self.eos_weight_first_epoch if epoch == 0 else self.eos_weight_after_first_epoch
+
+
+def swiglu_width(width: int) -> int:
+    """SwiGLU inner width: 2/3 * 4d rounded to a multiple of 8 (same parameters as a GELU 4d FFN)."""
+    return int(8 * round(2 / 3 * 4 * width / 8))
+
+
+def sinusoid(n: int, width: int) -> torch.Tensor:
+    """Sinusoidal encodings of ranks 0..n-1 (Vaswani et al.), shape (n, width)."""
+    rank = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
+    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))  # (w/2,)
+    pe = torch.zeros(n, width)
+    pe[:, 0::2] = torch.sin(rank * freq)
+    pe[:, 1::2] = torch.cos(rank * freq)[:, : width // 2]
+    return pe  # (n, width)
+
+
+# ----------------------------------------------------------------------------------------------
+# One sentence step's layout and memory state
+
+
+@dataclass
+class StepInputs:
+    """The packed rows of one sentence step and how they map onto the attention grid.
+
+    Attributes:
+        ids: (N,) token id of each row (rows of stream 0's sentence first, then stream 1's, ...).
+        pos: (N,) position of each row inside its sentence.
+        grid_index: (N,) flat index b * T + pos of each row in the (B, T) attention grid.
+        stream: (N,) stream index b of each row (for mean pooling).
+        bos_rows: (B,) row of each stream's [BOS]; eos_rows: (B,) row of its last token.
+        n_streams: B (host int); max_len: T (host int).
+        embedded: (N, d) token + position embeddings of the rows, when the caller looked them up
+            for a whole batch at once (one embedding backward per batch instead of one per step).
+    """
+
+    ids: torch.Tensor
+    pos: torch.Tensor
+    grid_index: torch.Tensor
+    stream: torch.Tensor
+    bos_rows: torch.Tensor
+    eos_rows: torch.Tensor
+    n_streams: int
+    max_len: int
+    embedded: torch.Tensor | None = None
+
+    def to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C) packed rows -> (B, T, C) grid, zeros in the padding."""
+        grid = x.new_zeros(self.n_streams * self.max_len, x.shape[-1]).index_copy(0, self.grid_index, x)
+        return grid.view(self.n_streams, self.max_len, x.shape[-1])  # (B, T, C)
+
+    def from_grid(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) grid -> (N, C) packed rows."""
+        return y.reshape(-1, y.shape[-1]).index_select(0, self.grid_index)  # (N, C)
+
+
+@dataclass
+class MemoryState:
+    """The FIFO working memory of B streams, as each memory reader's projected keys and values.
+
+    Attributes:
+        count: Sentences written so far (the same for every stream of a batch); K = min(count, M).
+        seed: (B, d) the last written sentence vector (seeds the next [BOS]), or None.
+        keys, values: One (B, K, d) tensor per memory reader (C sub-layer, or S sub-layer in prefix
+            mode), oldest slot first: W_k m + b_k and W_v m + b_v.
+    """
+
+    count: int = 0
+    seed: torch.Tensor | None = None
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+
+    def slots(self, memory_slots: int) -> int:
+        return min(self.count, memory_slots)
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, T, d) -> (B, h, T, d/h)."""
+    B, T, d = x.shape
+    return x.view(B, T, heads, d // heads).transpose(1, 2)
+
+
+def _merge(y: torch.Tensor) -> torch.Tensor:
+    """(B, h, T, d/h) -> (B, T, d)."""
+    B, h, T, dh = y.shape
+    return y.transpose(1, 2).reshape(B, T, h * dh)
+
+
+class SelfAttention(nn.Module):
+    """Causal self-attention inside one sentence; in prefix mode the memory slots are extra keys."""
+
+    def __init__(self, config: TGConfig) -> None:
+        super().__init__()
+        d = config.width
+        self.heads = config.n_heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.attention_dropout = config.attention_dropout
+        self.residual_dropout = nn.Dropout(config.dropout)
+
+    def memory_kv(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected key and value of newly written sentence vectors m (B, d) (prefix mode)."""
+        d = m.shape[-1]
+        k = F.linear(m, self.qkv.weight[d : 2 * d], self.qkv.bias[d : 2 * d])  # (B, d)
+        v = F.linear(m, self.qkv.weight[2 * d :], self.qkv.bias[2 * d :])  # (B, d)
+        return k, v
+
+    def rank_keys(self, pe: torch.Tensor) -> torch.Tensor:
+        """Key contribution of the slot-rank encodings pe (K, d): W_k pe (no bias)."""
+        d = pe.shape[-1]
+        return F.linear(pe, self.qkv.weight[d : 2 * d])  # (K, d)
+
+    def forward(self, x: torch.Tensor, step: StepInputs,
+                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        d = x.shape[-1]
+        q, k, v = step.to_grid(self.qkv(x)).split(d, dim=-1)  # 3 x (B, T, d)
+        q, k, v = (_heads(t, self.heads) for t in (q, k, v))  # (B, h, T, dh)
+        dropout = self.attention_dropout if self.training else 0.0
+        if memory is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
+        else:
+            mk, mv = (_heads(t, self.heads) for t in memory)  # (B, h, K, dh)
+            K, T = mk.shape[2], q.shape[2]
+            k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)  # (B, h, K+T, dh)
+            # Every row sees all memory slots, then its own sentence causally.
+            mask = torch.ones(T, K + T, dtype=torch.bool, device=x.device).tril(diagonal=K)  # (T, K+T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, h, T, dh)
+        return self.residual_dropout(self.proj(step.from_grid(_merge(y))))  # (N, d)
+
+
+class CrossAttention(nn.Module):
+    """Non-causal attention from the sentence's rows to the memory slots, with a scalar gate."""
+
+    def __init__(self, config: TGConfig) -> None:
+        super().__init__()
+        d = config.width
+        self.heads = config.n_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        # 1-element parameter: the trainer's "no decay on 1-D/0-D" rule covers it.
+        self.gate = nn.Parameter(torch.ones(1))
+        self.attention_dropout = config.attention_dropout
+        self.residual_dropout = nn.Dropout(config.dropout)
+
+    def memory_kv(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected key and value of newly written sentence vectors m (B, d)."""
+        return self.k(m), self.v(m)  # (B, d) each
+
+    def rank_keys(self, pe: torch.Tensor) -> torch.Tensor:
+        """Key contribution of the slot-rank encodings pe (K, d): W_k pe (no bias)."""
+        return F.linear(pe, self.k.weight)  # (K, d)
+
+    def forward(self, x: torch.Tensor, step: StepInputs,
+                memory: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q = _heads(step.to_grid(self.q(x)), self.heads)  # (B, h, T, dh)
+        k, v = (_heads(t, self.heads) for t in memory)  # (B, h, K, dh)
+        dropout = self.attention_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, h, T, dh)
+        return self.gate * self.residual_dropout(self.o(step.from_grid(_merge(y))))  # (N, d)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: TGConfig) -> None:
+        super().__init__()
+        d, inner = config.width, swiglu_width(config.width)
+        self.w1 = nn.Linear(d, inner)
+        self.w3 = nn.Linear(d, inner)
+        self.w2 = nn.Linear(inner, d)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))  # (N, d)
+
+
+class Block(nn.Module):
+    """Pre-LN block: attention sub-layer(s) then SwiGLU.
+
+    kind "S" / "C": one self / cross sub-layer; "SC" / "CS": both, in that order, each with its own
+    LayerNorm; "P": self and cross read the same normalised input and are added together; "SS":
+    two self-attention sub-layers (the prefix-mode form of "SC"/"CS"/"P").
+    """
+
+    def __init__(self, kind: str, config: TGConfig) -> None:
+        super().__init__()
+        self.kind = kind
+        letters = "SC" if kind == "P" else kind
+        self.attns = nn.ModuleList(SelfAttention(config) if c == "S" else CrossAttention(config)
+                                   for c in letters)
+        n_norms = 1 if kind == "P" else len(letters)
+        self.norms = nn.ModuleList(nn.LayerNorm(config.width) for _ in range(n_norms))
+        self.ln_mlp = nn.LayerNorm(config.width)
+        self.mlp = SwiGLU(config)
+
+    def attention(self, attn: nn.Module, h: torch.Tensor, step: StepInputs,
+                  memory: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+        """One attention sub-layer's residual update; None where a C sub-layer has no memory to read."""
+        if isinstance(attn, CrossAttention):
+            return None if memory is None else attn(h, step, memory)
+        return attn(h, step, memory)
+
+    def forward(self, x: torch.Tensor, step: StepInputs,
+                memories: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor:
+        """x: (N, d) packed rows; memories: this block's (keys, values) per sub-layer, None if empty."""
+        if self.kind == "P":
+            h = self.norms[0](x)
+            for attn, memory in zip(self.attns, memories, strict=True):
+                update = self.attention(attn, h, step, memory)
+                x = x if update is None else x + update  # (N, d)
+        else:
+            for attn, norm, memory in zip(self.attns, self.norms, memories, strict=True):
+                update = self.attention(attn, norm(x), step, memory)
+                x = x if update is None else x + update  # (N, d); an empty memory adds exactly zero
+        return x + self.mlp(self.ln_mlp(x))  # (N, d)
+
+
+class TG(nn.Module):
+    """The Thought Gestalt model (paper section 1).
+
+    Non-embedding parameters at 12 x 768 (GPT-2 vocabulary): 85.66M for the alternate pattern
+    (6 S blocks of 7.09M, 6 C blocks of 7.09M + gate, W_sent 0.59M, final LN), 114.03M for SC/CS.
+    Biases on every linear, as in GPT-2, is the choice the issue fixes; without biases the count
+    would be 85.56M. Both round to the paper's 85.6M within 0.1M, so the paper's figure does not
+    decide between them.
+    """
+
+    def __init__(self, config: TGConfig, vocab: Vocab, sentence_tokens: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        vocab_size = vocab.size
+        d = config.width
+        self.sentence_tokens = sentence_tokens or config.max_sentence_tokens
+        self.wte = nn.Embedding(vocab_size, d)
+        self.wpe = nn.Embedding(self.sentence_tokens + 2, d)  # [BOS] + tokens + [EOS]
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(kind, config) for kind in config.block_kinds())
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.sentence_ln = nn.LayerNorm(d) if config.sentence_norm else None
+        self.w_sent = nn.Linear(d, d)
+        self.register_buffer("rank_pe", sinusoid(config.memory_slots, d), persistent=False)  # (M, d)
+
+        # Memory readers: cross sub-layers, or in prefix mode every self-attention sub-layer.
+        self.readers: list[nn.Module] = []
+        self.reader_slots: list[list[int]] = []  # per block, per sub-layer: index into readers, or -1
+        for block in self.blocks:
+            slots = []
+            for attn in block.attns:
+                reads = isinstance(attn, CrossAttention) or config.memory_mode == "prefix"
+                slots.append(len(self.readers) if reads else -1)
+                if reads:
+                    self.readers.append(attn)
+            self.reader_slots.append(slots)
+
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of residual output projections, over the number of residual branches.
+        branches = sum(len(b.attns) + 1 for b in self.blocks)
+        for name, p in self.named_parameters():
+            if name.endswith(("proj.weight", ".o.weight", "w2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(branches))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            # N(0, 0.02), not PyTorch's N(0, 1): with a tied head the latter makes CPU backward slow.
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # -- one sentence step ------------------------------------------------------------------
+    def empty_memory(self) -> MemoryState:
+        return MemoryState()
+
+    def step(self, step: StepInputs, memory: MemoryState, write: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor | None, MemoryState, torch.Tensor | None]:
+        """Run sentence step t for the B streams of `step`.
+
+        Args:
+            step: Packed rows of the step's sentences (each ends with [EOS] when `write`).
+            memory: State after step t-1, for at least B streams (alive streams are a prefix).
+            write: Compute the sentence vector and write it to the memory.
+
+        Returns:
+            (x, m, memory', penalty): final-block rows (N, d) before `ln_f`; the sentence vectors
+            (B, d) as computed (before any detach) or None; the new memory state; the release-style
+            norm penalty summed over the B vectors, or None.
+        """
+        cfg = self.config
+        B = step.n_streams
+        K = memory.slots(cfg.memory_slots) if cfg.use_memory else 0
+        x = step.embedded if step.embedded is not None else self.wte(step.ids) + self.wpe(step.pos)  # (N, d)
+        if cfg.use_memory and cfg.context_seeding and memory.seed is not None:
+            # m_{t-1} replaces the [BOS] token embedding; the position embedding is still added.
+            seed = memory.seed[:B] + self.wpe.weight[0]  # (B, d)
+            x = x.index_copy(0, step.bos_rows, seed.to(x.dtype))  # (N, d)
+        x = self.drop(x)  # (N, d)
+
+        reads: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.readers)
+        if K > 0:
+            pe = self.rank_pe[:K]  # (K, d) rank 0 = oldest slot
+            for i, reader in enumerate(self.readers):
+                keys = memory.keys[i][:B] + reader.rank_keys(pe)  # (B, K, d)
+                reads[i] = (keys, memory.values[i][:B])
+
+        h = None
+        for index, (block, slots) in enumerate(zip(self.blocks, self.reader_slots, strict=True)):
+            x = block(x, step, [reads[s] if s >= 0 else None for s in slots])  # (N, d)
+            if index + 1 == cfg.sentence_block:
+                h = x
+        if not (write and cfg.use_memory):
+            return x, None, memory, None
+
+        if cfg.sentence_pool == "eos":
+            pooled = h.index_select(0, step.eos_rows)  # (B, d)
+        else:
+            summed = h.new_zeros(B, h.shape[-1]).index_add(0, step.stream, h)  # (B, d)
+            pooled = summed / (step.eos_rows - step.bos_rows + 1)[:, None].to(h.dtype)  # (B, d)
+        penalty = None
+        if self.sentence_ln is not None:
+            m = self.w_sent(self.sentence_ln(pooled))  # (B, d)
+            norm = m.float().norm(dim=-1, keepdim=True)  # (B, 1)
+            penalty = (F.relu(0.9 - norm) + F.relu(norm - 1.1)).sum() * cfg.sentence_norm_penalty
+            m = m / norm.clamp_min(1e-6).to(m.dtype)  # (B, d)
+        else:
+            m = self.w_sent(pooled)  # (B, d)
+        written = m.detach() if cfg.detach_memory else m
+        return x, m, self.write(memory, written), penalty
+
+    def write(self, memory: MemoryState, m: torch.Tensor) -> MemoryState:
+        """Append sentence vectors m (B, d) to the memory of the first B streams (FIFO of M slots)."""
+        B = m.shape[0]
+        drop = 1 if memory.count >= self.config.memory_slots else 0  # the oldest slot leaves a full memory
+        keys, values = [], []
+        for i, reader in enumerate(self.readers):
+            k, v = reader.memory_kv(m)  # (B, d) each
+            if memory.count == 0:
+                keys.append(k[:, None])  # (B, 1, d)
+                values.append(v[:, None])
+            else:
+                old_k, old_v = memory.keys[i][:B, drop:], memory.values[i][:B, drop:]  # (B, K', d)
+                keys.append(torch.cat([old_k, k[:, None].to(old_k.dtype)], dim=1))  # (B, K'+1, d)
+                values.append(torch.cat([old_v, v[:, None].to(old_v.dtype)], dim=1))
+        return MemoryState(count=memory.count + 1, seed=m, keys=keys, values=values)
+
+    # -- a whole batch of streams -------------------------------------------------------------
+    def run(self, tensors: dict[str, torch.Tensor], steps: list[tuple[int, int, int, int, int]],
+            keep_vectors: bool = False) -> dict:
+        """Run every sentence step of a batch of streams (layout from `stream_layout`).
+
+        Returns:
+            dict with "hidden": (N_targets, d) `ln_f` output at every row that has a target, in
+            target order; "penalty": summed norm penalty (or None); "vectors": per step the (B_t, d)
+            sentence vectors (only with keep_vectors); "memory": the final MemoryState.
+        """
+        memory = self.empty_memory()
+        outputs, vectors, penalty = [], [], None
+        # One lookup for the whole batch: a per-step lookup would build a dense (V, d) gradient per step.
+        embedded = self.wte(tensors["ids"]) + self.wpe(tensors["pos"])  # (N_total, d)
+        per_step = torch.split(embedded, [row1 - row0 for row0, row1, *_ in steps])
+        for (row0, row1, s0, s1, T), emb in zip(steps, per_step, strict=True):
+            step = StepInputs(
+                ids=tensors["ids"][row0:row1], pos=tensors["pos"][row0:row1],
+                grid_index=tensors["grid_index"][row0:row1], stream=tensors["stream"][row0:row1],
+                bos_rows=tensors["bos_rows"][s0:s1], eos_rows=tensors["eos_rows"][s0:s1],
+                n_streams=s1 - s0, max_len=T, embedded=emb,
+            )
+            if self.config.checkpoint_steps and self.training and torch.is_grad_enabled():
+                x, m, memory, p = checkpoint(self.step, step, memory, use_reentrant=False)
+            else:
+                x, m, memory, p = self.step(step, memory)
+            outputs.append(x)
+            if keep_vectors:
+                vectors.append(m)
+            if p is not None:
+                penalty = p if penalty is None else penalty + p
+        x = torch.cat(outputs).index_select(0, tensors["target_rows"])  # (N_targets, d)
+        return {"hidden": self.ln_f(x), "penalty": penalty, "vectors": vectors, "memory": memory}
+
+
+# ----------------------------------------------------------------------------------------------
+# Data layout
+
+
+def split_units(document: Document, vocab: Vocab, cap: int) -> list[np.ndarray]:
+    """A document's sentences as token arrays of at most `cap` tokens; `[EOD]` ends the last one.
+
+    Longer sentences are split into consecutive chunks (never truncated). `[EOD]` counts towards the
+    cap, so `[BOS] ... [EOD] [EOS]` fits the position table. Empty sentences carry no token and are
+    dropped; an empty document becomes the single sentence `[BOS] [EOD] [EOS]`.
+    """
+    units: list[np.ndarray] = []
+    n = len(document)
+    for i, sentence in enumerate(document):
+        tokens = np.asarray(sentence, dtype=np.int64).reshape(-1)
+        if i == n - 1:
+            tokens = np.append(tokens, vocab.eod_id)
+        units.extend(tokens[j : j + cap] for j in range(0, len(tokens), cap))
+    return units or [np.array([vocab.eod_id], dtype=np.int64)]
+
+
+def split_spans(document: Document, vocab: Vocab, span: int) -> list[np.ndarray]:
+    """A document's concatenated tokens (plus `[EOD]`) cut into consecutive spans of `span` tokens."""
+    pieces = [np.asarray(s, dtype=np.int64).reshape(-1) for s in document]
+    tokens = np.concatenate([*pieces, np.array([vocab.eod_id], dtype=np.int64)])
+    return [tokens[j : j + span] for j in range(0, len(tokens), span)]
+
+
+def stream_layout(streams: Sequence[Sequence[np.ndarray]], vocab: Vocab) -> tuple[dict, list, dict]:
+    """Lay a set of streams out step-major, as packed rows with all indices precomputed.
+
+    Args:
+        streams: Streams of sentence token arrays, sorted by sentence count, longest first.
+
+    Returns:
+        (tensors, steps, info): numpy arrays for `TG.run` plus "targets"; per step
+        (row0, row1, sentence0, sentence1, T) host ints; info with counts and per-target metadata
+        ("target_stream", "target_step") for scoring and tests.
+    """
+    counts = np.array([len(s) for s in streams], dtype=np.int64)
+    assert np.all(counts[:-1] >= counts[1:]), "streams must be sorted by sentence count, longest first"
+    n_steps = int(counts[0])
+    alive = (counts[None, :] > np.arange(n_steps)[:, None]).sum(axis=1)  # (steps,) streams alive per step
+    sentences = [streams[b][t] for t in range(n_steps) for b in range(alive[t])]
+    n_sent = len(sentences)
+    lengths = np.array([len(s) + 2 for s in sentences], dtype=np.int64)  # [BOS] + tokens + [EOS]
+    row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (n_sent,)
+    total = int(lengths.sum())
+
+    ids = np.empty(total, dtype=np.int64)
+    is_bos = np.zeros(total, dtype=bool)
+    is_eos = np.zeros(total, dtype=bool)
+    is_bos[row_start] = True
+    is_eos[row_start + lengths - 1] = True
+    ids[is_bos] = vocab.bos_id
+    ids[is_eos] = vocab.eos_id
+    ids[~(is_bos | is_eos)] = np.concatenate(sentences) if total > 2 * n_sent else np.zeros(0, np.int64)
+
+    sent_of_row = np.repeat(np.arange(n_sent), lengths)  # (total,)
+    pos = np.arange(total) - row_start[sent_of_row]
+    step_of_sent = np.repeat(np.arange(n_steps), alive)  # (n_sent,)
+    step_sent0 = np.concatenate([[0], np.cumsum(alive)[:-1]])  # (steps,) first sentence of each step
+    stream_of_sent = np.arange(n_sent) - step_sent0[step_of_sent]
+    step_row0 = row_start[step_sent0]  # (steps,)
+    step_T = np.maximum.reduceat(lengths, step_sent0)  # (steps,) longest sentence of each step
+    row_step = step_of_sent[sent_of_row]
+    stream = stream_of_sent[sent_of_row]
+    grid_index = stream * step_T[row_step] + pos
+    bos_rows = row_start - step_row0[step_of_sent]  # row inside its step
+    eos_rows = bos_rows + lengths - 1
+
+    target_rows = np.flatnonzero(~is_eos)  # every row but [EOS] predicts the next token
+    targets = ids[target_rows + 1]
+    step_row1 = np.append(step_row0[1:], total)
+    step_sent1 = step_sent0 + alive
+    steps = [(int(a), int(b), int(c), int(d), int(T))
+             for a, b, c, d, T in zip(step_row0, step_row1, step_sent0, step_sent1, step_T, strict=True)]
+    tensors = {
+        "ids": ids, "pos": pos, "grid_index": grid_index, "stream": stream,
+        "bos_rows": bos_rows, "eos_rows": eos_rows, "target_rows": target_rows, "targets": targets,
+    }
+    info = {
+        "rows": total,
+        "grid_slots": int((alive * step_T).sum()),
+        "sentences": n_sent,
+        "lexical_tokens": int((targets < vocab.base_size).sum()),
+        "target_stream": stream[target_rows],
+        "target_step": row_step[target_rows],
+    }
+    return tensors, steps, info
+
+
+def stream_batch(streams: Sequence[Sequence[np.ndarray]], vocab: Vocab) -> Batch:
+    tensors, steps, info = stream_layout(streams, vocab)
+    return Batch(
+        tensors=tensors,
+        lexical_tokens=info["lexical_tokens"],
+        sentences=info["sentences"],
+        computed_slots=info["rows"],  # rows through every token-wise layer; padding exists only in attention
+        meta={"steps": steps, "grid_slots": info["grid_slots"], "streams": len(streams),
+              "target_stream": info["target_stream"], "target_step": info["target_step"]},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Adapters
+
+
+class TGAdapter(Adapter):
+    """Thought Gestalt: sentence streams with a FIFO memory of sentence vectors (paper sections 1-3)."""
+
+    name = "tg"
+    description = "Thought Gestalt: sentence-level decoder with a cross-attended memory of sentence vectors"
+    config_class = TGConfig
+
+    # -- how documents become sentence units --------------------------------------------------
+    @property
+    def unit_tokens(self) -> int:
+        """Most tokens in one sentence unit (sizes the position table; forces [EOS] in generation)."""
+        return self.config.max_sentence_tokens
+
+    def units(self, document: Document, vocab: Vocab) -> list[np.ndarray]:
+        return split_units(document, vocab, self.config.max_sentence_tokens)
+
+    def prompt_units(self, prompt: Document) -> list[np.ndarray]:
+        """Prompt sentences split at the cap; the last unit is the one generation continues."""
+        cap = self.unit_tokens
+        units = []
+        for sentence in prompt:
+            tokens = np.asarray(sentence, dtype=np.int64).reshape(-1)
+            units.extend(tokens[j : j + cap] for j in range(0, len(tokens), cap))
+        return units
+
+    # -- building -----------------------------------------------------------------------------
+    def build(self, vocab: Vocab) -> nn.Module:
+        return TG(self.config, vocab, sentence_tokens=self.unit_tokens)
+
+    # -- training -----------------------------------------------------------------------------
+    def streams(self, documents: Sequence[Document], vocab: Vocab, epoch: int) -> list[list[np.ndarray]]:
+        """Training streams: each document cut into consecutive chunks of at most S sentences."""
+        S = self.config.stream_sentences(epoch)
+        out = []
+        for doc in documents:
+            units = self.units(doc, vocab)
+            out.extend(units[i : i + S] for i in range(0, len(units), S))
+        return out
+
+    def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
+        """Streams bucketed by sentence count: shuffle, sort by count, fill batches to `batch_tokens`.
+
+        Streams of a batch then have similar counts, so few steps run with a handful of streams;
+        the batch order is shuffled so lengths do not drift through the epoch.
+        """
+        streams = self.streams(documents, vocab, epoch)
+        if not streams:
+            return []
+        order = rng.permutation(len(streams))
+        counts = np.array([len(streams[i]) for i in order])
+        order = order[np.argsort(-counts, kind="stable")]  # longest first, random among equals
+        lexical = [int(sum(int((u < vocab.base_size).sum()) for u in streams[i])) for i in order]
+        groups, current, tokens = [], [], 0
+        for index, n in zip(order, lexical, strict=True):
+            current.append(streams[index])
+            tokens += n
+            if tokens >= batch_tokens:
+                groups.append(current)
+                current, tokens = [], 0
+        if current:
+            groups.append(current)
+        return [stream_batch(groups[i], vocab) for i in rng.permutation(len(groups))]
+
+    def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
+        t = batch.tensors
+        out = model.run(t, batch.meta["steps"])
+        logits = model.lm_head(out["hidden"])  # (N_targets, V)
+        targets = t["targets"]  # (N_targets,)
+        nll = F.cross_entropy(logits.float(), targets, reduction="none")  # (N_targets,)
+        eos_weight = self.config.eos_weight(epoch)
+        weights = torch.where(targets == model.vocab.eos_id, eos_weight, 1.0)  # (N_targets,) [EOD] keeps 1
+        loss = (nll * weights).sum() / weights.sum()
+        if out["penalty"] is not None:
+            loss = loss + out["penalty"] / batch.sentences  # mean hinge over the batch's sentence vectors
+        return LossParts(
+            loss=loss,
+            lexical_nll_sum=nll.masked_fill(targets >= model.vocab.base_size, 0.0).sum().detach(),
+            lexical_tokens=batch.lexical_tokens,
+        )
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def score_batches(self, documents: Sequence[Document], vocab: Vocab) -> list[tuple[list[int], Batch]]:
+        """Evaluation documents, each one uncut stream, sorted by length and grouped into batches."""
+        units = [self.units(doc, vocab) for doc in documents]
+        order = sorted(range(len(units)), key=lambda i: -len(units[i]))
+        groups, current, rows = [], [], 0
+        for i in order:
+            n = sum(len(u) + 2 for u in units[i])
+            if current and rows + n > self.config.score_batch_tokens:
+                groups.append(current)
+                current, rows = [], 0
+            current.append(i)
+            rows += n
+        if current:
+            groups.append(current)
+        return [(g, stream_batch([units[i] for i in g], vocab)) for g in groups]
+
+    def score(self, model: nn.Module, documents: Sequence[Document], vocab: Vocab) -> list[torch.Tensor]:
+        device = next(model.parameters()).device
+        result: list[torch.Tensor] = [torch.zeros(0)] * len(documents)
+        with torch.no_grad():
+            for doc_ids, batch in self.score_batches(documents, vocab):
+                b = batch.to(device)
+                hidden = model.run(b.tensors, b.meta["steps"])["hidden"]  # (N_targets, d)
+                targets = b.tensors["targets"]
+                lexical = targets < vocab.base_size
+                hidden, targets = hidden[lexical], targets[lexical]
+                logps = []
+                for start in range(0, len(targets), 2048):  # bound the (rows, V) logits
+                    logits = model.lm_head(hidden[start : start + 2048]).float()  # (n, V)
+                    logps.append(torch.log_softmax(logits, dim=-1)
+                                 .gather(1, targets[start : start + 2048, None])[:, 0])
+                values = torch.cat(logps).cpu().numpy() if logps else np.zeros(0, np.float32)
+                # Targets are step-major; a stable sort by stream restores each document's order.
+                stream = batch.meta["target_stream"][batch.tensors["targets"] < vocab.base_size]
+                order = np.argsort(stream, kind="stable")
+                sizes = np.bincount(stream, minlength=len(doc_ids))
+                for i, part in zip(doc_ids, np.split(values[order], np.cumsum(sizes)[:-1]), strict=True):
+                    result[i] = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
+        return result
+
+    def _unit_step(self, tokens: list[int], vocab: Vocab, device: torch.device, complete: bool) -> StepInputs:
+        ids = [vocab.bos_id, *tokens] + ([vocab.eos_id] if complete else [])
+        n = len(ids)
+        arange = torch.arange(n, device=device)
+        return StepInputs(
+            ids=torch.tensor(ids, device=device), pos=arange, grid_index=arange,
+            stream=torch.zeros(n, dtype=torch.long, device=device),
+            bos_rows=torch.zeros(1, dtype=torch.long, device=device),
+            eos_rows=torch.full((1,), n - 1, dtype=torch.long, device=device),
+            n_streams=1, max_len=n,
+        )
+
+    def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:
+        """Greedy continuation of the prompt's last sentence, sentence by sentence.
+
+        Completed prompt sentences are written to memory; the current sentence is recomputed at
+        every new token. A predicted `[EOS]` (or reaching the sentence cap) closes the sentence,
+        writes it to memory and seeds the next one; `[EOD]` ends generation. Returns the new
+        content ids, including a stop sequence that ended generation (as the GPT-2 adapter does).
+        """
+        device = next(model.parameters()).device
+        units = self.prompt_units(prompt)
+        cap = self.unit_tokens
+        current = [int(t) for t in units.pop()] if units and len(units[-1]) < cap else []
+        new: list[int] = []
+        allowed = torch.zeros(model.wte.num_embeddings, dtype=torch.bool, device=device)
+        allowed[: vocab.base_size] = True
+        allowed[vocab.eos_id] = allowed[vocab.eod_id] = True
+        with torch.no_grad():
+            memory = model.empty_memory()
+            for unit in units:
+                memory = model.step(self._unit_step([int(t) for t in unit], vocab, device, True), memory)[2]
+            while len(new) < max_new_tokens:
+                if len(current) >= cap:
+                    token = vocab.eos_id
+                else:
+                    x = model.step(self._unit_step(current, vocab, device, False), memory, write=False)[0]
+                    logits = model.lm_head(model.ln_f(x[-1])).float()  # (V,)
+                    token = int(logits.masked_fill(~allowed, float("-inf")).argmax())
+                if token == vocab.eod_id:
+                    break
+                if token == vocab.eos_id:
+                    memory = model.step(self._unit_step(current, vocab, device, True), memory)[2]
+                    current = []
+                    continue
+                current.append(token)
+                new.append(token)
+                if any(len(s) and new[-len(s) :] == [int(t) for t in s] for s in stop):
+                    break
+        return new
+
+
+@dataclass
+class TGSpanConfig(TGConfig):
+    """TG settings plus the span length N: a "sentence" is a fixed span of N content tokens."""
+
+    span_tokens: int = 25  # the paper's N in {25, 50, 75}; 25 = mean sentence length
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.span_tokens <= 0:
+            raise UserError(f"tg-span span_tokens = {self.span_tokens} must be positive", "use 25, 50 or 75")
+
+
+class TGSpanAdapter(TGAdapter):
+    """TG whose units are fixed spans of N tokens of the concatenated document (paper section 4)."""
+
+    name = "tg-span"
+    description = "Thought Gestalt over fixed token spans instead of sentences"
+    config_class = TGSpanConfig
+
+    @property
+    def unit_tokens(self) -> int:
+        return self.config.span_tokens
+
+    def units(self, document: Document, vocab: Vocab) -> list[np.ndarray]:
+        return split_spans(document, vocab, self.config.span_tokens)
+
+    def prompt_units(self, prompt: Document) -> list[np.ndarray]:
+        pieces = [np.asarray(s, dtype=np.int64).reshape(-1) for s in prompt]
+        tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
+        span = self.config.span_tokens
+        return [tokens[j : j + span] for j in range(0, len(tokens), span)]
