@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tgbench-installed
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench clean browser
 
 setup: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/tgbench demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The report's browser test needs Debian's chromium; install it where missing (skipped if apt is unavailable).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		echo "chromium not installed: the browser test will skip"; }
 
 test-all: setup
 	$(BIN)/python -m pytest -q -m "slow or not slow"

@@ -243,6 +243,9 @@ def _register_plugins() -> None:
 
     app.command("eval", help="Evaluate runs: ppl, reversal, or any lm-eval task.")(eval_command)
     app.command("export", help="Write a GPT-2 run as a Hugging Face checkpoint.")(export_command)
+    from tgbench.report import report_command
+
+    app.command("report", help="Render a grid's results as one self-contained HTML file.")(report_command)
 
 
 _register_plugins()

@@ -1,31 +1,45 @@
-"""The default job (`make demo`): what a new user runs first, on the embedded corpus."""
+"""The default job (`make demo`): the demo grid, its evaluation, the fits and the report."""
 
 from __future__ import annotations
 
-import math
+import time
 from pathlib import Path
 
 from rich.console import Console
 
-from tgbench.config import RunConfig, TrainConfig
-from tgbench.data import DataConfig
-
 console = Console()
 
-# Small enough to finish in a few minutes on a 2-core CPU; large enough to learn visibly.
-# A trained 8k byte-level BPE keeps the output layer (which dominates small models) cheap.
-DEMO_DATA = DataConfig(corpus="embedded", tokenizer="bpe-8192")
-DEMO_MODEL = {"width": 128, "layers": 4, "heads": 4, "context": 256, "dropout": 0.0, "attention_dropout": 0.0}
-DEMO_TRAIN = TrainConfig(tokens=300_000, epochs=1, batch_tokens=4096, lr=1e-3, eval_tokens=20_000, seed=0)
 
+def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
+    """Train the `demo` grid, evaluate every run (ppl, reversal), fit, and write the report.
 
-def run_demo(out: Path) -> None:
-    """Train one small GPT-2 on the embedded corpus and print its lexical validation perplexity."""
-    from tgbench.train import train
+    Every stage skips what is already done, so an interrupted demo continues where it stopped.
 
-    config = RunConfig(model="gpt2", model_options=dict(DEMO_MODEL), data=DEMO_DATA, train=DEMO_TRAIN)
-    result = train(config, out / "gpt2")
-    ppl = math.exp(result.best_val_loss)
-    console.print(f"[bold]lexical validation perplexity[/bold]: {ppl:.1f} "
-                  f"(vocabulary {8192 + 4}: chance level would be ~{8196})")
-    console.print(f"results: {result.run_dir} (metrics.jsonl, summary.json, checkpoints/)")
+    Returns:
+        The path of the report.
+    """
+    from tgbench.evaluate import eval_run, grid_runs
+    from tgbench.grid import load_grid, run_grid, write_results
+    from tgbench.report import write_report
+    from tgbench.tasks.scaling import write_fits
+
+    started = time.perf_counter()
+    grid = load_grid(preset=preset)
+    console.rule(f"[bold]1/4 training the '{preset}' grid into {out}")
+    run_grid(grid, out, progress=progress)
+    console.rule("[bold]2/4 evaluating every run (lexical perplexity, reversal probe)")
+    corpora: dict = {}  # one corpus load for every run
+    for task in ("ppl", "reversal"):
+        for run_dir in grid_runs(out):
+            status, path, _ = eval_run(run_dir, task, corpora=corpora, progress=False)
+            console.print(f"  {task:9s} {run_dir.name}: {status}")
+    console.rule("[bold]3/4 fitting scaling laws")
+    write_results(out)
+    fits = write_fits(out, n_resamples=100)
+    console.print(f"  {fits}")
+    console.rule("[bold]4/4 writing the report")
+    report = write_report(out)
+    minutes = (time.perf_counter() - started) / 60
+    console.print(f"\n[bold green]done[/bold green] in {minutes:.1f} min. Results: {out / 'results.csv'}, "
+                  f"{fits.name}; report: [bold]{report}[/bold]")
+    return report

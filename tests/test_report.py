@@ -1,0 +1,262 @@
+"""The HTML report: sections, verdict logic, missing pieces, escaping, and self-containment."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from report_fixture import FAILED_MESSAGE, HOSTILE, cached_grid, write_synthetic_grid
+
+from tgbench.grid import RESULT_COLUMNS
+from tgbench.plots import Series, log_ticks, plot
+from tgbench.report import (
+    GridFiles,
+    load_grid_files,
+    multiplier_summary,
+    pair_verdict,
+    render_report,
+    runs_table,
+    write_report,
+)
+
+SECTIONS = ("verdict", "scaling", "curves", "reversal", "runs", "ablations", "fits", "throughput",
+            "provenance")
+
+
+@pytest.fixture
+def grid_copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(cached_grid(), tmp_path / "grid"))
+
+
+@pytest.fixture(scope="module")
+def html() -> str:
+    return render_report(cached_grid())
+
+
+def _section(html: str, name: str) -> str:
+    match = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    assert match, f"section {name} missing"
+    return match.group(1)
+
+
+def test_every_section_and_plot_present(html):
+    for name in SECTIONS:
+        _section(html, name)
+    # 2 scaling + 2 multiplier + 5 training-curve cells + 3 reversal plots
+    assert html.count("<svg") == 12
+    assert html.count("no data to plot yet") == 0
+    runs = _section(html, "runs")
+    assert runs.count("<tr>") == 1 + 30  # header + 3 models x 5 cells x 2 seeds
+
+
+def test_verdict_shows_multipliers_paper_and_ppl_cells(html):
+    verdict = _section(html, "verdict")
+    assert "tg vs gpt2" in verdict and "tg vs gpt2-boundary" in verdict
+    assert re.search(r"\d\.\d\d\u00d7", verdict), "no multiplier value"
+    assert "95% CI" in verdict
+    assert "paper: 1.05\u00d7 &ndash; 1.08\u00d7" in verdict
+    assert "paper: 1.33\u00d7 &ndash; 1.42\u00d7" in verdict
+    assert "23.2 vs 24.0" in verdict
+    # the fixture's parameter multipliers have intervals that include 1.0, so the fitted pair is not separable
+    assert "tg and gpt2 are not distinguishable at this scale" in verdict
+    # tg vs gpt2-boundary has no fitted multipliers but lower perplexity in every cell: ahead
+    assert "tg is ahead of gpt2-boundary" in verdict
+    assert "fits.json fits the pair tg vs gpt2" in verdict
+
+
+def test_failed_and_missing_runs_are_shown(html):
+    runs = _section(html, "runs")
+    assert 'class="status-failed"' in runs
+    assert FAILED_MESSAGE in runs
+    missing = _section(html, "provenance")
+    assert "gpt2-boundary-w256-l4-D2000000-s0</code>: ppl evaluation missing" in missing
+    assert "gpt2-boundary-w256-l4-D8000000-s1</code>: failed" in missing
+    assert ">missing</td>" in runs  # the failed run's empty cells
+
+
+def test_ablation_table_lists_paper_values_even_without_runs(html):
+    ablations = _section(html, "ablations")
+    for value in ("29.8", "35.0", "45.8", "30.2", "29.4", "30.5", "+0.4-0.7", "tg/detach", "tg/half-length"):
+        assert value in ablations
+    assert ablations.count("not run") == 10  # every variant but plain tg
+
+
+def test_best_value_in_column_is_highlighted(grid_copy):
+    files = load_grid_files(grid_copy)
+    table = runs_table(files.results)
+    index = [c["key"] for c in table["columns"]].index("test_loss")
+    best = [row[index] for row in table["rows"] if "best" in row[index]["classes"]]
+    done = files.results[files.results["status"] == "done"]
+    assert len(best) == 1 and best[0]["text"] == f"{done['test_loss'].min():.3f}"
+    index = [c["key"] for c in table["columns"]].index("tokens_per_s")  # higher is better
+    best = [row[index] for row in table["rows"] if "best" in row[index]["classes"]]
+    assert float(best[0]["sort"]) == pytest.approx(done["tokens_per_s"].max())
+
+
+def test_hostile_strings_are_escaped(tmp_path):
+    grid = write_synthetic_grid(tmp_path / "grid", hostile=True, fits=False)
+    html = render_report(grid)
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<script") == 1  # only the page's own sorting script
+    assert "corpus &lt;script&gt;" in _section(html, "provenance")
+
+
+def test_without_fits_json(grid_copy):
+    (grid_copy / "fits.json").unlink()
+    html = render_report(grid_copy)
+    verdict = _section(html, "verdict")
+    assert "missing" in verdict and "fits.json is missing" in verdict
+    assert "No fits: fits.json missing" in _section(html, "fits")
+    assert html.count("<svg") == 12  # plots still drawn, without fitted curves
+
+
+def test_failed_fits_render_as_fit_failed(grid_copy):
+    fits = json.loads((grid_copy / "fits.json").read_text())
+    for groups in fits["multipliers"].values():
+        for forms in groups.values():
+            for mult in forms.values():
+                mult["range"] = None
+                for p in mult["points"]:
+                    p.update(value=None, ci_low=None, ci_high=None, status="fit failed")
+    for labels in fits["axes"].values():
+        for groups in labels.values():
+            for forms in groups.values():
+                for fit in forms.values():
+                    fit.update(converged=False, params={}, intervals={}, reason="alpha ran into its bound")
+    (grid_copy / "fits.json").write_text(json.dumps(fits))
+    html = render_report(grid_copy)
+    assert "fit failed" in _section(html, "verdict")
+    assert "fit failed: alpha ran into its bound" in _section(html, "fits")
+
+
+def test_unreadable_fits_json(grid_copy):
+    (grid_copy / "fits.json").write_text("{not json")
+    assert "fits.json unreadable" in _section(render_report(grid_copy), "fits")
+
+
+def test_empty_grid_gives_a_clear_message(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    html = render_report(empty)
+    assert "This grid has no runs yet" in html
+    # a grid file but no runs: the expected runs are listed as missing
+    shutil.copy(cached_grid() / "grid.toml", empty / "grid.toml")
+    html = render_report(empty)
+    assert "This grid has no runs yet" in html
+    assert "tg-w256-l4-D8000000-s1</code>: missing (not started)" in html
+
+
+def test_results_csv_rebuilt_in_memory_without_writing(grid_copy):
+    (grid_copy / "results.csv").unlink()
+    html = render_report(grid_copy)
+    assert not (grid_copy / "results.csv").exists()
+    assert _section(html, "runs").count("<tr>") == 31
+
+
+def test_output_is_one_self_contained_file(grid_copy, tmp_path):
+    before = set(grid_copy.iterdir())
+    out = write_report(grid_copy)
+    assert out == grid_copy / "report.html" and set(grid_copy.iterdir()) - before == {out}
+    html = out.read_text()
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', html, re.I)
+    assert "@import" not in html and "url(" not in html
+    # the only absolute URL is the SVG namespace, which is an identifier, not a resource
+    assert set(re.findall(r"https?://[^\s\"'<>]+", html)) == {"http://www.w3.org/2000/svg"}
+    custom = write_report(grid_copy, tmp_path / "elsewhere" / "r.html")
+    assert custom.read_text() == html
+
+
+def test_report_command_writes_the_file(grid_copy, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from tgbench.report import report_command
+
+    app = typer.Typer()
+    app.command()(report_command)
+    app.command("other")(lambda: None)  # two commands, so Typer keeps the command name
+    result = CliRunner().invoke(app, ["report-command", str(grid_copy), "-o", str(tmp_path / "x.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x.html").read_text().startswith("<!DOCTYPE html>")
+
+
+# -- verdict logic ------------------------------------------------------------------------------------------
+def _fits_with(points: list[tuple[float, float, float]]) -> dict:
+    pts = [{"x": 1e6 * (i + 1), "value": v, "ci_low": lo, "ci_high": hi, "status": "ok",
+            "extrapolated": False} for i, (v, lo, hi) in enumerate(points)]
+    groups = {"width=8,layers=2": {"kaplan": {"points": pts}}}
+    return {"pair": ["tg", "gpt2"], "multipliers": {"data": groups}}
+
+
+@pytest.mark.parametrize(("points", "expected"), [
+    ([(1.07, 1.02, 1.1), (1.06, 1.01, 1.12)], "ahead"),
+    ([(0.9, 0.85, 0.95)], "behind"),
+    ([(1.07, 1.02, 1.1), (1.03, 0.97, 1.1)], "overlap"),
+    ([(1.07, None, None)], "unknown"),
+])
+def test_multiplier_classification(points, expected):
+    summary = multiplier_summary(_fits_with(points), "data")
+    assert summary["class"] == expected
+    assert summary["range"] == (min(p[0] for p in points), max(p[0] for p in points))
+    assert multiplier_summary(_fits_with(points), "params")["status"] == "missing"
+
+
+def _frame(rows: list[tuple[str, int, int, float]]) -> pd.DataFrame:
+    records = []
+    for label, tokens, seed, ppl in rows:
+        record = dict.fromkeys(RESULT_COLUMNS)
+        record.update(run_id=f"{label}-{tokens}-{seed}", adapter=label, variant="", label=label, width=8,
+                      layers=2, tokens=tokens, seed=seed, status="done", test_ppl=ppl)
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def test_pair_verdict_from_perplexity_and_seed_spread():
+    def verdict(rows):
+        return pair_verdict(GridFiles(Path("."), {}, _frame(rows), None, "missing", {}), "tg", "gpt2")
+
+    ahead = verdict([("tg", 1, 0, 20.0), ("tg", 1, 1, 20.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)])
+    assert ahead["overall"] == "ahead" and ahead["sentence"].startswith("tg is ahead of gpt2")
+    assert ahead["cells"][0]["diff"] == pytest.approx(20.25 - 21.2)
+    overlap = verdict([("tg", 1, 0, 20.0), ("tg", 1, 1, 21.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)])
+    assert overlap["overall"] == "overlap" and "not distinguishable at this scale" in overlap["sentence"]
+    behind = verdict([("tg", 1, 0, 22.0), ("gpt2", 1, 0, 21.0)])
+    assert behind["overall"] == "behind"
+    nothing = verdict([("tg", 1, 0, 22.0)])
+    assert nothing["overall"] == "unknown" and nothing["cells"] == []
+
+
+# -- plots ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("lo", "hi"), [(2e6, 8e6), (150.0, 3.2e7), (3.4, 4.1), (0.9, 1.3)])
+def test_log_ticks_inside_range(lo, hi):
+    ticks = log_ticks(lo, hi)
+    assert len(ticks) >= 2 and all(lo <= t <= hi for t in ticks) and ticks == sorted(ticks)
+
+
+def test_plot_escapes_text_and_handles_no_data():
+    svg = plot([Series("<b>x</b>", "#000", [(1.0, 2.0), (10.0, 3.0)])], title="a & b", xlabel="x", ylabel="y")
+    assert "<b>" not in svg and "&lt;b&gt;" in svg and "a &amp; b" in svg
+    assert svg.count("<circle") == 2
+    empty = plot([Series("s", "#000", [(0.0, float("nan"))])], title="t", xlabel="x", ylabel="y")
+    assert "no data to plot yet" in empty
+
+
+def test_grid_where_nothing_finished(grid_copy):
+    for run in grid_copy.iterdir():
+        if (run / "DONE").exists():
+            (run / "DONE").unlink()
+            (run / "checkpoints").mkdir()
+            (run / "checkpoints" / "latest.json").write_text("{}")  # looks interrupted
+    (grid_copy / "results.csv").unlink()
+    (grid_copy / "fits.json").unlink()
+    html = render_report(grid_copy)
+    assert "No finished, evaluated runs of both tg and gpt2 yet" in html
+    assert html.count("no data to plot yet") == 4  # scaling and multiplier plots; training curves still drawn
+    assert "Reversal evaluation missing for every finished run" in html
+    assert "tg-w256-l4-D8000000-s1</code>: interrupted" in _section(html, "provenance")
+    assert html.count('class="status-interrupted"') == 29

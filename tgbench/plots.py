@@ -1,0 +1,244 @@
+"""Inline SVG plots for the report: points with error bars, lines and fitted curves on log or linear axes.
+
+No plotting library and no JavaScript: each plot is one self-contained `<svg>` string, so the report stays a
+single file that renders offline. Every piece of text is escaped here, because the report inserts the SVG
+as trusted markup.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from markupsafe import Markup, escape
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies.
+PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999933")
+_FIXED = {"tg": PALETTE[0], "gpt2": PALETTE[1], "gpt2-boundary": PALETTE[2], "gpt2-gist": PALETTE[3],
+          "tg-span": PALETTE[4]}
+
+
+def colours(labels: Sequence[str]) -> dict[str, str]:
+    """A stable colour per label: the built-in adapters keep theirs, others take the free ones in order."""
+    out, free = {}, [c for c in PALETTE if c not in _FIXED.values()] + list(PALETTE)
+    for label in labels:
+        if label in _FIXED:
+            out[label] = _FIXED[label]
+    for label in labels:
+        if label not in out:
+            out[label] = free[len([x for x in out if x not in _FIXED]) % len(free)]
+    return out
+
+
+@dataclass
+class Series:
+    """One thing drawn in a plot.
+
+    Attributes:
+        name: Legend text.
+        colour: CSS colour.
+        points: Markers (x, y).
+        errors: Vertical error bars (x, low, high).
+        line: A polyline (x, y), e.g. a fitted curve or a training curve.
+        dashed: Draw `line` dashed.
+        legend: Show in the legend (repeated seeds of one label show once).
+    """
+
+    name: str
+    colour: str
+    points: list[tuple[float, float]] = field(default_factory=list)
+    errors: list[tuple[float, float, float]] = field(default_factory=list)
+    line: list[tuple[float, float]] = field(default_factory=list)
+    dashed: bool = False
+    legend: bool = True
+
+
+@dataclass
+class Band:
+    """A shaded horizontal band (e.g. the paper's range), or a reference line when low == high."""
+
+    low: float
+    high: float
+    label: str
+    colour: str = "#888888"
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and isinstance(v, int | float) and math.isfinite(v)
+
+
+def fmt_si(value: float) -> str:
+    """Compact tick text: 2M, 500k, 1.5G, 0.25."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
+    """Ticks at 1, 2, 5 (or denser) times powers of ten inside [lo, hi]; at least two whenever possible."""
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    best: list[float] = []
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 5), (1, 2, 4, 6, 8), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0**e for e in range(first, last + 1) for m in mantissas if lo <= m * 10.0**e <= hi]
+        if len(ticks) > max_ticks:
+            step = math.ceil(len(ticks) / max_ticks)
+            ticks = ticks[::step]
+        best = ticks
+        if len(ticks) >= 3:
+            break
+    return best if len(best) >= 2 else linear_ticks(lo, hi)
+
+
+def linear_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """Round-number ticks (steps of 1, 2, 2.5 or 5 times a power of ten) inside [lo, hi]."""
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / target
+    mag = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step - 1e-9) * step
+    count = int(math.floor((hi - start) / step + 1e-9)) + 1
+    return [round(start + i * step, 12) for i in range(count)]
+
+
+class _Axis:
+    """Maps data values to pixels, linearly or in log10."""
+
+    def __init__(self, values: list[float], log: bool, pixel_lo: float, pixel_hi: float, pad: float = 0.05):
+        self.log = log
+        values = [v for v in values if _finite(v) and (v > 0 or not log)]
+        lo, hi = min(values), max(values)
+        if log:
+            lo, hi = math.log10(lo), math.log10(hi)
+        if hi - lo < 1e-12:
+            half = 0.1 if log else max(abs(lo) * 0.05, 0.05)
+            lo, hi = lo - half, hi + half
+        span = hi - lo
+        self.lo, self.hi = lo - pad * span, hi + pad * span
+        self.pixel_lo, self.pixel_hi = pixel_lo, pixel_hi
+
+    def __call__(self, value: float) -> float:
+        t = math.log10(value) if self.log else value
+        return self.pixel_lo + (t - self.lo) / (self.hi - self.lo) * (self.pixel_hi - self.pixel_lo)
+
+    def ticks(self) -> list[float]:
+        lo, hi = (10 ** self.lo, 10 ** self.hi) if self.log else (self.lo, self.hi)
+        return log_ticks(lo, hi) if self.log else linear_ticks(lo, hi)
+
+
+def _usable(x: float | None, y: float | None, xlog: bool, ylog: bool) -> bool:
+    return _finite(x) and _finite(y) and (x > 0 or not xlog) and (y > 0 or not ylog)
+
+
+def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog: bool = True,
+         ylog: bool = False, bands: Sequence[Band] = (), width: int = 560, height: int = 320, note: str = "",
+         legend_inside: bool = False) -> Markup:
+    """One plot as an inline `<svg>` (with a "no data" message when nothing is plottable).
+
+    Args:
+        series: What to draw; non-finite or (on log axes) non-positive values are skipped.
+        title: Plot title (also the SVG's accessible name).
+        xlabel: X-axis label.
+        ylabel: Y-axis label.
+        xlog: Log10 x axis.
+        ylog: Log10 y axis.
+        bands: Horizontal shaded bands / reference lines.
+        width: Width in pixels (the SVG scales down to its container).
+        height: Height in pixels.
+        note: Small text under the x-axis label.
+        legend_inside: Draw the legend in the plot's bottom-left corner instead of beside it (small plots of
+            falling curves, which leave that corner empty).
+    """
+    xs: list[float] = []
+    ys: list[float] = []
+    for s in series:
+        for x, y in [*s.points, *s.line]:
+            if _usable(x, y, xlog, ylog):
+                xs.append(x)
+                ys.append(y)
+        for x, lo, hi in s.errors:
+            for y in (lo, hi):
+                if _usable(x, y, xlog, ylog):
+                    xs.append(x)
+                    ys.append(y)
+    legend = [s for s in series if s.legend]
+    legend_w = min(200, 34 + 7 * max((len(s.name) for s in legend), default=0)) if legend else 0
+    left, right, top, bottom = 62, 14 + (0 if legend_inside else legend_w), 34, 52 + (14 if note else 0)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+             f"<title>{escape(title)}</title>",
+             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+             f'<text x="{left}" y="20" class="ptitle">{escape(title)}</text>']
+    if not xs:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="pempty">'
+                     f"no data to plot yet</text></svg>")
+        return Markup("".join(parts))
+    band_ys = [v for b in bands for v in (b.low, b.high) if _finite(v) and (v > 0 or not ylog)]
+    ax = _Axis(xs, xlog, left, width - right)
+    ay = _Axis(ys + band_ys, ylog, height - bottom, top)
+    x0, x1, y0, y1 = left, width - right, height - bottom, top
+    for b in bands:
+        if not (_finite(b.low) and _finite(b.high)):
+            continue
+        lo, hi = ay(b.low), ay(b.high)
+        if abs(lo - hi) < 1:
+            parts.append(f'<line x1="{x0}" x2="{x1}" y1="{lo:.1f}" y2="{lo:.1f}" stroke="{escape(b.colour)}" '
+                         f'stroke-dasharray="2 3"/>')
+        else:
+            parts.append(f'<rect x="{x0}" y="{hi:.1f}" width="{x1 - x0}" height="{lo - hi:.1f}" '
+                         f'fill="{escape(b.colour)}" fill-opacity="0.15"/>')
+        # reference lines are labelled on the left, bands on the right, so the two never overlap
+        anchor = f'x="{x0 + 4}"' if abs(lo - hi) < 1 else f'x="{x1 - 4}" text-anchor="end"'
+        parts.append(f'<text {anchor} y="{hi - 3:.1f}" class="pband">{escape(b.label)}</text>')
+    for t in ax.ticks():
+        px = ax(t)
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y1}" y2="{y0}" class="pgrid"/>'
+                     f'<text x="{px:.1f}" y="{y0 + 15}" text-anchor="middle" class="ptick">'
+                     f"{fmt_si(t)}</text>")
+    for t in ay.ticks():
+        py = ay(t)
+        parts.append(f'<line x1="{x0}" x2="{x1}" y1="{py:.1f}" y2="{py:.1f}" class="pgrid"/>'
+                     f'<text x="{x0 - 6}" y="{py + 4:.1f}" text-anchor="end" class="ptick">'
+                     f"{fmt_si(t)}</text>")
+    parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" class="pframe"/>')
+    scale = " (log)"
+    parts.append(f'<text x="{(x0 + x1) / 2}" y="{y0 + 34}" text-anchor="middle" class="plabel">'
+                 f"{escape(xlabel)}{scale if xlog else ''}</text>")
+    if note:
+        parts.append(f'<text x="{x0}" y="{y0 + 49}" class="pnote">{escape(note)}</text>')
+    parts.append(f'<text transform="translate(14 {(y0 + y1) / 2}) rotate(-90)" text-anchor="middle" '
+                 f'class="plabel">'
+                 f"{escape(ylabel)}{scale if ylog else ''}</text>")
+    for s in series:
+        colour = escape(s.colour)
+        line = [(ax(x), ay(y)) for x, y in s.line if _usable(x, y, xlog, ylog)]
+        if len(line) >= 2:
+            dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+            d = " ".join(f"{'M' if i == 0 else 'L'}{px:.1f},{py:.1f}" for i, (px, py) in enumerate(line))
+            parts.append(f'<path d="{d}" fill="none" stroke="{colour}" stroke-width="1.6"{dash}/>')
+        for x, lo, hi in s.errors:
+            if _usable(x, lo, xlog, ylog) and _usable(x, hi, xlog, ylog):
+                px = ax(x)
+                parts.append(f'<path d="M{px:.1f},{ay(lo):.1f} V{ay(hi):.1f} M{px - 3:.1f},{ay(lo):.1f} h6 '
+                             f'M{px - 3:.1f},{ay(hi):.1f} h6" stroke="{colour}" stroke-width="1.2" '
+                             f'fill="none"/>')
+        for x, y in s.points:
+            if _usable(x, y, xlog, ylog):
+                parts.append(f'<circle cx="{ax(x):.1f}" cy="{ay(y):.1f}" r="3.4" fill="{colour}" '
+                             f'stroke="#ffffff" stroke-width="0.8"><title>{escape(s.name)}: {fmt_si(x)}, '
+                             f"{y:.4g}</title></circle>")
+    box_top = y0 - 17 * len(legend) - 5
+    if legend and legend_inside:
+        parts.append(f'<rect x="{x0 + 1}" y="{box_top}" width="{legend_w - 1}" '
+                     f'height="{17 * len(legend) + 4}" fill="#ffffff" fill-opacity="0.85"/>')
+    for i, s in enumerate(legend):
+        ly = (box_top + 11 if legend_inside else top + 10) + 17 * i
+        lx = (x0 + 6) if legend_inside else (width - legend_w + 4)
+        dash = ' stroke-dasharray="5 3"' if s.dashed else ""
+        parts.append(f'<line x1="{lx}" x2="{lx + 20}" y1="{ly}" y2="{ly}" stroke="{escape(s.colour)}" '
+                     f'stroke-width="2"{dash}/><text x="{lx + 26}" y="{ly + 4}" class="plegend">'
+                     f"{escape(s.name)}</text>")
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -1,0 +1,748 @@
+"""`tgbench report`: one self-contained HTML page from a grid directory's files.
+
+The report is a pure function of `grid.toml`, `results.csv`, `fits.json` and the run directories: it never
+runs a model, never touches the network, and renders missing or failed pieces as "missing" / "fit failed".
+The page holds the verdict (multipliers and perplexity differences next to the paper's numbers), inline SVG
+plots, sortable tables and provenance. Every string read from a file is escaped by Jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from tgbench.grid import REVERSAL_KEYS
+from tgbench.plots import Band, Series, colours, plot
+from tgbench.runs import RunDir, write_text
+
+TEMPLATES = Path(__file__).parent / "templates"
+FIT_FORM = "kaplan"  # the paper's form L(x) = (x_c / x)^alpha; the saturating form is in the fits table
+
+
+# -- the metric schema: display names, units and direction, used for formatting, sorting and colouring -----
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    unit: str = ""
+    lower_is_better: bool | None = None  # None: not a score (sizes, seeds)
+    fmt: str = ".3f"  # format spec, or "si" for 1.2M-style counts, "text" for strings
+
+
+METRICS: dict[str, Metric] = {
+    "run_id": Metric("run", fmt="text"),
+    "label": Metric("model", fmt="text"),
+    "width": Metric("width", fmt="d"),
+    "layers": Metric("layers", fmt="d"),
+    "n_params": Metric("params", "non-emb.", fmt="si"),
+    "tokens": Metric("D", "tokens", fmt="si"),
+    "seed": Metric("seed", fmt="d"),
+    "status": Metric("status", fmt="text"),
+    "steps": Metric("steps", fmt="d"),
+    "best_val_loss": Metric("best val loss", "nats/token", True),
+    "test_loss": Metric("test loss", "nats/token", True),
+    "test_ppl": Metric("test PPL", "lexical", True, ".2f"),
+    "word_perplexity": Metric("word PPL", "", True, ".2f"),
+    "bits_per_byte": Metric("bits/byte", "", True),
+    "tokens_per_s": Metric("tokens/s", "training", False, ",.0f"),
+    "sentences_per_s": Metric("sentences/s", "training", False, ",.1f"),
+    "peak_memory_mb": Metric("peak memory", "MB", True, ",.0f"),
+    "reversal_normal_margin": Metric("margin (normal)", "nats", False),
+    "reversal_reversed_margin": Metric("margin (reversed)", "nats", False),
+    "reversal_normal_error_rate": Metric("error (normal)", "", True, ".1%"),
+    "reversal_reversed_error_rate": Metric("error (reversed)", "", True, ".1%"),
+}
+RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps",
+               "best_val_loss", "test_loss", "test_ppl", "word_perplexity", "bits_per_byte", "tokens_per_s",
+               "sentences_per_s", "peak_memory_mb", "reversal_normal_margin", "reversal_reversed_margin"]
+
+# The paper's numbers (paper.md section 5), shown beside the reproduction.
+PAPER = {"data": (1.05, 1.08), "params": (1.33, 1.42), "ppl": (23.2, 24.0, "50M tokens, 85M params")}
+# (variant, what it changes, paper test PPL at ~30M tokens, paper note, paper training sentences/s on one A40)
+PAPER_ABLATIONS = [
+    ("", "Thought Gestalt as published", 29.8, "", 21),
+    ("detach", "detach at memory write", 35.0, "", 24),
+    ("no-memory", "no sentence memory", 45.8, "", None),
+    ("prefix-memory", "memory as prefix tokens (self-attention)", 30.2, "", 19),
+    ("self-cross", "Self->Cross in every block (114M)", 29.4, "", 17),
+    ("fixed-S40", "no curriculum (fixed S = 40)", 30.5, "", None),
+    ("last-layer-vector", "sentence vector from the last layer", None, "+0.4-0.7", None),
+    ("no-seeding", "no context seeding", None, "+0.4-0.7", None),
+    ("no-eos-downweight", "no EOS down-weighting", None, "+0.4-0.7", None),
+    ("half-length", "half max sentence length", None, "+0.4-0.7", None),
+    ("mean-pool", "mean-pooled sentence vector (not in the paper)", None, "", None),
+]
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None for empty cells, NaN and non-numbers."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def fmt_value(value: Any, key: str = "", fmt: str | None = None) -> str:
+    """Display text of one value under the schema (or an explicit format); "missing" for empty cells."""
+    spec = fmt or (METRICS[key].fmt if key in METRICS else ".4g")
+    if spec == "text":
+        return "missing" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    number = _num(value)
+    if number is None:
+        return "missing"
+    if spec == "si":
+        from tgbench.plots import fmt_si
+
+        return fmt_si(number)
+    if spec == "d":
+        return f"{int(round(number)):d}"
+    if spec.endswith("f") and abs(number) >= 1e5:  # e.g. the word perplexity of an untrained model
+        spec = ",.0f"
+    return format(number, spec)
+
+
+def _fmt_x(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.2f}\u00d7"
+
+
+# -- reading the grid directory -----------------------------------------------------------------------------
+@dataclass
+class GridFiles:
+    """Everything the report reads, already parsed; absent files are empty values, never errors."""
+
+    path: Path
+    grid: dict[str, Any]
+    results: pd.DataFrame
+    fits: dict[str, Any] | None
+    fits_error: str
+    runs: dict[str, RunDir]
+
+
+def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
+    if not path.is_file():
+        return None, "missing"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        return None, f"unreadable ({err})"
+    return (data, "") if isinstance(data, dict) else (None, "not a JSON object")
+
+
+def load_grid_files(grid_dir: Path) -> GridFiles:
+    """Parse grid.toml, results.csv (rebuilt in memory from the run dirs when absent) and fits.json."""
+    from tgbench.grid import RESULT_COLUMNS, collect_row
+
+    grid_dir = Path(grid_dir)
+    try:
+        grid = tomllib.loads((grid_dir / "grid.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        grid = {}
+    dirs = sorted(grid_dir.iterdir()) if grid_dir.is_dir() else []
+    runs = {d.name: RunDir(d) for d in dirs if d.is_dir() and (d / "config.toml").exists()}
+    columns = RESULT_COLUMNS + [f"reversal_{k}" for k in REVERSAL_KEYS]
+    csv = grid_dir / "results.csv"
+    results = None
+    if csv.is_file():
+        try:
+            results = pd.read_csv(csv, dtype={"variant": str, "label": str, "run_id": str, "status": str},
+                                  keep_default_na=False, na_values=[""])
+        except (OSError, ValueError, pd.errors.EmptyDataError):
+            results = None
+    if results is None:
+        variants = _variants(grid)
+        rows = []
+        for name, run in runs.items():
+            try:
+                rows.append(collect_row(run.path, variants.get(name)))
+            except Exception:  # a broken run dir is shown by its absence, not by a crash  # noqa: BLE001
+                continue
+        results = pd.DataFrame(rows, columns=columns)
+    for column in columns:
+        if column not in results.columns:
+            results[column] = None
+    results["variant"] = results["variant"].fillna("")
+    results["label"] = [lab if isinstance(lab, str) and lab else str(a) for lab, a in
+                        zip(results["label"], results["adapter"], strict=True)]
+    results["loss"] = [t if _num(t) is not None else _num(v) for t, v in
+                       zip(results["test_loss"], results["best_val_loss"], strict=True)]
+    results["loss_is_val"] = [_num(t) is None and _num(v) is not None for t, v in
+                              zip(results["test_loss"], results["best_val_loss"], strict=True)]
+    fits, fits_error = _read_json(grid_dir / "fits.json")
+    return GridFiles(grid_dir, grid, results, fits, fits_error, runs)
+
+
+def _variants(grid: dict[str, Any]) -> dict[str, dict[str, str]]:
+    from tgbench.errors import UserError
+    from tgbench.grid import GridConfig, expand
+
+    try:
+        return {s.run_id: {"variant": s.variant} for s in expand(GridConfig.from_dict(grid))}
+    except (UserError, TypeError, ValueError, KeyError):
+        return {}
+
+
+def _done(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"].astype(str) == "done"]
+
+
+def _labels(frame: pd.DataFrame) -> list[str]:
+    """Labels in a reading order: tg first, then gpt2, then the rest alphabetically."""
+    order = {"tg": 0, "gpt2": 1}
+    return sorted({str(x) for x in frame["label"]}, key=lambda lab: (order.get(lab, 2), lab))
+
+
+def _axis_cells(frame: pd.DataFrame) -> tuple[tuple | None, int | None]:
+    """The data-axis group (width, layers) and the parameter-axis budget with the most distinct x values."""
+    done = _done(frame)
+    best_data, best_params = None, None
+    for key, g in done.groupby(["width", "layers"]):
+        score = (g["tokens"].nunique(), key[0])
+        if g["tokens"].nunique() >= 2 and (best_data is None or score > best_data[0]):
+            best_data = (score, key)
+    for tokens, g in done.groupby("tokens"):
+        score = (g["width"].nunique(), tokens)
+        if g["width"].nunique() >= 2 and (best_params is None or score > best_params[0]):
+            best_params = (score, tokens)
+    return (best_data[1] if best_data else None), (best_params[1] if best_params else None)
+
+
+# -- the verdict ---------------------------------------------------------------------------------------------
+def _classify(values: Iterable[str]) -> str:
+    values = list(values)
+    if not values:
+        return "unknown"
+    if all(v == "ahead" for v in values):
+        return "ahead"
+    if all(v == "behind" for v in values):
+        return "behind"
+    return "overlap"
+
+
+def multiplier_summary(fits: dict[str, Any] | None, axis: str, form: str = FIT_FORM) -> dict[str, Any]:
+    """The pair's multipliers on one axis: points with intervals, their range, and ahead/behind/overlap."""
+    if not fits:
+        return {"status": "missing", "points": [], "range": None, "ci": None, "class": "unknown"}
+    groups = (fits.get("multipliers") or {}).get(axis) or {}
+    points = []
+    for group, forms in sorted(groups.items()):
+        for p in ((forms or {}).get(form) or {}).get("points", []):
+            points.append({**p, "group": group})
+    ok = [p for p in points if p.get("status") == "ok" and _num(p.get("value")) is not None]
+    if not points:
+        note = next((n for n in fits.get("notes", []) if f"no {axis}-axis multipliers" in n), "")
+        return {"status": "missing", "points": [], "range": None, "ci": None, "class": "unknown",
+                "note": note}
+    if not ok:
+        status = "fit failed" if any(p.get("status") == "fit failed" for p in points) else "not reachable"
+        return {"status": status, "points": points, "range": None, "ci": None, "class": "unknown"}
+    values = [p["value"] for p in ok]
+    lows = [_num(p.get("ci_low")) for p in ok]
+    highs = [_num(p.get("ci_high")) for p in ok]
+    with_ci = [(lo, hi) for lo, hi in zip(lows, highs, strict=True) if lo is not None and hi is not None]
+    classes = ["ahead" if lo > 1 else "behind" if hi < 1 else "overlap" for lo, hi in with_ci]
+    return {"status": "ok", "points": points, "range": (min(values), max(values)),
+            "ci": (min(lo for lo, _ in with_ci), max(hi for _, hi in with_ci)) if with_ci else None,
+            "class": _classify(classes) if classes and len(classes) == len(ok) else "unknown"}
+
+
+def ppl_cells(frame: pd.DataFrame, a: str, b: str) -> list[dict[str, Any]]:
+    """Lexical test perplexity of A and B in every (width, layers, D) cell where both have finished runs."""
+    done = _done(frame)
+    cells = []
+    keys = ["width", "layers", "tokens"]
+    for key, g in done.groupby(keys):
+        ga = [p for p in (_num(v) for v in g.loc[g["label"] == a, "test_ppl"]) if p is not None]
+        gb = [p for p in (_num(v) for v in g.loc[g["label"] == b, "test_ppl"]) if p is not None]
+        if not ga or not gb:
+            if (g["label"] == a).any() and (g["label"] == b).any():
+                cells.append({"width": key[0], "layers": key[1], "tokens": key[2], "missing": True})
+            continue
+        mean_a, mean_b = float(np.mean(ga)), float(np.mean(gb))
+        cls = "ahead" if max(ga) < min(gb) else "behind" if min(ga) > max(gb) else "overlap"
+        cells.append({"width": key[0], "layers": key[1], "tokens": key[2], "missing": False, "ppl_a": mean_a,
+                      "ppl_b": mean_b, "spread_a": (min(ga), max(ga)), "spread_b": (min(gb), max(gb)),
+                      "diff": mean_a - mean_b, "rel": (mean_a - mean_b) / mean_b,
+                      "seeds": min(len(ga), len(gb)), "class": cls})
+    return cells
+
+
+def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
+    """Multipliers (when fits.json fitted this pair), perplexity differences and a plain sentence."""
+    fits = files.fits
+    fitted_pair = list(fits.get("pair", [])) if fits else []
+    has_fits = fitted_pair == [a, b]
+    mults = {axis: multiplier_summary(fits if has_fits else None, axis) for axis in ("data", "params")}
+    if not has_fits:
+        for m in mults.values():
+            m["note"] = ("fits.json is missing" if not fits else
+                         f"fits.json fits the pair {' vs '.join(map(str, fitted_pair))}; rerun tgbench fit "
+                         f"--pair {a},{b} for this one")
+    cells = ppl_cells(files.results, a, b)
+    measured = [c for c in cells if not c["missing"]]
+    ppl_class = _classify(c["class"] for c in measured)
+    evidence = [c for c in (mults["data"]["class"], mults["params"]["class"], ppl_class) if c != "unknown"]
+    overall = _classify(evidence) if evidence else "unknown"
+    lower = sum(c["diff"] < 0 for c in measured)
+    parts = []
+    for axis, what in (("data", "data"), ("params", "parameters")):
+        m = mults[axis]
+        if m["range"]:
+            lo, hi = m["range"]
+            value = f"{lo:.2f}\u00d7" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}\u00d7"
+            ci = f" (95% CI {m['ci'][0]:.2f}-{m['ci'][1]:.2f})" if m["ci"] else " (no interval)"
+            parts.append(f"{b} needs {value}{ci} the {what} to reach {a}'s loss")
+    if measured:
+        parts.append(f"{a}'s lexical perplexity is lower in {lower} of {len(measured)} measured cells")
+    detail = "; ".join(parts)
+    if overall == "ahead":
+        sentence = f"{a} is ahead of {b}" + (f": {detail}." if detail else ".")
+    elif overall == "behind":
+        sentence = f"{a} is behind {b}" + (f": {detail}." if detail else ".")
+    elif overall == "overlap":
+        sentence = (f"{a} and {b} are not distinguishable at this scale (intervals include 1.0 or seed "
+                    f"spreads overlap)" + (f": {detail}." if detail else "."))
+    else:
+        sentence = f"No finished, evaluated runs of both {a} and {b} yet: nothing to compare."
+    return {"a": a, "b": b, "multipliers": mults, "cells": cells, "ppl_class": ppl_class, "overall": overall,
+            "sentence": sentence, "has_fits": has_fits, "paper": a == "tg" and b == "gpt2"}
+
+
+def verdicts(files: GridFiles) -> list[dict[str, Any]]:
+    """The fitted pair first, then its first adapter against every other base adapter in the grid."""
+    pair = tuple(files.fits.get("pair", ("tg", "gpt2"))) if files.fits else ("tg", "gpt2")
+    if len(pair) != 2:
+        pair = ("tg", "gpt2")
+    labels = _labels(files.results)
+    out = [pair_verdict(files, str(pair[0]), str(pair[1]))]
+    for other in labels:
+        if other not in pair and "/" not in other:
+            out.append(pair_verdict(files, str(pair[0]), other))
+    return out
+
+
+# -- plots ---------------------------------------------------------------------------------------------------
+def _fit_curve(fit: dict[str, Any] | None, lo: float, hi: float) -> list[tuple[float, float]]:
+    from tgbench.tasks.scaling import PowerLawFit
+
+    if not fit or not fit.get("converged") or not fit.get("params"):
+        return []
+    model = PowerLawFit(form=fit["form"], params=fit["params"], intervals={}, converged=True, reason="",
+                        n_points=0, x=[], y=[])
+    xs = np.geomspace(lo, hi, 40)
+    return list(zip(xs.tolist(), model.predict(xs).tolist(), strict=True))
+
+
+def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
+    """Loss against D (data axis) and against N (parameter axis): seed means, seed spread, fitted curves."""
+    frame = _done(files.results)
+    data_group, param_tokens = _axis_cells(files.results)
+    out = []
+    specs = [("data", "tokens", "training tokens D", data_group is not None,
+              lambda f: (f["width"] == data_group[0]) & (f["layers"] == data_group[1]),
+              f"width={data_group[0]},layers={data_group[1]}" if data_group else ""),
+             ("params", "n_params", "non-embedding parameters N", param_tokens is not None,
+              lambda f: f["tokens"] == param_tokens, f"tokens={param_tokens}")]
+    for axis, x_col, xlabel, present, select, group in specs:
+        series = []
+        uses_val = False
+        if present:
+            rows = frame[select(frame)]
+            uses_val = bool(rows["loss_is_val"].any())
+            for label in _labels(rows):
+                g = rows[rows["label"] == label]
+                pts, errs = [], []
+                for x, gx in g.groupby(x_col):
+                    losses = [v for v in (_num(v) for v in gx["loss"]) if v is not None]
+                    if losses:
+                        pts.append((float(x), float(np.mean(losses))))
+                        errs.append((float(x), min(losses), max(losses)))
+                fit = (((files.fits or {}).get("axes") or {}).get(axis) or {}).get(label, {}).get(group, {})
+                xs = [p[0] for p in pts]
+                curve = _fit_curve(fit.get(FIT_FORM), min(xs), max(xs)) if xs else []
+                series.append(Series(label, palette[label], pts, errs, curve))
+        where = (f"width {data_group[0]}, {data_group[1]} layers" if axis == "data" and data_group else
+                 f"D = {fmt_value(param_tokens, fmt='si')} tokens" if param_tokens else "")
+        note = "points: seed mean, bars: seed min-max, lines: Kaplan fit" + \
+            ("; no test eval: best val loss" if uses_val else "")
+        out.append(plot(series, title=f"Lexical test loss vs {'D' if axis == 'data' else 'N'} ({where})"
+                        if where else f"Lexical test loss vs {'D' if axis == 'data' else 'N'}",
+                        xlabel=xlabel, ylabel="loss (nats/token)", xlog=True, ylog=True, note=note))
+    return out
+
+
+def multiplier_plots(verdict: dict[str, Any]) -> list:
+    """The pair's multipliers against D and against N, with intervals and the paper's band."""
+    out = []
+    for axis, xlabel in (("data", "training tokens D"), ("params", "non-embedding parameters N")):
+        m = verdict["multipliers"][axis]
+        ok = [p for p in m["points"] if p.get("status") == "ok" and _num(p.get("value")) is not None]
+        series = [Series(f"{verdict['a']} over {verdict['b']}", "#D55E00",
+                         [(p["x"], p["value"]) for p in ok],
+                         [(p["x"], p["ci_low"], p["ci_high"]) for p in ok
+                          if _num(p.get("ci_low")) is not None and _num(p.get("ci_high")) is not None],
+                         [(p["x"], p["value"]) for p in ok])]
+        bands = [Band(1.0, 1.0, "1.0 = no difference")]
+        if verdict["paper"]:
+            lo, hi = PAPER[axis]
+            bands.append(Band(lo, hi, f"paper {lo:.2f}-{hi:.2f}\u00d7", "#0072B2"))
+        name = "m_D" if axis == "data" else "m_N"
+        out.append(plot(series, title=f"{name}: {verdict['b']} {'data' if axis == 'data' else 'parameters'} "
+                        f"needed / {verdict['a']}'s", xlabel=xlabel, ylabel="multiplier", xlog=True,
+                        bands=bands, note="bars: 95% bootstrap interval" if ok else ""))
+    return out
+
+
+def curve_plots(files: GridFiles, palette: dict[str, str], limit: int = 12) -> list:
+    """Validation (solid) and training (dashed) lexical loss while training, one plot per (width, D) cell."""
+    frame = files.results
+    out = []
+    cells = frame.groupby(["width", "layers", "tokens"], sort=True)
+    for (width, _, tokens), g in list(cells)[:limit]:
+        series = []
+        shown = set()
+        for _, row in g.sort_values(["label", "seed"]).iterrows():
+            run = files.runs.get(str(row["run_id"]))
+            records = run.read_metrics() if run else []
+            val, train = ([(r["tokens"], r[key]) for r in records
+                           if _num(r.get(key)) is not None and (_num(r.get("tokens")) or 0) > 0]
+                          for key in ("val_loss", "train_lexical_loss"))
+            label = str(row["label"])
+            # a run evaluated only once or twice still shows up, as markers
+            series.append(Series(label, palette[label], val if len(val) <= 3 else [], [], val,
+                                 legend=label not in shown))
+            series.append(Series(label, palette[label], [], [], train, dashed=True, legend=False))
+            shown.add(label)
+        out.append(plot(series, title=f"Loss: width {width}, D = {fmt_value(tokens, fmt='si')}",
+                        xlabel="tokens seen", ylabel="loss (nats/token)", xlog=True, width=370, height=260,
+                        legend_inside=True))
+    return out
+
+
+def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
+    """Target and distractor NLL per condition against D, and the margins, on the data axis."""
+    data_group, _ = _axis_cells(files.results)
+    frame = _done(files.results)
+    if data_group is not None:
+        frame = frame[(frame["width"] == data_group[0]) & (frame["layers"] == data_group[1])]
+    if not frame[[f"reversal_{k}" for k in REVERSAL_KEYS]].notna().any().any():
+        return []  # no reversal evaluation at all: the template says so instead of three empty plots
+    out = []
+    for cond in ("normal", "reversed"):
+        series = []
+        for label in _labels(frame):
+            g = frame[frame["label"] == label]
+            for what, dashed in (("target_nll", False), ("distractor_nll", True)):
+                pts = _mean_by(g, "tokens", f"reversal_{cond}_{what}")
+                series.append(Series(f"{label} {what.split('_')[0]}", palette[label], pts, [], pts, dashed))
+        out.append(plot(series, title=f"Reversal probe ({cond}): NLL of target and distractor",
+                        xlabel="training tokens D", ylabel="NLL (nats)",
+                        note="solid: target, dashed: distractor"))
+    series = []
+    for label in _labels(frame):
+        g = frame[frame["label"] == label]
+        for cond, dashed in (("normal", False), ("reversed", True)):
+            pts = _mean_by(g, "tokens", f"reversal_{cond}_margin")
+            series.append(Series(f"{label} {cond}", palette[label], pts, [], pts, dashed))
+    out.append(plot(series, title="Reversal probe: margin (distractor - target NLL)",
+                    xlabel="training tokens D", ylabel="margin (nats)", bands=[Band(0.0, 0.0, "0 = chance")],
+                    note="negative margin = the distractor is preferred"))
+    return out
+
+
+def _mean_by(g: pd.DataFrame, x_col: str, y_col: str) -> list[tuple[float, float]]:
+    pts = []
+    for x, gx in g.groupby(x_col):
+        ys = [v for v in (_num(v) for v in gx[y_col]) if v is not None]
+        if ys:
+            pts.append((float(x), float(np.mean(ys))))
+    return pts
+
+
+# -- tables --------------------------------------------------------------------------------------------------
+def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
+    """Every run with display text, sort keys and the best value of each scored column marked."""
+    best = {}
+    done = _done(frame)
+    for key in RUN_COLUMNS:
+        metric = METRICS[key]
+        values = [v for v in (_num(x) for x in done[key]) if v is not None]
+        if values and metric.lower_is_better is not None:
+            best[key] = min(values) if metric.lower_is_better else max(values)
+    rows = []
+    for _, row in frame.sort_values(["label", "tokens", "width", "seed"], na_position="last").iterrows():
+        cells = []
+        for key in RUN_COLUMNS:
+            value = row[key]
+            number = _num(value) if METRICS[key].fmt != "text" else None
+            text = fmt_value(value, key)
+            classes = []
+            if text == "missing":
+                classes.append("missing")
+            if key in best and number is not None and number == best[key] and row["status"] == "done":
+                classes.append("best")
+            if key == "status":
+                classes.append(f"status-{text}")
+            sort = "" if text == "missing" else (repr(number) if number is not None else str(value))
+            cells.append({"text": text, "sort": sort, "classes": " ".join(classes)})
+        rows.append(cells)
+    directions = {True: "lower is better", False: "higher is better"}
+    columns = [{"key": k, "label": m.label, "unit": m.unit, "numeric": m.fmt != "text",
+                "direction": directions.get(m.lower_is_better, "")}
+               for k, m in ((k, METRICS[k]) for k in RUN_COLUMNS)]
+    return {"columns": columns, "rows": rows}
+
+
+def ablation_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The paper's ablations next to the measured TG variants (largest D shared with plain tg)."""
+    done = _done(frame)
+    tg = done[done["label"] == "tg"]
+    known = {v for v, *_ in PAPER_ABLATIONS}
+    extra = sorted({str(lab).split("/", 1)[1] for lab in done["label"] if str(lab).startswith("tg/")} - known)
+    rows = []
+    for variant, what, paper_ppl, paper_note, paper_sps in [*PAPER_ABLATIONS, *[(v, "", None, "", None)
+                                                                                for v in extra]]:
+        label = "tg" if not variant else f"tg/{variant}"
+        runs = done[done["label"] == label]
+        measured = base = sps = None
+        cell = ""
+        if len(runs):
+            shared = sorted(set(zip(runs["width"], runs["tokens"], strict=True)) &
+                            set(zip(tg["width"], tg["tokens"], strict=True)), key=lambda c: (c[1], c[0]))
+            width, tokens = shared[-1] if shared else max(zip(runs["width"], runs["tokens"], strict=True),
+                                                          key=lambda c: (c[1], c[0]))
+            here = runs[(runs["width"] == width) & (runs["tokens"] == tokens)]
+            measured = _mean([_num(v) for v in here["test_ppl"]])
+            sps = _mean([_num(v) for v in here["sentences_per_s"]])
+            ref = tg[(tg["width"] == width) & (tg["tokens"] == tokens)]
+            base = _mean([_num(v) for v in ref["test_ppl"]])
+            cell = f"width {width}, D = {fmt_value(tokens, fmt='si')}"
+        paper_delta = (f"{paper_ppl - 29.8:+.1f}" if paper_ppl is not None and variant else paper_note) or ""
+        rows.append({"variant": variant or "(none)", "label": label, "what": what,
+                     "paper_ppl": fmt_value(paper_ppl, fmt=".1f") if paper_ppl is not None else "",
+                     "paper_delta": paper_delta, "paper_sps": "" if paper_sps is None else str(paper_sps),
+                     "ppl": fmt_value(measured, fmt=".2f"),
+                     "delta": fmt_value(measured - base, fmt="+.2f")
+                     if measured is not None and base is not None and variant else "",
+                     "sps": fmt_value(sps, fmt=",.1f"), "cell": cell,
+                     "ran": measured is not None})
+    return rows
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def fits_table(fits: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per fitted (axis, label, group, form), plus the joint fits, with parameters and intervals."""
+    if not fits:
+        return []
+    rows = []
+    entries = [(axis, label, group, form, fit)
+               for axis, labels in sorted((fits.get("axes") or {}).items())
+               for label, groups in sorted((labels or {}).items())
+               for group, forms in sorted((groups or {}).items())
+               for form, fit in sorted((forms or {}).items())]
+    entries += [("joint", label, "all runs", "joint", fit)
+                for label, fit in sorted((fits.get("joint") or {}).items())]
+    for axis, label, group, form, fit in entries:
+        fit = fit or {}
+        params = []
+        for name, value in (fit.get("params") or {}).items():
+            lo, hi = ((fit.get("intervals") or {}).get(name) or [None, None])[:2]
+            ci = f" [{_g(lo)}, {_g(hi)}]" if _num(lo) is not None and _num(hi) is not None else ""
+            params.append(f"{name} = {_g(value)}{ci}")
+        failed = fit.get("failed_fraction")
+        rows.append({"axis": axis, "label": label, "group": group, "form": form,
+                     "status": "ok" if fit.get("converged") else "fit failed",
+                     "reason": fit.get("reason") or "", "params": params, "n_points": fit.get("n_points", ""),
+                     "failed": fmt_value(failed, fmt=".0%") if _num(failed) is not None else ""})
+    return rows
+
+
+def _g(value: Any) -> str:
+    number = _num(value)
+    return "missing" if number is None else f"{number:.4g}"
+
+
+def throughput_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Mean training throughput and peak memory per (model, width), with the ratio to gpt2 at that width."""
+    done = _done(frame)
+    rows = []
+    gpt2 = done[done["label"] == "gpt2"]
+    base = {w: _mean([_num(v) for v in g["tokens_per_s"]]) for w, g in gpt2.groupby("width")}
+    for (label, width), g in done.groupby(["label", "width"]):
+        tps = _mean([_num(v) for v in g["tokens_per_s"]])
+        ref = base.get(width)
+        sps = _mean([_num(v) for v in g["sentences_per_s"]])
+        memory = max([v for v in (_num(x) for x in g["peak_memory_mb"]) if v is not None], default=None)
+        rows.append({"label": label, "width": int(width), "runs": len(g),
+                     "tokens_per_s": fmt_value(tps, "tokens_per_s"),
+                     "sentences_per_s": fmt_value(sps, "sentences_per_s"),
+                     "peak_memory_mb": fmt_value(memory, "peak_memory_mb"),
+                     "ratio": f"{tps / ref:.2f}" if tps and ref else ""})
+    order = {lab: i for i, lab in enumerate(_labels(done))}
+    return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
+
+
+def reversal_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Reversal margins and error rates per (model, D) on the data axis, mean over seeds."""
+    data_group, _ = _axis_cells(frame)
+    done = _done(frame)
+    if data_group is not None:
+        done = done[(done["width"] == data_group[0]) & (done["layers"] == data_group[1])]
+    rows = []
+    for (label, tokens), g in done.groupby(["label", "tokens"]):
+        row = {"label": label, "tokens": fmt_value(tokens, fmt="si")}
+        for cond in ("normal", "reversed"):
+            for what, spec in (("target_nll", ".3f"), ("distractor_nll", ".3f"), ("margin", ".3f"),
+                               ("error_rate", ".1%")):
+                values = [_num(v) for v in g[f"reversal_{cond}_{what}"]]
+                row[f"{cond}_{what}"] = fmt_value(_mean(values), fmt=spec)
+        rows.append(row)
+    if all(v == "missing" for row in rows for k, v in row.items() if k not in ("label", "tokens")):
+        return []  # no run has a reversal evaluation: the template says so once
+    return rows
+
+
+# -- provenance ----------------------------------------------------------------------------------------------
+def provenance(files: GridFiles) -> dict[str, Any]:
+    """Versions, commits, devices, data settings, dates, and every missing run or evaluation."""
+    meta_keys = ("tgbench", "torch", "numpy", "python", "platform", "device", "device_name", "git_sha")
+    seen: dict[str, dict[str, int]] = {k: {} for k in meta_keys}
+    done_dates, eval_dates = [], []
+    missing_eval, failures = [], []
+    for name, run in files.runs.items():
+        try:
+            meta = run.read_meta()
+        except (OSError, tomllib.TOMLDecodeError):
+            meta = {}
+        for key in meta_keys:
+            value = str(meta.get(key, "missing"))
+            seen[key][value] = seen[key].get(value, 0) + 1
+        if run.done:
+            done_dates.append((run.path / "DONE").read_text(encoding="utf-8").strip())
+            for task in ("ppl", "reversal"):
+                data, _ = _read_json(run.eval_dir / f"{task}.json")
+                if data is None:
+                    missing_eval.append({"run": name, "task": task})
+                elif data.get("date_iso"):
+                    eval_dates.append(str(data["date_iso"]))
+        elif run.failed:
+            message = (run.path / "FAILED").read_text(encoding="utf-8").strip()
+            failures.append({"run": name, "message": message})
+    expected = list(_variants(files.grid))
+    not_started = [r for r in expected if r not in files.runs]
+    unfinished = [{"run": str(r["run_id"]), "status": str(r["status"])} for _, r in files.results.iterrows()
+                  if str(r["status"]) not in ("done", "failed")]
+    data = files.grid.get("data") or {}
+    grid_keys = ("name", "description", "design", "widths", "layers", "head_dim", "budgets", "seeds",
+                 "reference_width")
+    return {
+        "versions": [{"key": k, "values": sorted(v.items())} for k, v in seen.items()],
+        "grid": [{"key": k, "value": _show(files.grid.get(k))} for k in grid_keys if k in files.grid],
+        "data": [{"key": k, "value": _show(v)} for k, v in sorted(data.items())],
+        # the grid's budgets and seeds replace train.tokens and train.seed in every run
+        "train": [{"key": k, "value": _show(v)} for k, v in sorted((files.grid.get("train") or {}).items())
+                  if k not in ("tokens", "seed")],
+        "models": [{"label": m.get("adapter", "") + (f"/{m['variant']}" if m.get("variant") else ""),
+                    "options": _show(m.get("options", {}))} for m in files.grid.get("models", [])],
+        "trained": (min(done_dates), max(done_dates)) if done_dates else None,
+        "evaluated": (min(eval_dates), max(eval_dates)) if eval_dates else None,
+        "not_started": not_started, "unfinished": unfinished, "missing_eval": missing_eval,
+        "failures": failures,
+        "fits_status": "present" if files.fits else f"fits.json {files.fits_error}",
+        "fits_notes": [str(n) for n in (files.fits or {}).get("notes", [])],
+        "loss_column": (files.fits or {}).get("loss_column", ""),
+    }
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} = {_show(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_show(v) for v in value)
+    return str(value)
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(
+        enabled_extensions=("html", "j2"), default_for_string=True, default=True), trim_blocks=True,
+        lstrip_blocks=True)
+    env.filters["x"] = _fmt_x
+    env.filters["v"] = lambda value, fmt=".3f": fmt_value(value, fmt=fmt)
+    return env
+
+
+def render_report(grid_dir: Path) -> str:
+    """The report of a grid directory as one HTML string (no network resources, no external files).
+
+    Args:
+        grid_dir: A grid directory (grid.toml, results.csv, fits.json, run dirs); any of them may be missing.
+
+    Returns:
+        The HTML page.
+    """
+    files = load_grid_files(Path(grid_dir))
+    frame = files.results
+    labels = _labels(frame)
+    palette = colours(labels)
+    empty = frame.empty
+    pair_verdicts = [] if empty else verdicts(files)
+    context = {
+        "title": str(files.grid.get("name") or Path(grid_dir).name),
+        "description": str(files.grid.get("description") or ""),
+        "grid_dir": str(grid_dir),
+        "empty": empty,
+        "counts": frame["status"].astype(str).value_counts().to_dict() if not empty else {},
+        "n_runs": len(frame),
+        "verdicts": pair_verdicts,
+        "paper": PAPER,
+        "scaling_plots": [] if empty else scaling_plots(files, palette),
+        "multiplier_plots": multiplier_plots(pair_verdicts[0]) if pair_verdicts else [],
+        "curve_plots": [] if empty else curve_plots(files, palette),
+        "reversal_plots": [] if empty else reversal_plots(files, palette),
+        "runs": runs_table(frame) if not empty else None,
+        "ablations": ablation_table(frame) if not empty else [],
+        "fits": fits_table(files.fits),
+        "fits_status": "present" if files.fits else f"fits.json {files.fits_error}",
+        "throughput": throughput_table(frame) if not empty else [],
+        "reversal": reversal_table(frame) if not empty else [],
+        "provenance": provenance(files),
+        "fit_form": FIT_FORM,
+    }
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+def write_report(grid_dir: Path, output: Path | None = None) -> Path:
+    """Render the report of `grid_dir` and write it atomically (default `<grid_dir>/report.html`)."""
+    from tgbench.errors import UserError
+
+    grid_dir = Path(grid_dir)
+    if not grid_dir.is_dir():
+        raise UserError(f"grid directory '{grid_dir}' does not exist",
+                        "give the --out directory of `tgbench train-grid`")
+    output = Path(output) if output is not None else grid_dir / "report.html"
+    write_text(output, render_report(grid_dir))
+    return output
+
+
+def report_command(
+    grid_dir: Annotated[Path, typer.Argument(help="Grid directory (grid.toml, results.csv, runs).")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="HTML file to write [default: GRID_DIR/report.html].")] = None,
+) -> None:
+    """Render one self-contained HTML report of a grid (verdict, plots, tables, provenance)."""
+    path = write_report(grid_dir, output)
+    typer.echo(f"report written to {path}")
