@@ -2,11 +2,11 @@
 
 import numpy as np
 import torch
+
+from tgbench.adapter import Vocab
 from tgbench.models.gpt2 import GPT2Adapter, GPT2Config
 from tgbench.models.gpt2_boundary import GPT2BoundaryAdapter, flatten_with_boundaries
 from tgbench.models.gpt2_gist import GPT2GistAdapter, gist_mask
-
-from tgbench.adapter import Vocab
 
 VOCAB = Vocab(base_size=30)
 TINY = dict(width=16, layers=1, heads=2, context=24, dropout=0.0, attention_dropout=0.0)

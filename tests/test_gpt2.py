@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, hf_state_dict
 
 from tgbench.adapter import Vocab
+from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, hf_state_dict
 
 transformers = pytest.importorskip("transformers")
 

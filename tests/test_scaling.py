@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+
 from tgbench.tasks.scaling import fit_grid, fit_joint, fit_power_law, multiplier, write_fits
 
 X = np.geomspace(1e7, 5e7, 5)  # token budgets

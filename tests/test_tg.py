@@ -7,6 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
+from tgbench.adapter import Vocab
+from tgbench.errors import UserError
 from tgbench.models.tg import (
     Block,
     CrossAttention,
@@ -17,9 +20,6 @@ from tgbench.models.tg import (
     TGSpanConfig,
     stream_batch,
 )
-
-from tgbench.adapter import Vocab
-from tgbench.errors import UserError
 
 VOCAB = Vocab(base_size=100)
 

@@ -6,10 +6,10 @@ import signal
 
 import pytest
 from safetensors.torch import load_file
-from tgbench.models.gpt2 import GPT2Adapter
 
 from tgbench.config import RunConfig, TrainConfig, load_run_config
 from tgbench.errors import UserError
+from tgbench.models.gpt2 import GPT2Adapter
 from tgbench.runs import RunDir
 from tgbench.train import Interrupted, TrainingFailed, train
 
