@@ -129,14 +129,17 @@ def data_stats(
     corpus = load_corpus(_data_config(DataConfig(), source, tokenizer, splitter))
     stats = corpus_stats(corpus)
     table = Table(title=f"{source} ({corpus.tokenizer.name} tokens, {corpus.config.splitter} sentences)")
-    columns = ["documents", "sentences", "lexical_tokens", "mean_sentence_tokens", "sentences_resplit",
-               "fragments_merged", "documents_dropped", "replaced_bytes"]
+    columns = {"documents": "docs", "sentences": "sentences", "lexical_tokens": "tokens",
+               "mean_sentence_tokens": "mean len", "sentences_resplit": "re-split", "fragments_merged": "merged",
+               "documents_dropped": "dropped", "replaced_bytes": "bad bytes"}
     table.add_column("split")
-    for column in columns:
-        table.add_column(column.replace("_", " "), justify="right")
+    for header in columns.values():
+        table.add_column(header, justify="right")
     for split, figures in stats.items():
         row = [getattr(figures, c) for c in columns]
         table.add_row(split, *[f"{v:.1f}" if isinstance(v, float) else f"{v:,}" for v in row])
+    table.caption = ("re-split: sentences over the token cap cut into fragments; merged: fragments under the "
+                     "minimum joined to a neighbour; dropped: documents with too few sentences")
     console.print(table)
     console.print(f"cache key {corpus.key}")
 
