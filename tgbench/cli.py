@@ -256,10 +256,12 @@ _register_plugins()
 
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
+    import errno
+
     import click
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, click returns a typer.Exit's code
     except UserError as err:
         if _state["debug"]:
             raise
@@ -287,11 +289,18 @@ def main() -> None:
         if isinstance(err, TrainingFailed):
             err_console.print(f"[bold red]run failed:[/bold red] {err}")
             sys.exit(1)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and not _state["debug"]:
+            # writers without their own disk-full message (the corpus cache, lm-eval outputs)
+            err_console.print(f"[bold red]error:[/bold red] disk full: {err}")
+            err_console.print("[bold]fix:[/bold] free disk space, then rerun the same command")
+            sys.exit(2)
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]internal error:[/bold red] {type(err).__name__}: {err}")
         err_console.print("rerun with --debug for the traceback, and please report it")
         sys.exit(1)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -222,11 +222,16 @@ def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, o
     """Train one run of a grid; returns its final status. Failed runs are rerun from scratch."""
     from tgbench.train import TrainingFailed, train
 
-    run_dir = grid_dir / spec.run_id
-    resume = "never" if RunDir(run_dir).failed else "auto"
+    run_dir = RunDir(grid_dir / spec.run_id)
+    # A failed run, or one whose settings changed in the grid file, starts over; others resume or skip.
+    changed = run_dir.config_path.exists() and run_dir.read_config().hash() != spec.config.hash()
+    resume = "never" if run_dir.failed or changed else "auto"
     try:
-        result = train(spec.config, run_dir, resume=resume, progress=progress, corpus=corpus, on_log=on_log)
-    except TrainingFailed:
+        result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log)
+    except TrainingFailed as err:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]run {spec.run_id} failed:[/bold red] {err}; the grid goes on")
         return "failed"
     return result.status
 

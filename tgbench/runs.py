@@ -55,14 +55,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(
-                f"disk full while writing '{path}' (no space left on {path.parent}); the previous file is intact",
-                "free disk space, then rerun with --resume auto",
-            ) from err
+            raise disk_full(path, "the previous file is intact") from err
         raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def disk_full(path: Path, consequence: str) -> UserError:
+    """The error for a write that ran out of disk space (or quota)."""
+    return UserError(
+        f"disk full while writing '{path}' (no space left on {Path(path).parent}); {consequence}",
+        "free disk space, then rerun with --resume auto",
+    )
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -193,10 +198,15 @@ class RunDir:
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line and fsync it; a torn last line is dropped by `read_metrics`."""
         line = json.dumps(record, sort_keys=True, allow_nan=True) + "\n"
-        with open(self.metrics_path, "a", encoding="utf-8") as handle:
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.metrics_path, "a torn last line is dropped on resume") from err
+            raise
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -209,10 +219,26 @@ class RunDir:
                 continue  # a line torn by a kill mid-write
         return records
 
-    def truncate_metrics(self, step: int) -> None:
-        """Keep only records up to `step` (what a resumed run will not repeat)."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+    def truncate_metrics(self, step: int) -> int:
+        """Keep only records up to `step` (what a resumed run will not repeat).
+
+        Returns:
+            The number of torn (unparseable) lines dropped on the way.
+        """
+        exists = self.metrics_path.exists()
+        kept, torn = [], 0
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if exists else []:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict):
+                torn += 1
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(record)
         write_text(self.metrics_path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        return torn
 
 
 # -- checkpoints -----------------------------------------------------------------------------

@@ -257,7 +257,10 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         scheduler.load_state_dict(checkpoint.sidecar["scheduler"])
         checkpoint.restore_rng()
         state.update(checkpoint.sidecar["state"])
-        run.truncate_metrics(state["step"])
+        torn = run.truncate_metrics(state["step"])
+        if torn:
+            console.print(f"[yellow]dropped {torn} torn line(s) of {run.metrics_path} "
+                          "(a write cut short by the interruption)")
         console.print(f"resuming {out} from step {state['step']} (checkpoint '{checkpoint.name}')")
     else:
         run.metrics_path.unlink(missing_ok=True)
@@ -269,7 +272,14 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         if on_log is not None:
             on_log(record)
 
+    def check_finite() -> None:
+        # A NaN between two logs must stop the run before a checkpoint or best model saves it.
+        acc = state["acc"]
+        if acc["steps"] and not math.isfinite(float(acc["loss"])):
+            _fail(run, state, _flush(acc, state, lr, time.perf_counter() - window_start, device))
+
     def save(name: str, keep_previous: bool = False, with_optimizer: bool = True) -> None:
+        check_finite()
         plain_state = {**state, "acc": {k: float(v) for k, v in state["acc"].items()}}
         sidecar = {"state": plain_state, "scheduler": scheduler.state_dict(), "n_params": n_params,
                    "config_hash": config.hash()}
@@ -280,6 +290,9 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         loss, count = lexical_loss(adapter, model, valid_docs, vocab, device, tc.dtype)
         record = {"step": state["step"], "epoch": state["epoch"], "tokens": state["tokens"], "val_loss": loss,
                   "val_ppl": math.exp(min(loss, 50)), "val_tokens": count}
+        if not math.isfinite(loss):
+            check_finite()  # blame the training loss when it is the cause
+            _fail(run, state, record, key="val_loss")
         log(record)
         if state["best_val_loss"] is None or loss < state["best_val_loss"]:
             state["best_val_loss"] = loss
@@ -375,9 +388,11 @@ def _flush(acc: dict[str, Any], state: dict[str, Any], lr: float, elapsed: float
     return record
 
 
-def _fail(run: RunDir, state: dict[str, Any], record: dict[str, Any]) -> None:
-    message = (f"training loss became {record['train_loss']} at step {state['step']}; "
-               f"the last good checkpoint is kept in {run.checkpoints}")
+def _fail(run: RunDir, state: dict[str, Any], record: dict[str, Any], key: str = "train_loss") -> None:
+    what = "training" if key == "train_loss" else "validation"
+    kept = (f"the last good checkpoint is kept in {run.checkpoints}" if any(run.checkpoints.glob("*.json"))
+            else "no checkpoint had been written yet")
+    message = f"{what} loss became {record[key]} at step {state['step']}; {kept}"
     run.append_metrics({**record, "error": message})
     run.mark("FAILED", message + "\n")
     raise TrainingFailed(message)
@@ -448,11 +463,16 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: str = "auto", corp
     corpus = corpus if corpus is not None else load_corpus(config.data, progress=progress)
     target = resolve_device(device)
     model = adapter.build(corpus.vocab)
+    if not any((run.checkpoints / f"{checkpoint}{suffix}").exists() for suffix in (".json", ".safetensors")):
+        raise UserError(f"run '{run_dir}' has no '{checkpoint}' checkpoint yet",
+                        "finish or resume the run first (tgbench train ... --resume auto)")
     try:
         found = read_checkpoint(run.checkpoints, checkpoint)
-    except (CorruptCheckpoint, FileNotFoundError) as err:
-        raise UserError(f"cannot read checkpoint '{checkpoint}' of '{run_dir}': {err}",
-                        "finish or resume the run first (tgbench train ... --resume auto)") from err
+    except CorruptCheckpoint as err:
+        other = "latest" if checkpoint == "best" else "best"
+        raise UserError(f"checkpoint '{checkpoint}' of '{run_dir}' is damaged: {err}",
+                        f"use --checkpoint {other}, or retrain the run (tgbench train ... --resume never)",
+                        ) from err
     found.load_model(model, run.checkpoints / f"{checkpoint}.safetensors")
     model.to(target).eval()
     return LoadedRun(run.path, config, adapter, model, corpus, checkpoint, found.sidecar)

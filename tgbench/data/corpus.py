@@ -303,7 +303,14 @@ def encode_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
     """Read and encode a corpus without touching the cache (see `load_corpus`)."""
     validate_config(config)
     check_splitter(config.splitter)  # "sat" fails here, before the (slow) reading
-    raw, _ = sources.read_source(config)
+    raw, replaced = sources.read_source(config)
+    if replaced:
+        from rich.console import Console
+
+        Console(stderr=True).print(
+            f"[yellow]warning:[/yellow] {replaced:,} bytes of '{config.corpus}' are not valid UTF-8 and were "
+            "replaced by U+FFFD (per split: tgbench data stats)"
+        )
     tokenizer = make_tokenizer(config.tokenizer, (doc.text for doc in raw["train"]))
     splits, stats = {}, {}
     with _progress(progress) as bar:
