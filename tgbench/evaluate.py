@@ -548,11 +548,14 @@ def result_path(run_dir: Path, name: str) -> Path:
 def checkpoint_info(run_dir: Path, checkpoint: str) -> dict[str, Any]:
     """Name, step and sha256 of a run's checkpoint, from its sidecar (no weights read)."""
     sidecar = RunDir(run_dir).checkpoints / f"{checkpoint}.json"
+    if not sidecar.exists():
+        raise UserError(f"run '{run_dir}' has no '{checkpoint}' checkpoint yet",
+                        "finish or resume the run first (tgbench train ... --resume auto)")
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read checkpoint '{checkpoint}' of '{run_dir}': {err}",
-                        "finish or resume the run first (tgbench train ... --resume auto)") from err
+        raise UserError(f"checkpoint sidecar '{sidecar}' is damaged: {err}",
+                        "use --checkpoint latest, or retrain the run (--resume never)") from err
     return {"name": checkpoint, "step": data.get("state", {}).get("step"), "sha256": data.get("sha256")}
 
 
