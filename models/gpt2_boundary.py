@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tgbench.models.gpt2 import IGNORE, GPT2Adapter, GPT2Config, block_batches, token_losses
 from torch import nn
 
 from tgbench.adapter import Batch, Document, LossParts, Vocab
+from tgbench.models.gpt2 import IGNORE, GPT2Adapter, GPT2Config, block_batches, token_losses
 
 
 def flatten_with_boundaries(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ document), so training blocks and scoring windows need no side information.
 from __future__ import annotations
 
 import torch
+
 from tgbench.models.gpt2 import GPT2Config
 from tgbench.models.gpt2_boundary import GPT2BoundaryAdapter
 

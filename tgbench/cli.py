@@ -249,6 +249,9 @@ def _register_plugins() -> None:
     from tgbench.report import report_command
 
     app.command("report", help="Render a grid's results as one self-contained HTML file.")(report_command)
+    from tgbench.bench import bench_command
+
+    app.command("bench", help="Throughput and memory benchmarks (ratios measured side by side).")(bench_command)
 
 
 _register_plugins()
