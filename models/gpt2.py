@@ -250,8 +250,8 @@ class GPT2Adapter(Adapter):
         return block_batches(stream, ends, vocab, self.config.context, batch_tokens)
 
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
-        targets = batch.tensors["targets"]  # (B, T)
-        logits = model(batch.tensors["inputs"])  # (B, T, V)
+        inputs, targets = batch.tensors["inputs"], batch.tensors["targets"]  # (B, T)
+        logits = model(inputs, self.attention_mask(inputs, batch.tensors.get("vocab_base", 0)))  # (B, T, V)
         nll = token_losses(logits, targets, ignore_index=IGNORE)  # (B, T)
         counted = targets != IGNORE
         lexical = batch.tensors["lexical"]  # (B, T) content-token targets only
@@ -261,6 +261,15 @@ class GPT2Adapter(Adapter):
             lexical_tokens=batch.lexical_tokens,
         )
 
+    def attention_mask(self, ids: torch.Tensor, vocab_base: int) -> torch.Tensor | None:
+        """Extra attention restriction for (B, T) inputs; None = plain causal attention."""
+        return None
+
+    def scoring_sequence(self, document: Document, vocab: Vocab) -> tuple[list[int], int]:
+        """The ids a document is scored as, and the prefix token that predicts the first of them."""
+        tokens = np.concatenate([np.asarray(s, dtype=np.int64) for s in document]).tolist() if document else []
+        return tokens, vocab.eod_id
+
     def score(self, model: nn.Module, documents: Sequence[Document], vocab: Vocab) -> list[torch.Tensor]:
         # lm-eval's own rolling windows, so our perplexity is the one lm-eval's `hf` model reports.
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
@@ -268,10 +277,10 @@ class GPT2Adapter(Adapter):
         context = self.config.context
         stride = self.config.score_stride or context
         device = next(model.parameters()).device
-        windows = []  # (document index, input ids, number of predicted tokens)
+        windows = []  # (document index, input ids, predicted ids)
         for index, doc in enumerate(documents):
-            tokens = np.concatenate([np.asarray(s, dtype=np.int64) for s in doc]).tolist() if doc else []
-            for pair in get_rolling_token_windows(tokens, vocab.eod_id, context, context - stride + 1):
+            tokens, prefix = self.scoring_sequence(doc, vocab)
+            for pair in get_rolling_token_windows(tokens, prefix, context, context - stride + 1):
                 inputs, predicted = make_disjoint_window(pair)
                 windows.append((index, inputs + predicted[:-1], predicted))
         scores: list[list[torch.Tensor]] = [[] for _ in documents]
@@ -279,15 +288,18 @@ class GPT2Adapter(Adapter):
             for start in range(0, len(windows), self.config.score_batch_windows):
                 chunk = windows[start : start + self.config.score_batch_windows]
                 length = max(len(w[1]) for w in chunk)
+                # Right padding: under causal attention it never reaches the real positions.
                 ids = torch.full((len(chunk), length), vocab.eod_id, dtype=torch.long)
                 for row, (_, inputs, _) in enumerate(chunk):
                     ids[row, : len(inputs)] = torch.tensor(inputs)
-                logprobs = torch.log_softmax(model(ids.to(device)).float(), dim=-1)  # (B, T, V)
+                ids = ids.to(device)
+                logits = model(ids, self.attention_mask(ids, vocab.base_size))  # (B, T, V)
+                logprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
                 for row, (index, inputs, predicted) in enumerate(chunk):
                     n = len(predicted)
-                    rows = logprobs[row, len(inputs) - n : len(inputs)]  # (n, V)
                     target = torch.tensor(predicted, device=device)
-                    scores[index].append(rows.gather(1, target[:, None])[:, 0].cpu())
+                    picked = logprobs[row, len(inputs) - n : len(inputs)].gather(1, target[:, None])[:, 0]  # (n,)
+                    scores[index].append(picked[target < vocab.base_size].cpu())  # content targets only
         return [torch.cat(parts) if parts else torch.zeros(0) for parts in scores]
 
     def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from tgbench.adapter import Batch, Document, LossParts, Vocab
-from tgbench.models.gpt2 import IGNORE, GPT2Adapter, GPT2Config, block_batches, token_losses
+from tgbench.adapter import Batch, Document, Vocab
+from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, block_batches
 
 
 def flatten_with_boundaries(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
@@ -45,10 +44,6 @@ class GPT2BoundaryAdapter(GPT2Adapter):
     description = "GPT-2 + sentence boundaries: packed blocks that keep [BOS] [EOS] [EOD]"
     config_class = GPT2Config
 
-    def attention_mask(self, ids: torch.Tensor, vocab_base: int) -> torch.Tensor | None:
-        """Extra attention restriction for (B, T) inputs; None = plain causal attention."""
-        return None
-
     def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
         stream, ends = flatten_with_boundaries(documents, vocab)
         # batch_tokens counts lexical tokens; the stream also carries ~3 specials per sentence.
@@ -58,46 +53,9 @@ class GPT2BoundaryAdapter(GPT2Adapter):
             batch.tensors["vocab_base"] = vocab.base_size
         return batches
 
-    def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
-        inputs, targets = batch.tensors["inputs"], batch.tensors["targets"]  # (B, T)
-        logits = model(inputs, self.attention_mask(inputs, batch.tensors["vocab_base"]))  # (B, T, V)
-        nll = token_losses(logits, targets, ignore_index=IGNORE)  # (B, T)
-        lexical = batch.tensors["lexical"]
-        return LossParts(
-            loss=nll.sum() / (targets != IGNORE).sum().clamp(min=1),
-            lexical_nll_sum=nll[lexical].sum().detach(),
-            lexical_tokens=batch.lexical_tokens,
-        )
-
-    def score(self, model: nn.Module, documents: Sequence[Document], vocab: Vocab) -> list[torch.Tensor]:
-        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-
-        context = self.config.context
-        stride = self.config.score_stride or context
-        device = next(model.parameters()).device
-        windows = []  # (document index, input ids, predicted ids, content flags of predicted)
-        for index, doc in enumerate(documents):
-            flat, _ = flatten_with_boundaries([doc], vocab)
-            tokens = flat[1:].tolist()  # the leading [BOS] is the prefix token
-            for pair in get_rolling_token_windows(tokens, vocab.bos_id, context, context - stride + 1):
-                inputs, predicted = make_disjoint_window(pair)
-                windows.append((index, inputs + predicted[:-1], predicted))
-        scores: list[list[torch.Tensor]] = [[] for _ in documents]
-        with torch.no_grad():
-            for start in range(0, len(windows), self.config.score_batch_windows):
-                chunk = windows[start : start + self.config.score_batch_windows]
-                length = max(len(w[1]) for w in chunk)
-                ids = torch.full((len(chunk), length), vocab.eos_id, dtype=torch.long)
-                for row, (_, inputs, _) in enumerate(chunk):
-                    ids[row, : len(inputs)] = torch.tensor(inputs)
-                ids = ids.to(device)
-                logprobs = torch.log_softmax(model(ids, self.attention_mask(ids, vocab.base_size)).float(), -1)
-                for row, (index, inputs, predicted) in enumerate(chunk):
-                    n = len(predicted)
-                    target = torch.tensor(predicted, device=device)
-                    picked = logprobs[row, len(inputs) - n : len(inputs)].gather(1, target[:, None])[:, 0]
-                    scores[index].append(picked[target < vocab.base_size].cpu())  # content targets only
-        return [torch.cat(parts) if parts else torch.zeros(0) for parts in scores]
+    def scoring_sequence(self, document: Document, vocab: Vocab) -> tuple[list[int], int]:
+        flat, _ = flatten_with_boundaries([document], vocab)
+        return flat[1:].tolist(), vocab.bos_id  # the leading [BOS] is the prefix token
 
     def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:
         device = next(model.parameters()).device
