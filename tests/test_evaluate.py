@@ -245,3 +245,10 @@ def test_tg_runs_through_the_same_paths(tmp_path):
     metrics, rows, _ = ev.evaluate_reversal(run, limit=10, progress=False)
     assert len(rows) == 10 and all(math.isfinite(v) for v in metrics.values())
     assert torch.isfinite(torch.tensor(direct["lexical_loss"]))
+
+
+def test_model_args_device_wins_over_the_lm_eval_cli_default(run_dir):
+    from tgbench.evaluate import TGBenchLM
+
+    lm = TGBenchLM.create_from_arg_obj({"run": str(run_dir), "device": "cpu"}, {"device": "cuda:0", "batch_size": 4})
+    assert next(lm.run.model.parameters()).device.type == "cpu"

@@ -149,6 +149,12 @@ class TGBenchLM(LM):
     given token, not the argmax, so exact-match-by-greedy metrics are not available.
     """
 
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None):
+        """lm-eval's constructor hook; `--model_args device=...` wins over the CLI's `--device` default."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
     def __init__(self, run: str | Path | None = None, checkpoint: str = "best", device: str = "auto",
                  batch_size: int | str | None = DEFAULT_BATCH_SIZE, loaded=None, progress: bool = True,
                  **_ignored: Any) -> None:
