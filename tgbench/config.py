@@ -87,8 +87,6 @@ class RunConfig:
 
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
     """Coerce TOML values to the annotated type, or raise a UserError naming the key."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"Any": Any})  # annotations are postponed strings
     origin = typing.get_origin(annotation)
     if annotation is Any or origin is dict:
         return value
