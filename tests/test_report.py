@@ -225,8 +225,10 @@ def test_pair_verdict_from_perplexity_and_seed_spread():
     assert ahead["cells"][0]["diff"] == pytest.approx(20.25 - 21.2)
     overlap = verdict([("tg", 1, 0, 20.0), ("tg", 1, 1, 21.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)])
     assert overlap["overall"] == "overlap" and "not distinguishable at this scale" in overlap["sentence"]
-    behind = verdict([("tg", 1, 0, 22.0), ("gpt2", 1, 0, 21.0)])
+    behind = verdict([("tg", 1, 0, 22.0), ("tg", 1, 1, 22.2), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.3)])
     assert behind["overall"] == "behind"
+    single = verdict([("tg", 1, 0, 22.0), ("gpt2", 1, 0, 21.0)])  # one seed: a sign, not a separation
+    assert single["overall"] == "overlap" and "one seed per cell" in single["sentence"]
     nothing = verdict([("tg", 1, 0, 22.0)])
     assert nothing["overall"] == "unknown" and nothing["cells"] == []
 

@@ -289,9 +289,12 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
                          f"--pair {a},{b} for this one")
     cells = ppl_cells(files.results, a, b)
     measured = [c for c in cells if not c["missing"]]
-    ppl_class = _classify(c["class"] for c in measured)
+    # A cell with one seed per model has no spread: its sign is shown but is not evidence either way.
+    ppl_class = _classify(c["class"] for c in measured if c["seeds"] >= 2)
     evidence = [c for c in (mults["data"]["class"], mults["params"]["class"], ppl_class) if c != "unknown"]
-    overall = _classify(evidence) if evidence else "unknown"
+    overall = _classify(evidence) if evidence else ("overlap" if measured else "unknown")
+    reason = ("one seed per cell gives no spread, and no interval separates them" if not evidence
+              else "intervals include 1.0 or seed spreads overlap")
     lower = sum(c["diff"] < 0 for c in measured)
     parts = []
     for axis, what in (("data", "data"), ("params", "parameters")):
@@ -309,8 +312,7 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
     elif overall == "behind":
         sentence = f"{a} is behind {b}" + (f": {detail}." if detail else ".")
     elif overall == "overlap":
-        sentence = (f"{a} and {b} are not distinguishable at this scale (intervals include 1.0 or seed "
-                    f"spreads overlap)" + (f": {detail}." if detail else "."))
+        sentence = f"{a} and {b} are not distinguishable at this scale ({reason})" + (f": {detail}." if detail else ".")
     else:
         sentence = f"No finished, evaluated runs of both {a} and {b} yet: nothing to compare."
     return {"a": a, "b": b, "multipliers": mults, "cells": cells, "ppl_class": ppl_class, "overall": overall,
