@@ -22,7 +22,7 @@ import pandas as pd
 from tgbench.config import RunConfig, TrainConfig, from_dict, read_toml, to_toml
 from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
-from tgbench.runs import RunDir, write_json, write_text
+from tgbench.runs import RunDir, read_json, write_json, write_text
 
 PRESETS = ("smoke", "demo", "paper-data", "paper-params", "paper-ablations")
 
@@ -352,23 +352,14 @@ REVERSAL_KEYS = [f"{c}_{m}" for c in ("normal", "reversed") for m in ("target_nl
                                                                         "error_rate")]
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def collect_row(run_dir: Path, spec: dict[str, Any] | None = None) -> dict[str, Any]:
     """One results row from a run directory's files (missing files give empty cells)."""
     run = RunDir(run_dir)
     config = run.read_config()
     meta = run.read_meta()
-    summary = _read_json(run.summary_path)
-    ppl = _read_json(run.eval_dir / "ppl.json").get("results", {}).get("tg_ppl", {})
-    reversal = _read_json(run.eval_dir / "reversal.json").get("results", {}).get("tg_reversal", {})
+    summary = read_json(run.summary_path)
+    ppl = read_json(run.eval_dir / "ppl.json").get("results", {}).get("tg_ppl", {})
+    reversal = read_json(run.eval_dir / "reversal.json").get("results", {}).get("tg_reversal", {})
     options = config.model_options
     variant = (spec or {}).get("variant", "")
     row = {

@@ -29,7 +29,7 @@ from tgbench.adapter import Adapter, Document, Vocab
 from tgbench.config import RunConfig
 from tgbench.errors import UserError
 from tgbench.registry import get_adapter_class
-from tgbench.runs import RunDir, latest_good_checkpoint, provenance, save_checkpoint, write_json
+from tgbench.runs import RunDir, latest_good_checkpoint, provenance, read_json, save_checkpoint, write_json
 
 console = Console(stderr=True)
 
@@ -214,7 +214,7 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
                 "choose a new --out directory, or pass --resume never to overwrite it",
             )
         if resume == "auto" and run.done:
-            summary = _read_json(run.summary_path)
+            summary = read_json(run.summary_path)
             return RunResult(run.path, "skipped", summary.get("best_val_loss", math.nan), summary.get("steps", 0),
                              summary)
     if resume == "never":
@@ -400,15 +400,6 @@ def _fail(run: RunDir, state: dict[str, Any], record: dict[str, Any], key: str =
 
 def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _progress(enabled: bool):
