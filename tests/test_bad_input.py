@@ -17,30 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from corpora import WORDS, word_documents, write_plain
 
 from tgbench.config import RunConfig, TrainConfig, to_toml
 from tgbench.data import DataConfig, load_corpus
 from tgbench.train import train
 
-WORDS = "alpha beta gamma delta river stone garden city music light".split()
 TINY_GPT2 = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.0, "attention_dropout": 0.0}
-
-
-def documents(n_docs: int = 80, seed: int = 0) -> list[str]:
-    """Documents of 3-6 sentences."""
-    rng = np.random.default_rng(seed)
-    docs = []
-    for i in range(n_docs):
-        sentences = [f"Document {i} begins here."]
-        for _ in range(int(rng.integers(2, 6))):
-            sentences.append(" ".join(rng.choice(WORDS, size=int(rng.integers(4, 12)))).capitalize() + ".")
-        docs.append(" ".join(sentences))
-    return docs
-
-
-def write_docs(path: Path, docs: list[str]) -> Path:
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return path
 
 
 def squash(text: str) -> str:
@@ -56,7 +39,7 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 def shared(tmp_path_factory):
     """A good corpus, its corpus cache, and one tiny trained run (the run directory cases copy it)."""
     root = tmp_path_factory.mktemp("bad-input")
-    corpus = write_docs(root / "corpus.txt", documents())
+    corpus = write_plain(root / "corpus.txt", word_documents())
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TGBENCH_CACHE_DIR", str(root / "cache"))
         config = RunConfig(model="gpt2", model_options=dict(TINY_GPT2),
@@ -118,7 +101,7 @@ def test_a_missing_corpus_in_a_real_subprocess(tmp_path, shared):
 BAD_CORPORA = {
     "empty file": ("", ["contains no documents", "check the path"]),
     "only blank lines": ("\n \n\t\n\n", ["contains no documents"]),
-    "fewer documents than the splits need": ("\n\n".join(documents(3)), ["split 'valid' has no documents",
+    "fewer documents than the splits need": ("\n\n".join(word_documents(3)), ["split 'valid' has no documents",
                                                                          "valid_fraction"]),
     "no document has a sentence boundary": ("\n\n".join(f"word{i} without any end" for i in range(40)),
                                             ["dropped with fewer than 2 sentences", "use a larger corpus"]),
@@ -136,7 +119,7 @@ def test_unusable_corpora_are_refused_before_anything_is_written(cli, tmp_path, 
 
 
 def test_bytes_that_are_not_utf8_are_replaced_counted_and_reported(cli, tmp_path):
-    data = write_docs(tmp_path / "good.txt", documents()).read_bytes()
+    data = write_plain(tmp_path / "good.txt", word_documents()).read_bytes()
     assert data.count(b"river") > 7
     bad = tmp_path / "latin1.txt"
     bad.write_bytes(data.replace(b"river", b"r\xe9ver", 7))  # seven Latin-1 bytes, each invalid UTF-8
@@ -158,7 +141,7 @@ def test_no_boundary_and_a_10000_character_sentence_are_resplit_losslessly(tmp_p
     long_sentence = " ".join(rng.choice(WORDS, size=2500))[:10_000]
     assert len(long_sentence) == 10_000
     odd = [no_boundary, f"A short start. {long_sentence}. A short end."]
-    corpus = write_docs(tmp_path / "corpus.txt", documents(60) + odd)
+    corpus = write_plain(tmp_path / "corpus.txt", word_documents(60) + odd)
     config = DataConfig(corpus=str(corpus), tokenizer="gpt2", splitter=splitter)
     loaded = load_corpus(config, progress=False)
     found = {}

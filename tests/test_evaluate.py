@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import typer
+from corpora import write_family_corpus
 from lm_eval.api.instance import Instance
 from typer.testing import CliRunner
 
@@ -22,16 +23,7 @@ NAMES = ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack", "Lucy"]
 
 
 def write_corpus(path, n_docs=40, seed=0):
-    """A small WikiText-format corpus about a few people (so a small BPE learns their names)."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for d in range(n_docs):
-        lines += [f" = Article {d} = ", ""]
-        for _ in range(int(rng.integers(3, 6))):
-            f, s = rng.choice(NAMES, 2, replace=False)
-            lines.append(f" The son of {f} is {s}. The father of {s} is {f}. {f} went to the market with {s}.")
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n")
+    write_family_corpus(path, NAMES, seed=seed, n_docs=n_docs, per_doc=(3, 6))
 
 
 def tiny_run(root, model="gpt2"):

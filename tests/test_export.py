@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from corpora import write_family_corpus
 
 from tgbench import evaluate as ev
 from tgbench.errors import UserError
@@ -29,16 +30,8 @@ def exported(tmp_path_factory):
     from tgbench.train import train
 
     root = tmp_path_factory.mktemp("export")
-    rng = np.random.default_rng(1)
-    names = ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack"]
-    lines = []
-    for d in range(40):
-        lines += [f" = Article {d} = ", ""]
-        for _ in range(4):
-            f, s = rng.choice(names, 2, replace=False)
-            lines.append(f" The son of {f} is {s}. {f} went to the market with {s}. They bought bread and milk.")
-        lines.append("")
-    (root / "wiki.txt").write_text("\n".join(lines) + "\n")
+    write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack"], seed=1,
+                        template=" The son of {f} is {s}. {f} went to the market with {s}. They bought bread and milk.")
     config = RunConfig(
         model="gpt2", model_options=dict(width=32, layers=2, heads=4, context=32, dropout=0.1, attention_dropout=0.1),
         data=DataConfig(corpus=str(root / "wiki.txt"), tokenizer="bpe-400", splitter="blingfire",

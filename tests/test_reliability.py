@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from corpora import word_documents, write_plain
 from safetensors.torch import load_file
 
 from tgbench import runs
@@ -42,22 +43,13 @@ from tgbench.train import Interrupted, TrainingFailed, load_run, train
 CLI = [sys.executable, "-m", "tgbench.cli"]
 TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session")
 NAN_ADAPTER = f"{Path(__file__).resolve().parent / 'fixtures_nan_adapter.py'}:NaNGPT2Adapter"
-WORDS = "alpha beta gamma delta river stone garden city music light".split()
 TINY_GPT2 = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.1, "attention_dropout": 0.1}
 
 
 # -- helpers -----------------------------------------------------------------------------------
 def write_corpus(path: Path, n_docs: int = 80, seed: int = 0) -> Path:
     """Plain text: documents of 3-6 sentences separated by blank lines."""
-    rng = np.random.default_rng(seed)
-    docs = []
-    for i in range(n_docs):
-        sentences = [f"Document {i} begins here."]
-        for _ in range(int(rng.integers(2, 6))):
-            sentences.append(" ".join(rng.choice(WORDS, size=int(rng.integers(4, 12)))).capitalize() + ".")
-        docs.append(" ".join(sentences))
-    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    return path
+    return write_plain(path, word_documents(n_docs, seed))
 
 
 def without_timing(record: dict) -> dict:

@@ -3,8 +3,8 @@
 import math
 import re
 
-import numpy as np
 import pytest
+from corpora import write_family_corpus
 
 from tgbench import evaluate as ev
 from tgbench.errors import UserError
@@ -97,16 +97,7 @@ def loaded(tmp_path_factory):
     from tgbench.train import load_run, train
 
     root = tmp_path_factory.mktemp("reversal")
-    rng = np.random.default_rng(0)
-    names = ["Anna", "Tom", "Mary", "John", "Paul", "Emma"]
-    lines = []
-    for d in range(40):
-        lines += [f" = Article {d} = ", ""]
-        for _ in range(4):
-            f, s = rng.choice(names, 2, replace=False)
-            lines.append(f" The son of {f} is {s}. The father of {s} is {f}. {f} went to the market with {s}.")
-        lines.append("")
-    (root / "wiki.txt").write_text("\n".join(lines) + "\n")
+    write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John", "Paul", "Emma"])
     config = RunConfig(
         model="gpt2", model_options=dict(width=32, layers=2, heads=4, context=64, dropout=0.0, attention_dropout=0.0),
         data=DataConfig(corpus=str(root / "wiki.txt"), tokenizer="bpe-400", splitter="blingfire",
