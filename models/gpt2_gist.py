@@ -10,16 +10,28 @@ document), so training blocks and scoring windows need no side information.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from tgbench.models.gpt2 import GPT2Config
 from tgbench.models.gpt2_boundary import GPT2BoundaryAdapter
 
 
-def gist_mask(ids: torch.Tensor, vocab_base: int) -> torch.Tensor:
+@dataclass
+class GistConfig(GPT2Config):
+    """GPT-2 settings plus the gist mask's document rule."""
+
+    # False: a token sees [EOS] tokens of its own document only (ours). True: also those of earlier
+    # documents packed into the same block, as the release's mask does not separate documents.
+    cross_document: bool = False
+
+
+def gist_mask(ids: torch.Tensor, vocab_base: int, cross_document: bool = False) -> torch.Tensor:
     """Boolean attention mask (B, 1, T, T): True where query i may attend to key j.
 
     Special ids follow `tgbench.adapter.Vocab`: BOS = base + 1, EOS = base + 2, EOD = base + 3.
+    With `cross_document`, earlier documents' [EOS] tokens stay visible (their other tokens never are).
     """
     bos, eos, eod = vocab_base + 1, vocab_base + 2, vocab_base + 3
     B, T = ids.shape
@@ -31,7 +43,9 @@ def gist_mask(ids: torch.Tensor, vocab_base: int) -> torch.Tensor:
     same_sentence = sentence[:, :, None] == sentence[:, None, :]  # (B, T, T)
     same_document = document[:, :, None] == document[:, None, :]  # (B, T, T)
     key_is_eos = (ids == eos)[:, None, :]  # (B, 1, T) on the key axis
-    allowed = causal & same_document & (same_sentence | key_is_eos)  # (B, T, T)
+    allowed = causal & (same_sentence | key_is_eos)  # (B, T, T)
+    if not cross_document:
+        allowed = allowed & same_document
     return allowed[:, None]  # (B, 1, T, T)
 
 
@@ -40,7 +54,7 @@ class GPT2GistAdapter(GPT2BoundaryAdapter):
 
     name = "gpt2-gist"
     description = "GPT-2 + gist masking: earlier sentences visible only through their [EOS] (key axis)"
-    config_class = GPT2Config
+    config_class = GistConfig
 
     def attention_mask(self, ids: torch.Tensor, vocab_base: int) -> torch.Tensor:
-        return gist_mask(ids, vocab_base)
+        return gist_mask(ids, vocab_base, self.config.cross_document)

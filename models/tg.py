@@ -25,6 +25,7 @@ How a batch runs (the speed design):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,12 +37,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab
+from tgbench.data.split import cap_and_merge
 from tgbench.errors import UserError
 from tgbench.models.gpt2 import cross_entropy
 
 BLOCK_PATTERNS = ("alternate", "SC", "CS", "P")
 MEMORY_MODES = ("cross", "prefix")
 SENTENCE_POOLS = ("eos", "mean")
+LOSS_REDUCTIONS = ("steps", "tokens")
+MIN_FRAGMENT_TOKENS = 3  # the data pipeline's fragment merge (DataConfig.min_fragment_tokens)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -54,16 +58,19 @@ class TGConfig:
 
     Every ablation of section 5 is one field: `detach_memory`, `use_memory`, `memory_mode`,
     `sentence_layer`, `sentence_pool`, `context_seeding`, `eos_weight_after_first_epoch`,
-    `curriculum` / `fixed_stream_sentences`, `max_sentence_tokens`, `block_pattern`.
+    `curriculum` / `fixed_stream_sentences`, `max_sentence_tokens`, `block_pattern`. Details where
+    the release differs from this implementation are switches too, off by default (the
+    `release_*`-style fields below); docs/choices.md lists each with its source.
     """
 
     width: int = 768
     layers: int = 12
     heads: int = 0  # 0 = ceil(width / 64), at least 1 (heads at small widths are unknown in the paper)
     block_pattern: str = "alternate"  # alternate (S,C,S,C,...) | SC | CS | P (both attentions in every block)
+    parallel_norms: bool = False  # P blocks: one LayerNorm per attention branch (release) instead of a shared one
     # Memory.
-    use_memory: bool = True  # False: C blocks see an empty memory and there is no context seeding
-    memory_mode: str = "cross"  # cross | prefix (memory as extra key/value positions of self-attention)
+    use_memory: bool = True  # False: nothing is written to memory (C blocks add zero); seeding still happens
+    memory_mode: str = "cross"  # cross | prefix (memory vectors prepended as tokens, read by self-attention)
     memory_slots: int = 40  # M, FIFO capacity
     detach_memory: bool = False  # detach sentence vectors when written (stops gradients across sentences)
     context_seeding: bool = True  # m_t replaces the [BOS] input embedding of sentence t+1
@@ -71,11 +78,15 @@ class TGConfig:
     # 1-indexed block after which h is read (the paper's "after block 7" is 7);
     # "auto" = round(7/12 * layers), "last" = layers.
     sentence_layer: int | str = "auto"
+    sentence_after_final_norm: bool = False  # reading after the last block: take h after ln_f (release)
     sentence_pool: str = "eos"  # eos (hidden state at [EOS]) | mean (mean over the sentence's rows)
+    mean_pool_content_only: bool = False  # mean pool over content tokens only, not [BOS]/[EOS]/[EOD] (release)
     sentence_norm: bool = False  # release: LayerNorm before W_sent, L2-normalise, hinge penalty on the norm
     sentence_norm_penalty: float = 0.01  # weight of the hinge outside [0.9, 1.1] (with sentence_norm)
+    sentence_norm_squared_hinge: bool = False  # square the hinge (release) instead of the linear hinge
     # Data.
-    max_sentence_tokens: int = 64  # longer sentences are split into chunks of this many tokens
+    max_sentence_tokens: int = 64  # longer sentences are re-split like the data pipeline's cap (near-equal)
+    eod_unit: bool = False  # [EOD] as its own unit [BOS] [EOD] [EOS] after the last sentence (release)
     curriculum: bool = True  # stream length S = stream_start + stream_step * floor(epoch / stream_every)
     stream_start: int = 30
     stream_step: int = 12
@@ -84,9 +95,14 @@ class TGConfig:
     # Loss.
     eos_weight_first_epoch: float = 1.0
     eos_weight_after_first_epoch: float = 0.05  # 1.0 = the "no EOS down-weighting" ablation
+    # steps: each sentence step's weighted mean, summed over the steps (paper section 3, release);
+    # tokens: one weighted mean over every target of the batch (how GPT-2 is trained).
+    loss_reduction: str = "steps"
     # Regularisation and memory/speed trade-offs.
     dropout: float = 0.1  # release
     attention_dropout: float = 0.2  # release
+    token_dropout: float = 0.0  # drop whole input token embeddings with this probability (release: 0.15)
+    sentence_dropout: float = 0.0  # dropout on sentence vectors before they are written (release: 0.15)
     checkpoint_steps: bool = False  # activation checkpointing per sentence step
     score_batch_tokens: int = 16384  # token rows per forward pass when scoring
 
@@ -99,15 +115,21 @@ class TGConfig:
         choice("block_pattern", BLOCK_PATTERNS)
         choice("memory_mode", MEMORY_MODES)
         choice("sentence_pool", SENTENCE_POOLS)
+        choice("loss_reduction", LOSS_REDUCTIONS)
         for name in ("width", "layers", "memory_slots", "max_sentence_tokens", "stream_start",
                      "stream_every", "fixed_stream_sentences", "score_batch_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"tg {name} = {getattr(self, name)} must be positive", f"set {name} > 0")
+        for name in ("dropout", "attention_dropout", "token_dropout", "sentence_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"tg {name} = {getattr(self, name)} is not a probability",
+                                f"set {name} in [0, 1)")
         if self.heads < 0 or self.width % self.n_heads != 0:
             raise UserError(f"tg width {self.width} is not divisible by heads {self.n_heads}",
                             "choose heads dividing width, or heads = 0 for ceil(width / 64)")
         layer = self.sentence_layer
-        if not (layer in ("auto", "last") or (isinstance(layer, int) and 1 <= layer <= self.layers)):
+        if not (layer in ("auto", "last") or (isinstance(layer, int) and not isinstance(layer, bool)
+                                                and 1 <= layer <= self.layers)):
             raise UserError(f"tg sentence_layer = {layer!r} is invalid",
                             f"use 'auto', 'last' or a block number 1..{self.layers}")
 
@@ -127,9 +149,9 @@ class TGConfig:
     def block_kinds(self) -> list[str]:
         """Attention sub-layers of every block: 'S' self, 'C' cross, 'P' both in parallel.
 
-        In prefix mode every cross sub-layer becomes a self-attention sub-layer, and every
-        self-attention sub-layer reads the memory as prefix positions (same parameter count minus
-        the gates), so depth and width stay matched; "P" becomes two sequential self sub-layers.
+        In prefix mode the memory is part of the self-attention sequence, so every cross sub-layer
+        becomes a self-attention sub-layer (same parameters minus the gates): depth and width stay
+        matched, and "P" becomes two sequential self sub-layers.
         """
         if self.block_pattern == "alternate":
             kinds = ["S" if i % 2 == 0 else "C" for i in range(self.layers)]
@@ -155,14 +177,19 @@ def swiglu_width(width: int) -> int:
     return int(8 * round(2 / 3 * 4 * width / 8))
 
 
-def sinusoid(n: int, width: int) -> torch.Tensor:
-    """Sinusoidal encodings of ranks 0..n-1 (Vaswani et al.), shape (n, width)."""
+def rank_encoding(n: int, width: int) -> torch.Tensor:
+    """Unit-norm sinusoidal encodings of slot ranks 0..n-1, shape (n, width).
+
+    A raw sinusoid row has norm sqrt(width / 2) (about 19.6 at d = 768), far above the norm of
+    freshly initialised sentence vectors, so keys would start out purely positional. The release
+    L2-normalises each row; so does this.
+    """
     rank = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
     freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))  # (w/2,)
     pe = torch.zeros(n, width)
     pe[:, 0::2] = torch.sin(rank * freq)
     pe[:, 1::2] = torch.cos(rank * freq)[:, : width // 2]
-    return pe  # (n, width)
+    return F.normalize(pe, dim=-1)  # (n, width)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,6 +230,25 @@ class StepInputs:
         """(B, T, C) grid -> (N, C) packed rows."""
         return gather_rows(y.reshape(-1, y.shape[-1]), self.grid_index)  # (N, C)
 
+    def with_prefix(self, slots: int) -> StepInputs:
+        """The layout with `slots` memory rows per stream placed before the stream's sentence.
+
+        Memory rows come first in the packed order (stream-major, oldest slot first), then the
+        sentence rows; in the (B, K + T) grid each stream's row is [memory..., sentence..., padding],
+        so plain causal attention lets every sentence row see all of its stream's memory.
+        """
+        B, K = self.n_streams, slots
+        width = K + self.max_len
+        streams = torch.arange(B, device=self.pos.device)
+        memory_index = (streams[:, None] * width + torch.arange(K, device=self.pos.device)[None]).reshape(-1)  # (B*K,)
+        return StepInputs(
+            ids=self.ids, pos=self.pos,
+            grid_index=torch.cat([memory_index, self.stream * width + K + self.pos]),  # (B*K + N,)
+            stream=torch.cat([streams.repeat_interleave(K), self.stream]),
+            bos_rows=self.bos_rows + B * K, eos_rows=self.eos_rows + B * K,
+            n_streams=B, max_len=width,
+        )
+
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """`x.index_select(0, index)` for an index without repeats, with a cheaper backward.
@@ -230,19 +276,22 @@ class _UniqueGather(torch.autograd.Function):
 
 @dataclass
 class MemoryState:
-    """The FIFO working memory of B streams, as each memory reader's projected keys and values.
+    """The FIFO working memory of B streams.
 
     Attributes:
         count: Sentences written so far (the same for every stream of a batch); K = min(count, M).
-        seed: (B, d) the last written sentence vector (seeds the next [BOS]), or None.
-        keys, values: One (B, K, d) tensor per memory reader (C sub-layer, or S sub-layer in prefix
-            mode), oldest slot first: W_k m + b_k and W_v m + b_v.
+        seed: (B, d) the last sentence vector (seeds the next [BOS]), or None. It is set even when
+            nothing is written to the memory (`use_memory = False`).
+        keys, values: Cross mode: one (B, K, d) tensor per C sub-layer, oldest slot first:
+            W_k m + b_k and W_v m + b_v (the rank encoding's W_k pe is added when read).
+        vectors: Prefix mode: the (B, K, d) sentence vectors themselves, oldest first.
     """
 
     count: int = 0
     seed: torch.Tensor | None = None
     keys: list[torch.Tensor] = field(default_factory=list)
     values: list[torch.Tensor] = field(default_factory=list)
+    vectors: torch.Tensor | None = None
 
     def slots(self, memory_slots: int) -> int:
         return min(self.count, memory_slots)
@@ -265,7 +314,7 @@ def _merge(y: torch.Tensor) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
-    """Causal self-attention inside one sentence; in prefix mode the memory slots are extra keys."""
+    """Causal self-attention over one step's grid: the sentence (after its memory rows in prefix mode)."""
 
     def __init__(self, config: TGConfig) -> None:
         super().__init__()
@@ -276,33 +325,12 @@ class SelfAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.residual_dropout = nn.Dropout(config.dropout)
 
-    def memory_kv(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Projected key and value of newly written sentence vectors m (B, d) (prefix mode)."""
-        d = m.shape[-1]
-        k = F.linear(m, self.qkv.weight[d : 2 * d], self.qkv.bias[d : 2 * d])  # (B, d)
-        v = F.linear(m, self.qkv.weight[2 * d :], self.qkv.bias[2 * d :])  # (B, d)
-        return k, v
-
-    def rank_keys(self, pe: torch.Tensor) -> torch.Tensor:
-        """Key contribution of the slot-rank encodings pe (K, d): W_k pe (no bias)."""
-        d = pe.shape[-1]
-        return F.linear(pe, self.qkv.weight[d : 2 * d])  # (K, d)
-
-    def forward(self, x: torch.Tensor, step: StepInputs,
-                memory: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: StepInputs) -> torch.Tensor:
         d = x.shape[-1]
         q, k, v = step.to_grid(self.qkv(x)).split(d, dim=-1)  # 3 x (B, T, d)
         q, k, v = (_heads(t, self.heads) for t in (q, k, v))  # (B, h, T, dh)
         dropout = self.attention_dropout if self.training else 0.0
-        if memory is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
-        else:
-            mk, mv = (_heads(t, self.heads) for t in memory)  # (B, h, K, dh)
-            K, T = mk.shape[2], q.shape[2]
-            k, v = torch.cat([mk, k], dim=2), torch.cat([mv, v], dim=2)  # (B, h, K+T, dh)
-            # Every row sees all memory slots, then its own sentence causally.
-            mask = torch.ones(T, K + T, dtype=torch.bool, device=x.device).tril(diagonal=K)  # (T, K+T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, h, T, dh)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
         return self.residual_dropout(self.proj(step.from_grid(_merge(y))))  # (N, d)
 
 
@@ -356,8 +384,9 @@ class Block(nn.Module):
     """Pre-LN block: attention sub-layer(s) then SwiGLU.
 
     kind "S" / "C": one self / cross sub-layer; "SC" / "CS": both, in that order, each with its own
-    LayerNorm; "P": self and cross read the same normalised input and are added together; "SS":
-    two self-attention sub-layers (the prefix-mode form of "SC"/"CS"/"P").
+    LayerNorm; "P": self and cross read the same input and their updates are added together (one
+    shared LayerNorm, or one per branch with `parallel_norms`); "SS": two self-attention
+    sub-layers (the prefix-mode form of "SC"/"CS"/"P").
     """
 
     def __init__(self, kind: str, config: TGConfig) -> None:
@@ -366,25 +395,27 @@ class Block(nn.Module):
         letters = "SC" if kind == "P" else kind
         self.attns = nn.ModuleList(SelfAttention(config) if c == "S" else CrossAttention(config)
                                    for c in letters)
-        n_norms = 1 if kind == "P" else len(letters)
+        n_norms = 1 if kind == "P" and not config.parallel_norms else len(letters)
         self.norms = nn.ModuleList(nn.LayerNorm(config.width) for _ in range(n_norms))
         self.ln_mlp = nn.LayerNorm(config.width)
         self.mlp = SwiGLU(config)
 
-    def attention(self, attn: nn.Module, h: torch.Tensor, step: StepInputs,
+    @staticmethod
+    def attention(attn: nn.Module, h: torch.Tensor, step: StepInputs,
                   memory: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
         """One attention sub-layer's residual update; None where a C sub-layer has no memory to read."""
         if isinstance(attn, CrossAttention):
             return None if memory is None else attn(h, step, memory)
-        return attn(h, step, memory)
+        return attn(h, step)
 
     def forward(self, x: torch.Tensor, step: StepInputs,
                 memories: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor:
         """x: (N, d) packed rows; memories: this block's (keys, values) per sub-layer, None if empty."""
         if self.kind == "P":
-            h = self.norms[0](x)
-            for attn, memory in zip(self.attns, memories, strict=True):
-                update = self.attention(attn, h, step, memory)
+            inputs = [norm(x) for norm in self.norms] if len(self.norms) == 2 else [self.norms[0](x)] * 2
+            updates = [self.attention(attn, h, step, memory)
+                       for attn, h, memory in zip(self.attns, inputs, memories, strict=True)]
+            for update in updates:
                 x = x if update is None else x + update  # (N, d)
         else:
             for attn, norm, memory in zip(self.attns, self.norms, memories, strict=True):
@@ -398,9 +429,8 @@ class TG(nn.Module):
 
     Non-embedding parameters at 12 x 768 (GPT-2 vocabulary): 85.66M for the alternate pattern
     (6 S blocks of 7.09M, 6 C blocks of 7.09M + gate, W_sent 0.59M, final LN), 114.03M for SC/CS.
-    Biases on every linear, as in GPT-2, is the choice the issue fixes; without biases the count
-    would be 85.56M. Both round to the paper's 85.6M within 0.1M, so the paper's figure does not
-    decide between them.
+    Biases on every linear, as in GPT-2; without biases the count would be 85.56M. Both round to
+    the paper's 85.6M within 0.1M, so the paper's figure does not decide between them.
     """
 
     def __init__(self, config: TGConfig, vocab: Vocab, sentence_tokens: int | None = None) -> None:
@@ -412,6 +442,8 @@ class TG(nn.Module):
         self.sentence_tokens = sentence_tokens or config.max_sentence_tokens
         self.wte = nn.Embedding(vocab_size, d)
         self.wpe = nn.Embedding(self.sentence_tokens + 2, d)  # [BOS] + tokens + [EOS]
+        # Prefix mode: learned positions of the memory slots, oldest first.
+        self.memory_wpe = nn.Embedding(config.memory_slots, d) if config.memory_mode == "prefix" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(kind, config) for kind in config.block_kinds())
         self.ln_f = nn.LayerNorm(d)
@@ -419,15 +451,15 @@ class TG(nn.Module):
         self.lm_head.weight = self.wte.weight  # tied
         self.sentence_ln = nn.LayerNorm(d) if config.sentence_norm else None
         self.w_sent = nn.Linear(d, d)
-        self.register_buffer("rank_pe", sinusoid(config.memory_slots, d), persistent=False)  # (M, d)
+        self.register_buffer("rank_pe", rank_encoding(config.memory_slots, d), persistent=False)  # (M, d)
 
-        # Memory readers: cross sub-layers, or in prefix mode every self-attention sub-layer.
-        self.readers: list[nn.Module] = []
-        self.reader_slots: list[list[int]] = []  # per block, per sub-layer: index into readers, or -1
+        # Memory readers (cross mode): every C sub-layer, indexed per block and sub-layer (-1: none).
+        self.readers: list[CrossAttention] = []
+        self.reader_slots: list[list[int]] = []
         for block in self.blocks:
             slots = []
             for attn in block.attns:
-                reads = isinstance(attn, CrossAttention) or config.memory_mode == "prefix"
+                reads = isinstance(attn, CrossAttention)
                 slots.append(len(self.readers) if reads else -1)
                 if reads:
                     self.readers.append(attn)
@@ -461,68 +493,104 @@ class TG(nn.Module):
         Args:
             step: Packed rows of the step's sentences (each ends with [EOS] when `write`).
             memory: State after step t-1, for at least B streams (alive streams are a prefix).
-            write: Compute the sentence vector and write it to the memory.
+            write: Compute the sentence vector, seed the next step with it and (with `use_memory`)
+                write it to the memory.
 
         Returns:
             (x, m, memory', penalty): final-block rows (N, d) before `ln_f`; the sentence vectors
-            (B, d) as computed (before any detach) or None; the new memory state; the release-style
-            norm penalty summed over the B vectors, or None.
+            (B, d) as computed (before any detach or dropout) or None; the new memory state; the
+            release-style norm penalty summed over the B vectors, or None.
         """
         cfg = self.config
         B = step.n_streams
-        K = memory.slots(cfg.memory_slots) if cfg.use_memory else 0
+        K = memory.slots(cfg.memory_slots)
         x = step.embedded if step.embedded is not None else self.wte(step.ids) + self.wpe(step.pos)  # (N, d)
-        if cfg.use_memory and cfg.context_seeding and memory.seed is not None:
+        if cfg.context_seeding and memory.seed is not None:
             # m_{t-1} replaces the [BOS] token embedding; the position embedding is still added.
             seed = memory.seed[:B] + self.wpe.weight[0]  # (B, d)
             x = x.index_copy(0, step.bos_rows, seed.to(x.dtype))  # (N, d)
+        if cfg.token_dropout and self.training:
+            keep = F.dropout(x.new_ones(x.shape[0], 1), cfg.token_dropout)  # (N, 1) whole rows, rescaled
+            x = x * keep
         x = self.drop(x)  # (N, d)
 
+        grid = step
         reads: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.readers)
-        if K > 0:
+        if cfg.memory_mode == "prefix" and K > 0:
+            # The memory vectors become the first K rows of each stream's sequence.
+            slots = memory.vectors[:B] + self.memory_wpe.weight[:K]  # (B, K, d)
+            x = torch.cat([self.drop(slots.reshape(B * K, -1).to(x.dtype)), x])  # (B*K + N, d)
+            grid = step.with_prefix(K)
+        elif K > 0:
             pe = self.rank_pe[:K]  # (K, d) rank 0 = oldest slot
             for i, reader in enumerate(self.readers):
-                keys = memory.keys[i][:B] + reader.rank_keys(pe)  # (B, K, d)
+                keys = memory.keys[i][:B] + reader.rank_keys(pe)  # (B, K, d) rank encodes keys only
                 reads[i] = (keys, memory.values[i][:B])
 
         h = None
         for index, (block, slots) in enumerate(zip(self.blocks, self.reader_slots, strict=True)):
-            x = block(x, step, [reads[s] if s >= 0 else None for s in slots])  # (N, d)
+            x = block(x, grid, [reads[s] if s >= 0 else None for s in slots])  # (N', d)
             if index + 1 == cfg.sentence_block:
                 h = x
-        if not (write and cfg.use_memory):
+        if grid is not step:  # drop the memory rows: only sentence rows predict tokens
+            x, h = x[B * K :], h[B * K :]  # (N, d)
+        if not write:
             return x, None, memory, None
 
-        if cfg.sentence_pool == "eos":
-            pooled = gather_rows(h, step.eos_rows)  # (B, d)
-        else:
-            summed = h.new_zeros(B, h.shape[-1]).index_add(0, step.stream, h)  # (B, d)
-            pooled = summed / (step.eos_rows - step.bos_rows + 1)[:, None].to(h.dtype)  # (B, d)
+        if cfg.sentence_after_final_norm and cfg.sentence_block == cfg.layers:
+            h = self.ln_f(h)
+        pooled = self.pool(h, step)  # (B, d)
         penalty = None
         if self.sentence_ln is not None:
             m = self.w_sent(self.sentence_ln(pooled))  # (B, d)
             norm = m.float().norm(dim=-1, keepdim=True)  # (B, 1)
-            penalty = (F.relu(0.9 - norm) + F.relu(norm - 1.1)).sum() * cfg.sentence_norm_penalty
+            hinge = F.relu(0.9 - norm) + F.relu(norm - 1.1)  # (B, 1)
+            penalty = (hinge.square() if cfg.sentence_norm_squared_hinge else hinge).sum() * cfg.sentence_norm_penalty
             m = m / norm.clamp_min(1e-6).to(m.dtype)  # (B, d)
         else:
             m = self.w_sent(pooled)  # (B, d)
         written = m.detach() if cfg.detach_memory else m
+        if cfg.sentence_dropout and self.training:
+            written = F.dropout(written, cfg.sentence_dropout)
+        if not cfg.use_memory:  # the "no memory" ablation: nothing is stored, [BOS] seeding stays
+            return x, m, dataclasses.replace(memory, seed=written), penalty
         return x, m, self.write(memory, written), penalty
+
+    def pool(self, h: torch.Tensor, step: StepInputs) -> torch.Tensor:
+        """The hidden state a sentence vector is made from: its [EOS] row, or a mean over its rows.
+
+        h: (N, d) the sentence rows after the sentence block -> (B, d).
+        """
+        if self.config.sentence_pool == "eos":
+            return gather_rows(h, step.eos_rows)  # (B, d)
+        B = step.n_streams
+        weight = torch.ones_like(step.pos, dtype=h.dtype)  # (N,)
+        if self.config.mean_pool_content_only:
+            content = (step.ids < self.vocab.base_size).to(h.dtype)  # (N,)
+            has_content = h.new_zeros(B).index_add(0, step.stream, content) > 0  # (B,)
+            # A unit without content tokens (a lone [EOD]) falls back to all of its rows.
+            weight = torch.where(has_content[step.stream], content, weight)
+        summed = h.new_zeros(B, h.shape[-1]).index_add(0, step.stream, h * weight[:, None])  # (B, d)
+        return summed / h.new_zeros(B).index_add(0, step.stream, weight)[:, None]  # (B, d)
 
     def write(self, memory: MemoryState, m: torch.Tensor) -> MemoryState:
         """Append sentence vectors m (B, d) to the memory of the first B streams (FIFO of M slots)."""
         B = m.shape[0]
         drop = 1 if memory.count >= self.config.memory_slots else 0  # the oldest slot leaves a full memory
+
+        def append(old: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+            new = new[:, None]  # (B, 1, d)
+            if memory.count == 0:
+                return new
+            return torch.cat([old[:B, drop:], new.to(old.dtype)], dim=1)  # (B, K'+1, d)
+
+        if self.config.memory_mode == "prefix":
+            return MemoryState(count=memory.count + 1, seed=m, vectors=append(memory.vectors, m))
         keys, values = [], []
         for i, reader in enumerate(self.readers):
             k, v = reader.memory_kv(m)  # (B, d) each
-            if memory.count == 0:
-                keys.append(k[:, None])  # (B, 1, d)
-                values.append(v[:, None])
-            else:
-                old_k, old_v = memory.keys[i][:B, drop:], memory.values[i][:B, drop:]  # (B, K', d)
-                keys.append(torch.cat([old_k, k[:, None].to(old_k.dtype)], dim=1))  # (B, K'+1, d)
-                values.append(torch.cat([old_v, v[:, None].to(old_v.dtype)], dim=1))
+            keys.append(append(memory.keys[i] if memory.keys else None, k))
+            values.append(append(memory.values[i] if memory.values else None, v))
         return MemoryState(count=memory.count + 1, seed=m, keys=keys, values=values)
 
     # -- a whole batch of streams -------------------------------------------------------------
@@ -564,21 +632,25 @@ class TG(nn.Module):
 # Data layout
 
 
-def split_units(document: Document, vocab: Vocab, cap: int) -> list[np.ndarray]:
-    """A document's sentences as token arrays of at most `cap` tokens; `[EOD]` ends the last one.
+def split_units(document: Document, vocab: Vocab, cap: int, eod_unit: bool = False) -> list[np.ndarray]:
+    """A document's sentences as token arrays of at most `cap` tokens, ending with `[EOD]`.
 
-    Longer sentences are split into consecutive chunks (never truncated). `[EOD]` counts towards the
-    cap, so `[BOS] ... [EOD] [EOS]` fits the position table. Empty sentences carry no token and are
-    dropped; an empty document becomes the single sentence `[BOS] [EOD] [EOS]`.
+    Sentences longer than `cap` are re-split exactly as the data pipeline enforces its own cap
+    (`cap_and_merge`: the fewest near-equal fragments, fragments under 3 tokens merged into a
+    neighbour), so a model cap below the corpus cap (the half-length ablation) follows the same rule
+    on the same documents and tokens. `[EOD]` is appended to the last sentence and counts towards
+    the cap (an overflow becomes the unit `[BOS] [EOD] [EOS]`); with `eod_unit` it is always its own
+    unit. An empty document becomes the single unit `[BOS] [EOD] [EOS]`.
     """
-    units: list[np.ndarray] = []
-    n = len(document)
-    for i, sentence in enumerate(document):
-        tokens = np.asarray(sentence, dtype=np.int64).reshape(-1)
-        if i == n - 1:
-            tokens = np.append(tokens, vocab.eod_id)
-        units.extend(tokens[j : j + cap] for j in range(0, len(tokens), cap))
-    return units or [np.array([vocab.eod_id], dtype=np.int64)]
+    sentences = [np.asarray(s, dtype=np.int64).reshape(-1) for s in document]
+    sentences = [s for s in sentences if len(s)]
+    if any(len(s) > cap for s in sentences):
+        capped, _, _ = cap_and_merge([s.tolist() for s in sentences], cap, MIN_FRAGMENT_TOKENS)
+        sentences = [np.asarray(s, dtype=np.int64) for s in capped]
+    eod = np.array([vocab.eod_id], dtype=np.int64)
+    if eod_unit or not sentences or len(sentences[-1]) == cap:
+        return [*sentences, eod]
+    return [*sentences[:-1], np.append(sentences[-1], vocab.eod_id)]
 
 
 def split_spans(document: Document, vocab: Vocab, span: int) -> list[np.ndarray]:
@@ -640,6 +712,7 @@ def stream_layout(streams: Sequence[Sequence[np.ndarray]], vocab: Vocab) -> tupl
     tensors = {
         "ids": ids, "pos": pos, "grid_index": grid_index, "stream": stream,
         "bos_rows": bos_rows, "eos_rows": eos_rows, "target_rows": target_rows, "targets": targets,
+        "target_step": row_step[target_rows],
     }
     info = {
         "rows": total,
@@ -682,7 +755,7 @@ class TGAdapter(Adapter):
         return self.config.max_sentence_tokens
 
     def units(self, document: Document, vocab: Vocab) -> list[np.ndarray]:
-        return split_units(document, vocab, self.config.max_sentence_tokens)
+        return split_units(document, vocab, self.config.max_sentence_tokens, self.config.eod_unit)
 
     def prompt_units(self, prompt: Document) -> list[np.ndarray]:
         """Prompt sentences split at the cap; the last unit is the one generation continues."""
@@ -692,6 +765,12 @@ class TGAdapter(Adapter):
             tokens = np.asarray(sentence, dtype=np.int64).reshape(-1)
             units.extend(tokens[j : j + cap] for j in range(0, len(tokens), cap))
         return units
+
+    def data_config(self, data):
+        """The corpus is encoded at the model's sentence cap when that is the smaller one (half length)."""
+        if data.max_sentence_tokens <= self.config.max_sentence_tokens:
+            return data
+        return dataclasses.replace(data, max_sentence_tokens=self.config.max_sentence_tokens)
 
     # -- building -----------------------------------------------------------------------------
     def build(self, vocab: Vocab) -> nn.Module:
@@ -739,7 +818,14 @@ class TGAdapter(Adapter):
         nll = cross_entropy(logits.float(), targets)  # (N_targets,)
         eos_weight = self.config.eos_weight(epoch)
         weights = torch.where(targets == model.vocab.eos_id, eos_weight, 1.0)  # (N_targets,) [EOD] keeps 1
-        loss = (nll * weights).sum() / weights.sum()
+        if self.config.loss_reduction == "steps":
+            # Each sentence step's weighted mean, summed over the steps (paper section 3).
+            n_steps = len(batch.meta["steps"])
+            step_nll = nll.new_zeros(n_steps).index_add(0, t["target_step"], nll * weights)  # (steps,)
+            step_weight = nll.new_zeros(n_steps).index_add(0, t["target_step"], weights)  # (steps,)
+            loss = (step_nll / step_weight).sum()
+        else:
+            loss = (nll * weights).sum() / weights.sum()
         if out["penalty"] is not None:
             loss = loss + out["penalty"] / batch.sentences  # mean hinge over the batch's sentence vectors
         return LossParts(
@@ -846,6 +932,9 @@ class TGSpanConfig(TGConfig):
     """TG settings plus the span length N: a "sentence" is a fixed span of N content tokens."""
 
     span_tokens: int = 25  # the paper's N in {25, 50, 75}; 25 = mean sentence length
+    # A span's vector does not replace the next span's [BOS] (release): a span ends mid-sentence, so
+    # there is no finished thought to seed the next unit with.
+    context_seeding: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -863,6 +952,9 @@ class TGSpanAdapter(TGAdapter):
     @property
     def unit_tokens(self) -> int:
         return self.config.span_tokens
+
+    def data_config(self, data):
+        return data  # spans ignore sentence boundaries, so the sentence cap does not apply
 
     def units(self, document: Document, vocab: Vocab) -> list[np.ndarray]:
         return split_spans(document, vocab, self.config.span_tokens)

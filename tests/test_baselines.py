@@ -63,6 +63,11 @@ def test_gist_mask_exposes_earlier_sentences_only_through_their_eos():
     assert [j for j in range(14) if mask[query, j]] == [3, 7, 8, 9]
     query = 13  # a new document: nothing of the previous one
     assert [j for j in range(14) if mask[query, j]] == [12, 13]
+    # The release-style switch: earlier documents' [EOS] stay visible, their other tokens do not.
+    crossing = gist_mask(ids, VOCAB.base_size, cross_document=True)[0, 0]
+    assert [j for j in range(14) if crossing[query, j]] == [3, 7, 11, 12, 13]
+    assert torch.equal(crossing[:12, :12], mask[:12, :12])
+    assert GPT2GistAdapter().config.cross_document is False
 
 
 def test_gist_gradients_reach_an_earlier_sentence_only_through_its_eos():

@@ -189,3 +189,31 @@ def test_embedded_corpus_encodes_in_under_a_minute(tmp_path):
     assert 0.8e6 < sum(s.lexical_tokens for s in stats.values()) < 1.2e6
     assert 20 < stats["train"].mean_sentence_tokens < 35
     assert all(s.documents > 300 for s in stats.values())
+
+
+def test_a_smaller_sentence_cap_keeps_the_same_documents_and_tokens(tmp_path):
+    """The half-length ablation re-encodes at its own cap; every split keeps the same content tokens."""
+    from tgbench.config import RunConfig
+    from tgbench.registry import resolved
+
+    rng = np.random.default_rng(3)
+    docs = []
+    for i in range(60):  # some documents are one long sentence: dropped at every cap
+        long = " ".join(rng.choice(WORDS, size=int(rng.integers(20, 60))))
+        sentences = [f"Doc {i} {long}."] + [_sentence(rng) for _ in range(int(rng.integers(0, 3)))]
+        docs.append(" ".join(sentences))
+    (tmp_path / "long.txt").write_text("\n\n".join(docs) + "\n")
+    base = DataConfig(corpus=str(tmp_path / "long.txt"), tokenizer="bpe-300", splitter="blingfire",
+                      cache_dir=str(tmp_path / "cache"), valid_fraction=0.2, test_fraction=0.2)
+    half = resolved(RunConfig(model="tg", model_options={"width": 16, "layers": 2, "max_sentence_tokens": 8},
+                              data=base))
+    assert half.data.max_sentence_tokens == 8
+    assert resolved(RunConfig(model="tg", data=base)).data.max_sentence_tokens == 64
+    assert resolved(RunConfig(model="tg-span", model_options={"max_sentence_tokens": 8}, data=base)).data == base
+    full, short = load_corpus(base, progress=False), load_corpus(half.data, progress=False)
+    assert short.stats["train"].sentences_resplit > full.stats["train"].sentences_resplit
+    for name in ("train", "valid", "test"):
+        a, b = full.splits[name], short.splits[name]
+        assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.document_tokens(), b.document_tokens())
+        assert np.diff(b.sentence_offsets).max() <= 8
+        assert full.stats[name].documents_dropped == short.stats[name].documents_dropped

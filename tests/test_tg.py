@@ -214,11 +214,34 @@ def test_layout_targets_bos_eos_eod():
     assert batch.lexical_tokens == 3 and batch.sentences == 2
 
 
-def test_long_sentences_are_split_at_the_cap():
+def test_long_sentences_are_resplit_like_the_data_pipeline():
     adapter = tiny(max_sentence_tokens=4)
     units = adapter.units([np.arange(10), np.arange(3)], VOCAB)
-    assert [len(u) for u in units] == [4, 4, 2, 4]  # the last unit holds 3 tokens + [EOD]
+    assert [len(u) for u in units] == [4, 3, 3, 4]  # near-equal fragments; the last holds 3 tokens + [EOD]
     assert np.concatenate(units)[:-1].tolist() == list(range(10)) + [0, 1, 2]
+
+
+def test_half_length_follows_the_pipelines_cap_and_merge():
+    """A 32-token model cap re-splits a corpus encoded at 64 as the pipeline would at 32, not by chopping."""
+    from tgbench.data.split import cap_and_merge
+
+    rng = np.random.default_rng(20)
+    doc = [rng.integers(0, 100, size=n) for n in (40, 33, 12, 64, 2, 5)]
+    units = tiny(max_sentence_tokens=32).units(doc, VOCAB)
+    lengths = [len(u) for u in units]
+    assert lengths[:4] == [20, 20, 17, 16]  # never 32 + 8 or 32 + 1
+    assert max(lengths) <= 32 and min(lengths) >= 3
+    expected, _, _ = cap_and_merge([d.tolist() for d in doc], 32, 3)
+    assert [u.tolist() for u in units[:-1]] == expected[:-1]
+    assert units[-1].tolist() == [*expected[-1], VOCAB.eod_id]
+    # The same documents and content tokens as at 64: scoring stays comparable across the ablation.
+    assert np.concatenate(units)[:-1].tolist() == np.concatenate(doc).tolist()
+
+
+def test_eod_unit_switch():
+    doc = [np.array([5, 6]), np.array([7])]
+    assert [u.tolist() for u in tiny().units(doc, VOCAB)] == [[5, 6], [7, VOCAB.eod_id]]
+    assert [u.tolist() for u in tiny(eod_unit=True).units(doc, VOCAB)] == [[5, 6], [7], [VOCAB.eod_id]]
 
 
 def test_padding_efficiency_with_bucketing():
@@ -318,15 +341,32 @@ def test_every_switch_trains(overrides):
     assert len(adapter.score(model, docs[:1], VOCAB)[0]) == sum(len(s) for s in docs[0])
 
 
-def test_use_memory_false_has_no_cross_sentence_signal():
-    adapter = tiny(use_memory=False)
-    model = build(adapter).eval()
+def test_use_memory_false_writes_nothing_but_keeps_seeding():
+    """Release semantics of "no memory": only the memory writes stop; [BOS] seeding still happens."""
     rng = np.random.default_rng(12)
     doc = make_doc(rng, 3)
     other = [make_doc(rng, 1)[0], *doc[1:]]
+    n0, n1 = len(doc[0]), len(doc[1])
+    adapter = tiny(use_memory=False)
+    model = build(adapter).eval()
+    calls = []
+    for reader in model.readers:
+        reader.register_forward_hook(lambda mod, args, out: calls.append(1))
+    batch = one_stream(adapter, doc)
+    inputs = []
+    model.drop.register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    assert calls == [] and out["memory"].count == 0  # no C sub-layer ever reads a memory
+    assert torch.allclose(inputs[1][0], out["vectors"][0][0] + model.wpe.weight[0])  # seeded [BOS]
+    # The previous sentence reaches the next one through the seed.
     a, b = adapter.score(model, [doc, other], VOCAB)
-    n0 = len(doc[0])
-    assert torch.allclose(a[n0:], b[len(other[0]):], atol=1e-6)
+    assert not torch.allclose(a[n0 : n0 + n1], b[len(other[0]) : len(other[0]) + n1])
+    # Without seeding there is no cross-sentence signal at all.
+    plain = tiny(use_memory=False, context_seeding=False)
+    model = build(plain).eval()
+    a, b = plain.score(model, [doc, other], VOCAB)
+    assert torch.allclose(a[n0:], b[len(other[0]) :], atol=1e-6)
 
 
 def test_checkpoint_steps_same_loss_and_grads():
@@ -414,3 +454,233 @@ def test_span_adapter_seeding_switch_and_big_spans():
     model = adapter.build(VOCAB)
     assert model.wpe.num_embeddings == 77
     assert dataclasses.asdict(adapter.config)["context_seeding"] is False
+
+
+# -- memory addressing, the gate, and each ablation's semantics -----------------------------------
+
+
+def test_rank_encoding_is_unit_norm_on_keys_only_oldest_first_after_eviction():
+    adapter = tiny(memory_slots=2)
+    model = build(adapter).eval()
+    assert torch.allclose(model.rank_pe.norm(dim=-1), torch.ones(2))
+    batch = one_stream(adapter, make_doc(np.random.default_rng(21), 5))
+    reader = model.readers[0]
+    seen = []
+    reader.register_forward_hook(lambda mod, args, out: seen.append(args[2]))
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    keys, values = seen[-1]  # what step 4 read: sentences 2 and 3, sentences 0-1 evicted
+    m2, m3 = out["vectors"][2], out["vectors"][3]
+    pe = model.rank_pe
+    expected_keys = torch.stack([reader.k(m2) + reader.k.weight @ pe[0], reader.k(m3) + reader.k.weight @ pe[1]], 1)
+    assert torch.allclose(keys, expected_keys, atol=1e-6)  # rank 0 = the oldest slot still held
+    assert torch.allclose(values, torch.stack([reader.v(m2), reader.v(m3)], 1), atol=1e-6)  # values raw
+
+
+def test_gate_starts_at_one_is_not_decayed_and_scales_the_output():
+    from tgbench.config import RunConfig
+    from tgbench.train import make_optimizer
+
+    adapter = tiny()
+    model = build(adapter)
+    gates = [m.gate for m in model.modules() if isinstance(m, CrossAttention)]
+    assert gates and all(g.item() == 1.0 for g in gates)
+    optimizer = make_optimizer(model, RunConfig())
+    no_decay = next(g for g in optimizer.param_groups if g["weight_decay"] == 0.0)["params"]
+    assert all(any(g is p for p in no_decay) for g in gates)
+    decayed = next(g for g in optimizer.param_groups if g["weight_decay"] > 0)["params"]
+    assert not any(g is p for g in gates for p in decayed)
+
+    cross = model.readers[0].eval()
+    n = 4
+    step = StepInputs(ids=torch.zeros(n, dtype=torch.long), pos=torch.arange(n), grid_index=torch.arange(n),
+                      stream=torch.zeros(n, dtype=torch.long), bos_rows=torch.zeros(1, dtype=torch.long),
+                      eos_rows=torch.full((1,), n - 1), n_streams=1, max_len=n)
+    x, memory = torch.randn(n, 32), (torch.randn(1, 3, 32), torch.randn(1, 3, 32))
+    with torch.no_grad():
+        base = cross(x, step, memory)
+        cross.gate.fill_(2.5)
+        assert torch.allclose(cross(x, step, memory), 2.5 * base, atol=1e-6)
+        cross.gate.zero_()
+        assert torch.equal(cross(x, step, memory), torch.zeros_like(base))
+
+
+def _reference_prefix_step(model, tokens, vectors, seed):
+    """A plain causal transformer over [m_1 + p_1, ..., m_K + p_K, seed tokens [EOS]] (one stream)."""
+    K = len(vectors)
+    ids = torch.tensor([VOCAB.bos_id, *tokens, VOCAB.eos_id])
+    embedded = model.wte(ids)
+    embedded[0] = seed  # context seeding: the last sentence vector in place of [BOS]
+    x = torch.cat([vectors + model.memory_wpe.weight[:K], embedded + model.wpe(torch.arange(len(ids)))])
+    for block in model.blocks:
+        for attn, norm in zip(block.attns, block.norms, strict=True):
+            q, k, v = attn.qkv(norm(x))[None].split(x.shape[-1], dim=-1)
+            q, k, v = (t.view(1, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2) for t in (q, k, v))
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + attn.proj(y.transpose(1, 2).reshape(-1, x.shape[-1]))
+        x = x + block.mlp(block.ln_mlp(x))
+    return x[K:]
+
+
+def test_prefix_memory_is_prepended_tokens_through_every_self_attention_block():
+    adapter = tiny(memory_mode="prefix", layers=3, memory_slots=3)
+    model = build(adapter).eval()
+    assert all(kind == "S" for kind in adapter.config.block_kinds()) and not model.readers
+    assert model.memory_wpe.num_embeddings == 3
+    doc = make_doc(np.random.default_rng(22), 5)
+    batch = one_stream(adapter, doc)
+    outputs = []
+    original_step = model.step
+    model.step = lambda step, memory, write=True: outputs.append(memory) or original_step(step, memory, write)
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    memory_before_last = outputs[-1]
+    expected_vectors = torch.stack([out["vectors"][j][0] for j in (1, 2, 3)])  # FIFO of 3, oldest first
+    assert torch.allclose(memory_before_last.vectors[0], expected_vectors, atol=1e-6)
+    # The last sentence's final rows equal a plain causal transformer over memory tokens + sentence.
+    last = adapter.units(doc, VOCAB)[-1].tolist()
+    with torch.no_grad():
+        reference = _reference_prefix_step(model, last, expected_vectors, memory_before_last.seed[0])
+        rows = original_step(_single_step(last, model), memory_before_last)[0]
+    assert torch.allclose(rows, reference, atol=1e-5)
+    # Learned memory positions get gradients; a prefix model trains end to end.
+    model.train()
+    model.step = original_step
+    loss = adapter.loss(model, batch, epoch=0).loss
+    loss.backward()
+    assert model.memory_wpe.weight.grad.abs().sum() > 0
+
+
+def _single_step(tokens, model):
+    ids = torch.tensor([VOCAB.bos_id, *tokens, VOCAB.eos_id])
+    n = len(ids)
+    return StepInputs(ids=ids, pos=torch.arange(n), grid_index=torch.arange(n), stream=torch.zeros(n, dtype=torch.long),
+                      bos_rows=torch.zeros(1, dtype=torch.long), eos_rows=torch.full((1,), n - 1), n_streams=1,
+                      max_len=n)
+
+
+@pytest.mark.parametrize("reduction", ["steps", "tokens"])
+def test_loss_reduction_switch(reduction):
+    adapter = tiny(loss_reduction=reduction, stream_start=10)
+    model = build(adapter).eval()
+    rng = np.random.default_rng(23)
+    batch = adapter.batches([make_doc(rng, 4), make_doc(rng, 2)], VOCAB, batch_tokens=10**6, epoch=1,
+                            rng=np.random.default_rng(0))[0].to("cpu")
+    with torch.no_grad():
+        loss = adapter.loss(model, batch, epoch=1).loss
+        logits = model.lm_head(model.run(batch.tensors, batch.meta["steps"])["hidden"])
+    targets = batch.tensors["targets"]
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    weights = torch.where(targets == VOCAB.eos_id, 0.05, 1.0)
+    if reduction == "tokens":
+        expected = (nll * weights).sum() / weights.sum()
+    else:
+        step = torch.as_tensor(batch.meta["target_step"])
+        expected = sum((nll * weights)[step == t].sum() / weights[step == t].sum() for t in range(int(step.max()) + 1))
+    assert torch.isclose(loss, torch.as_tensor(expected, dtype=loss.dtype), rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [1, 2, "auto", "last"])
+def test_sentence_vector_reads_the_named_block(layer):
+    adapter = tiny(sentence_layer=layer)
+    model = build(adapter).eval()
+    block = adapter.config.sentence_block
+    assert block == {1: 1, 2: 2, "auto": 2, "last": 4}[layer]  # round(7/12 * 4) = 2
+    captured = []
+    model.blocks[block - 1].register_forward_hook(lambda mod, args, out: captured.append(out))
+    batch = one_stream(adapter, make_doc(np.random.default_rng(24), 2))
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    eos = int(batch.tensors["eos_rows"][0])
+    assert torch.allclose(out["vectors"][0][0], model.w_sent(captured[0][eos]), atol=1e-6)
+
+
+def test_last_layer_read_after_final_norm_switch():
+    adapter = tiny(sentence_layer="last", sentence_after_final_norm=True)
+    model = build(adapter).eval()
+    captured = []
+    model.blocks[-1].register_forward_hook(lambda mod, args, out: captured.append(out))
+    batch = one_stream(adapter, make_doc(np.random.default_rng(25), 2))
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    eos = int(batch.tensors["eos_rows"][0])
+    assert torch.allclose(out["vectors"][0][0], model.w_sent(model.ln_f(captured[0][eos])), atol=1e-6)
+
+
+@pytest.mark.parametrize("content_only", [False, True])
+def test_mean_pool(content_only):
+    adapter = tiny(sentence_pool="mean", mean_pool_content_only=content_only)
+    model = build(adapter).eval()
+    captured = []
+    model.blocks[adapter.config.sentence_block - 1].register_forward_hook(lambda mod, args, out: captured.append(out))
+    doc = make_doc(np.random.default_rng(26), 2)
+    batch = one_stream(adapter, doc)
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    rows = captured[0][: len(doc[0]) + 2]  # [BOS] tokens [EOS] of sentence 0
+    pooled = rows[1:-1].mean(0) if content_only else rows.mean(0)
+    assert torch.allclose(out["vectors"][0][0], model.w_sent(pooled), atol=1e-6)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_sentence_norm_hinge(squared):
+    adapter = tiny(sentence_norm=True, sentence_norm_squared_hinge=squared, sentence_norm_penalty=0.5)
+    model = build(adapter).eval()
+    with torch.no_grad():
+        model.w_sent.weight.mul_(100.0)  # norms far above 1.1
+    batch = one_stream(adapter, make_doc(np.random.default_rng(27), 3))
+    captured = []
+    model.w_sent.register_forward_hook(lambda mod, args, out: captured.append(out))
+    with torch.no_grad():
+        out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    norms = torch.cat([c.norm(dim=-1) for c in captured])
+    hinge = torch.relu(norms - 1.1) + torch.relu(0.9 - norms)
+    expected = 0.5 * (hinge.square() if squared else hinge).sum()
+    assert torch.isclose(out["penalty"], expected, rtol=1e-4)
+    assert all(torch.allclose(v.norm(dim=-1), torch.ones(1)) for v in out["vectors"])
+
+
+def test_parallel_norms_switch():
+    shared, separate = tiny(block_pattern="P"), tiny(block_pattern="P", parallel_norms=True)
+    assert len(build(shared).blocks[0].norms) == 1
+    model = build(separate).eval()
+    assert len(model.blocks[0].norms) == 2
+    seen = []
+    for attn in model.blocks[0].attns:
+        attn.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    doc = make_doc(np.random.default_rng(28), 2)
+    with torch.no_grad():
+        model.blocks[0].norms[1].weight.fill_(3.0)
+        separate.score(model, [doc], VOCAB)
+    assert torch.allclose(seen[-1], 3.0 * seen[-2], atol=1e-5)  # the cross branch reads its own norm
+
+
+def test_token_and_sentence_dropout_switches():
+    adapter = tiny(token_dropout=0.5, sentence_dropout=0.5)
+    model = build(adapter).train()
+    inputs = []
+    model.drop.register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    batch = one_stream(adapter, make_doc(np.random.default_rng(29), 6, mean_len=10))
+    torch.manual_seed(0)
+    out = model.run(batch.tensors, batch.meta["steps"], keep_vectors=True)
+    zero_rows = sum(int((x.abs().sum(-1) == 0).sum()) for x in inputs)
+    assert zero_rows > 0  # whole token rows dropped
+    assert out["memory"].keys[0].shape[1] > 0
+    model.eval()
+    inputs.clear()
+    with torch.no_grad():
+        model.run(batch.tensors, batch.meta["steps"])
+    assert sum(int((x.abs().sum(-1) == 0).sum()) for x in inputs) == 0
+
+
+def test_span_adapter_turns_context_seeding_off():
+    adapter = TGSpanAdapter(width=32, layers=2, heads=2, span_tokens=4, dropout=0.0, attention_dropout=0.0)
+    assert adapter.config.context_seeding is False
+    model = adapter.build(VOCAB).eval()
+    inputs = []
+    model.drop.register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    batch = stream_batch([adapter.units(make_doc(np.random.default_rng(30), 3), VOCAB)], VOCAB).to("cpu")
+    with torch.no_grad():
+        model.run(batch.tensors, batch.meta["steps"])
+    bos = model.wte.weight[VOCAB.bos_id] + model.wpe.weight[0]
+    assert all(torch.allclose(x[0], bos) for x in inputs)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from tgbench.config import RunConfig, TrainConfig, load_run_config
 from tgbench.errors import UserError
 from tgbench.models.gpt2 import GPT2Adapter
+from tgbench.registry import resolved
 from tgbench.runs import RunDir
 from tgbench.train import Interrupted, TrainingFailed, train
 
@@ -38,7 +39,7 @@ def test_run_directory_holds_every_file_and_the_model_learns(tmp_path, tiny_corp
     assert train_records[0]["train_lexical_loss"] > train_records[-1]["train_lexical_loss"]
     assert all(r["tokens_per_s"] > 0 and r["sentences_per_s"] > 0 for r in train_records)
     assert result.best_val_loss < 3.6  # ln(44) ~ 3.8 is chance level
-    assert load_run_config(run.config_path) == config()
+    assert load_run_config(run.config_path) == resolved(config())
 
 
 def test_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, tiny_corpus, monkeypatch):
@@ -107,3 +108,30 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(tmp_path, tiny_corpu
     previous_step = json.loads((tmp_path / "run/checkpoints/previous.json").read_text())["state"]["step"]
     result = train(config(), tmp_path / "run", corpus=tiny_corpus, progress=False)
     assert result.status == "done" and previous_step == 8
+
+
+def test_cli_train_records_every_model_setting_in_config_toml(tmp_path, monkeypatch):
+    """`tgbench train --model tg` writes the full resolved settings, defaults included."""
+    import tomllib
+
+    from corpora import word_documents, write_plain
+    from typer.testing import CliRunner
+
+    from tgbench.cli import app
+
+    monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = write_plain(tmp_path / "corpus.txt", word_documents(120))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--model", "tg", "--width", "16", "--layers", "2", "--tokens", "400",
+                                      "--batch-tokens", "200", "--corpus", str(corpus), "--tokenizer", "bpe-300",
+                                      "--splitter", "blingfire", "--device", "cpu", "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    recorded = tomllib.loads((out / "config.toml").read_text())["model_options"]
+    assert recorded["detach_memory"] is False and recorded["use_memory"] is True
+    assert recorded["memory_slots"] == 40 and recorded["loss_reduction"] == "steps"
+    assert recorded["heads"] == 1  # heads = 0 resolves to ceil(16 / 64) = 1
+    # The recorded settings round-trip: the same command resumes (skips) rather than refusing the run.
+    again = CliRunner().invoke(app, ["train", "--config", str(out / "config.toml"), "--out", str(out),
+                                     "--no-progress"])
+    assert again.exit_code == 0 and "already DONE" in again.output, again.output

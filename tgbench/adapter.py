@@ -122,6 +122,9 @@ class Adapter(ABC):
     def __init__(self, config: Any | None = None, **overrides: Any) -> None:
         if config is None:
             config = self.config_class(**overrides)
+        elif not isinstance(config, self.config_class) and issubclass(self.config_class, type(config)):
+            # A base-family config (e.g. GPT2Config for the gist adapter) gets this adapter's defaults.
+            config = self.config_class(**dataclasses.asdict(config), **overrides)
         elif overrides:
             config = dataclasses.replace(config, **overrides)
         self.config = config
@@ -159,6 +162,15 @@ class Adapter(ABC):
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         """Forward one batch (already on the device) and return the loss parts."""
+
+    def data_config(self, data: Any) -> Any:
+        """The data settings this model trains and is scored on, given the run's (a `DataConfig`).
+
+        The default keeps them. A model whose units have their own cap (TG's `max_sentence_tokens`)
+        lowers the corpus's sentence cap to it, so its sentences are re-split by the data pipeline's
+        rule rather than chopped afterwards.
+        """
+        return data
 
     # -- evaluation -----------------------------------------------------------------------
     @abstractmethod

@@ -205,7 +205,7 @@ def validate(config: Annotated[Path, typer.Argument(help="Grid or run TOML file 
         console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs")
     else:
         run_config = load_run_config(config)
-        from tgbench.train import build_adapter
+        from tgbench.registry import build_adapter
 
         build_adapter(run_config)
         console.print(f"[green]ok[/green]: run config for '{run_config.model}'")

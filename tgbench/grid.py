@@ -185,7 +185,7 @@ def load_grid(path: Path | None = None, preset: str | None = None) -> GridConfig
 
 def validate_models(grid: GridConfig) -> None:
     """Build every distinct adapter config once, so a bad option fails before any training."""
-    from tgbench.train import build_adapter
+    from tgbench.registry import build_adapter
 
     seen = set()
     for spec in expand(grid):
@@ -209,7 +209,7 @@ def parameter_count(spec: RunSpec) -> int:
     import torch
 
     from tgbench.adapter import Vocab
-    from tgbench.train import build_adapter
+    from tgbench.registry import build_adapter
 
     adapter = build_adapter(spec.config)
     with torch.device("meta"):
@@ -220,11 +220,12 @@ def parameter_count(spec: RunSpec) -> int:
 # -- execution ---------------------------------------------------------------------------------
 def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, on_log=None) -> str:
     """Train one run of a grid; returns its final status. Failed runs are rerun from scratch."""
+    from tgbench.registry import resolved
     from tgbench.train import TrainingFailed, train
 
     run_dir = RunDir(grid_dir / spec.run_id)
     # A failed run, or one whose settings changed in the grid file, starts over; others resume or skip.
-    changed = run_dir.config_path.exists() and run_dir.read_config().hash() != spec.config.hash()
+    changed = run_dir.config_path.exists() and run_dir.read_config().hash() != resolved(spec.config).hash()
     resume = "never" if run_dir.failed or changed else "auto"
     try:
         result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log)

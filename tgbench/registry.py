@@ -8,15 +8,20 @@ Three ways in:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tgbench.adapter import Adapter
 from tgbench.errors import UserError, unknown_name
+
+if TYPE_CHECKING:
+    from tgbench.config import RunConfig
 
 ENTRY_POINT_GROUP = "tgbench.adapters"
 
@@ -103,3 +108,39 @@ def adapter_origin(name: str) -> str:
         return "reference"
     entry = available().get(name)
     return entry.origin if entry else "unknown"
+
+
+def build_adapter(config: RunConfig) -> Adapter:
+    """The adapter a run config names, holding the run's model settings.
+
+    Raises:
+        UserError: for an unknown adapter, an unknown model option or an invalid value.
+    """
+    cls = get_adapter_class(config.model)
+    try:
+        return cls(**config.model_options)
+    except TypeError as err:
+        raise UserError(
+            f"bad model option for '{config.model}': {err}",
+            f"valid options are the fields of {cls.config_class.__name__}",
+        ) from err
+    except ValueError as err:
+        raise UserError(f"invalid model settings for '{config.model}': {err}", "fix the model options") from err
+
+
+def resolved(config: RunConfig) -> RunConfig:
+    """`config` with every model setting written out, defaults included (what config.toml records),
+    and the data settings the model asks for (`Adapter.data_config`).
+
+    A derived head count (heads = 0 means ceil(width / 64)) is written as the number used. Resolving
+    twice gives the same config, so hashes of resolved configs compare settings, not spellings.
+    """
+    adapter = build_adapter(config)
+    config = dataclasses.replace(config, data=adapter.data_config(config.data))
+    settings = adapter.config
+    if not dataclasses.is_dataclass(settings):
+        return config
+    options = {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
+    if "heads" in options and hasattr(settings, "n_heads"):
+        options["heads"] = settings.n_heads
+    return dataclasses.replace(config, model_options=options)

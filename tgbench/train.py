@@ -28,7 +28,7 @@ from rich.console import Console
 from tgbench.adapter import Adapter, Document, Vocab
 from tgbench.config import RunConfig
 from tgbench.errors import UserError
-from tgbench.registry import get_adapter_class
+from tgbench.registry import build_adapter, resolved
 from tgbench.runs import RunDir, latest_good_checkpoint, provenance, read_json, save_checkpoint, write_json
 
 console = Console(stderr=True)
@@ -73,19 +73,6 @@ def autocast_context(device: torch.device, dtype: str):
     if use_bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def build_adapter(config: RunConfig) -> Adapter:
-    cls = get_adapter_class(config.model)
-    try:
-        return cls(**config.model_options)
-    except TypeError as err:
-        raise UserError(
-            f"bad model option for '{config.model}': {err}",
-            f"valid options are the fields of {cls.config_class.__name__}",
-        ) from err
-    except ValueError as err:
-        raise UserError(f"invalid model settings for '{config.model}': {err}", "fix the model options") from err
 
 
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
@@ -204,10 +191,11 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
 
     if resume not in ("auto", "never"):
         raise UserError(f"--resume {resume!r} is not a mode", "use --resume auto or --resume never")
+    config = resolved(config)  # every model setting, defaults included, is recorded and hashed
     run = RunDir(out)
     if run.config_path.exists():
         run.check_version()
-        previous = run.read_config()
+        previous = resolved(run.read_config())
         if resume == "auto" and previous.hash() != config.hash():
             raise UserError(
                 f"'{out}' holds a run with different settings (config hash {previous.hash()} vs {config.hash()})",
@@ -227,7 +215,8 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
     if tc.threads:
         torch.set_num_threads(tc.threads)
     adapter = build_adapter(config)
-    corpus = corpus if corpus is not None else load_corpus(config.data, progress=progress)
+    if corpus is None or getattr(corpus, "config", config.data) != config.data:
+        corpus = load_corpus(config.data, progress=progress)  # none given, or a model-specific cap (half length)
     vocab = corpus.vocab
     seed_everything(tc.seed)
     model = adapter.build(vocab).to(device)
@@ -451,7 +440,8 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: str = "auto", corp
     run.check_version()
     config = run.read_config()
     adapter = build_adapter(config)
-    corpus = corpus if corpus is not None else load_corpus(config.data, progress=progress)
+    if corpus is None or getattr(corpus, "config", config.data) != config.data:
+        corpus = load_corpus(config.data, progress=progress)
     target = resolve_device(device)
     model = adapter.build(corpus.vocab)
     if not any((run.checkpoints / f"{checkpoint}{suffix}").exists() for suffix in (".json", ".safetensors")):

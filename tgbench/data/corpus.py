@@ -28,7 +28,7 @@ from tgbench.data.split import SPLITTERS, cap_and_merge, check_splitter, split_s
 from tgbench.data.tokenizer import Tokenizer, load_tokenizer, make_tokenizer, parse_tokenizer_spec
 from tgbench.errors import UserError, unknown_name
 
-FORMAT_VERSION = 1  # bump whenever the encoding or the cache layout changes
+FORMAT_VERSION = 2  # bump whenever the encoding or the cache layout changes
 SPLITS = sources.SPLITS
 ENCODE_CHUNK_DOCS = 256  # documents per tokenizer batch (and per progress-bar step)
 
@@ -44,7 +44,7 @@ class DataConfig:
         tokenizer: "gpt2" (GPT-2 BPE) or "bpe-<N>" (byte-level BPE trained on the train split).
         max_sentence_tokens: Longer sentences are re-split into near-equal fragments.
         min_fragment_tokens: Shorter pieces are merged into a neighbour when it has room.
-        min_document_sentences: Documents with fewer sentences are dropped.
+        min_document_sentences: Documents with fewer sentences (as split, before the cap) are dropped.
         text_field: JSONL field / hub column holding the text.
         valid_fraction: Share of documents hashed into valid, for sources without their own splits.
         test_fraction: Same for test.
@@ -265,7 +265,9 @@ def encode_documents(
             )
             stats.sentences_resplit += n_resplit
             stats.fragments_merged += n_merged
-            if len(sentences) < config.min_document_sentences:
+            # Sentences as the splitter found them: the kept documents (and so every content token
+            # of every split) do not depend on the cap, e.g. for the half-length ablation.
+            if sum(1 for s in ids if s) < config.min_document_sentences:
                 stats.documents_dropped += 1
             else:
                 kept.append(sentences)
