@@ -134,4 +134,4 @@ def test_cli_train_records_every_model_setting_in_config_toml(tmp_path, monkeypa
     # The recorded settings round-trip: the same command resumes (skips) rather than refusing the run.
     again = CliRunner().invoke(app, ["train", "--config", str(out / "config.toml"), "--out", str(out),
                                      "--no-progress"])
-    assert again.exit_code == 0 and "already DONE" in again.output, again.output
+    assert again.exit_code == 0 and "already DONE" in " ".join(again.output.split()), again.output

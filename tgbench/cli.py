@@ -109,7 +109,7 @@ def train(
     )
     result = run_training(run_config, out, resume=resume, progress=progress)
     if result.status == "skipped":
-        console.print(f"{out} is already DONE with these settings (use --resume never to retrain)")
+        console.print(f"{out} is already DONE with these settings (use --resume never to retrain)", soft_wrap=True)
     import math
 
     ppl = math.exp(result.best_val_loss) if math.isfinite(result.best_val_loss) else float("nan")
