@@ -21,7 +21,7 @@ demo: setup
 	$(BIN)/tgbench demo
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The report's browser test needs Debian's chromium; install it where missing (skipped if apt is unavailable).
 browser:
@@ -30,7 +30,7 @@ browser:
 		echo "chromium not installed: the browser test will skip"; }
 
 test-all: setup
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 $(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -53,7 +53,7 @@ class TransformersGPT2Adapter(GPT2Adapter):
         from transformers import GPT2LMHeadModel
 
         c = self.config
-        hf = HFConfig(vocab_size=vocab.size, n_positions=c.context, n_embd=c.width, n_layer=c.layers, n_head=c.heads,
+        hf = HFConfig(vocab_size=vocab.size, n_positions=c.context, n_embd=c.width, n_layer=c.layers, n_head=c.n_heads,
                       resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.attention_dropout,
                       bos_token_id=vocab.bos_id, eos_token_id=vocab.eos_id, attn_implementation="sdpa")
         return GPT2LMHeadModel(hf)

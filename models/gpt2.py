@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab
+from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab, heads_for
+from tgbench.errors import UserError
 
 
 @dataclass
@@ -28,7 +29,7 @@ class GPT2Config:
 
     width: int = 768
     layers: int = 12
-    heads: int = 12
+    heads: int = 0  # 0 = ceil(width / 64), at least 1: the same rule as TG (12 at 768)
     context: int = 1024
     dropout: float = 0.1
     attention_dropout: float = 0.1
@@ -38,14 +39,28 @@ class GPT2Config:
     score_batch_windows: int = 8  # windows per forward pass when scoring
 
     def __post_init__(self) -> None:
-        if self.width % self.heads != 0:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        for name in ("width", "layers", "context", "score_batch_windows"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"gpt2 {name} = {getattr(self, name)} must be positive", f"set {name} > 0")
+        if not 0 <= self.score_stride <= self.context:
+            raise UserError(f"gpt2 score_stride = {self.score_stride} is outside 0..context ({self.context})",
+                            "use 0 (= context) or a stride up to the context")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"gpt2 {name} = {getattr(self, name)} is not a probability", f"set {name} in [0, 1)")
+        if self.heads < 0 or self.width % self.n_heads != 0:
+            raise UserError(f"gpt2 width {self.width} is not divisible by heads {self.n_heads}",
+                            "choose heads dividing width, or heads = 0 for ceil(width / 64)")
+
+    @property
+    def n_heads(self) -> int:
+        return self.heads or heads_for(self.width)
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
-        self.heads = config.heads
+        self.heads = config.n_heads
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=config.bias)
         self.proj = nn.Linear(config.width, config.width, bias=config.bias)
         self.attention_dropout = config.attention_dropout

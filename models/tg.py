@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab
+from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab, heads_for
 from tgbench.data.split import cap_and_merge
 from tgbench.errors import UserError
 from tgbench.models.gpt2 import cross_entropy
@@ -135,7 +135,7 @@ class TGConfig:
 
     @property
     def n_heads(self) -> int:
-        return self.heads or max(1, math.ceil(self.width / 64))
+        return self.heads or heads_for(self.width)
 
     @property
     def sentence_block(self) -> int:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
-import numpy as np
-import pytest
+# tgbench leaves the Hugging Face hub to the user; the tests never touch the network (and subprocesses
+# they start inherit this).
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE"):
+    os.environ.setdefault(_var, "1")
 
-from tgbench.adapter import Vocab
-from tgbench.data.corpus import Split
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tgbench.adapter import Vocab  # noqa: E402
+from tgbench.data.corpus import Split  # noqa: E402
 
 
 def synthetic_documents(rng: np.random.Generator, n_docs: int, vocab_size: int) -> list[list[np.ndarray]]:

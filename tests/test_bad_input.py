@@ -167,7 +167,7 @@ UNKNOWN = {
     "tokenizer": (["--tokenizer", "bpe-10"], ["tokenizer 'bpe-10'", "use at least bpe-257"]),
     "resume mode": (["--resume", "sometimes"], ["--resume 'sometimes' is not a mode", "--resume auto"]),
     "negative budget": (["--tokens", "-5"], ["train.tokens = -5", "set train.tokens >= 0"]),
-    "model option": (["--set", "widht=3"], ["widht", "fields of GPT2Config"]),
+    "model option": (["--set", "widht=3"], ["widht", "did you mean 'width'?"]),
     "width and heads": (["--heads", "3"], ["width 16 is not divisible by heads 3"]),
 }
 
@@ -220,7 +220,7 @@ def grid_text(corpus: Path, change: str) -> str:
 
 BAD_GRIDS = {
     "unknown key": ["unknown key(s)", "layrs", "did you mean 'layers'?"],
-    "wrong type": ["layers = 'two' has the wrong type (str)", "of type int"],
+    "wrong type": ["layers = 'two' has the wrong type (str)", "it must be int"],
     "negative budget": ["budgets = [-5] must be a non-empty list of positive integers", "fix budgets"],
     "width not divisible by heads": ["width 16 is not divisible by heads 3"],
     "unknown train key": ["unknown key(s) in train: batch_tokns", "did you mean 'batch_tokens'?"],

@@ -67,7 +67,7 @@ def test_bench_runs_one_benchmark_by_name(capsys):
     results = run_benchmarks("padding", quick=True)
     assert list(results) == ["padding"]
     assert last_json(capsys)["benchmark"] == "padding"
-    assert set(BENCHMARKS) == {"train_throughput", "score_throughput", "padding", "memory"}
+    assert set(BENCHMARKS) == {"train_throughput", "score_throughput", "padding", "memory", "data_pipeline"}
 
 
 @pytest.mark.slow
@@ -108,3 +108,17 @@ def test_fused_cross_entropy_matches_torch_values_and_gradients():
     torch.testing.assert_close(ours, reference)
     torch.testing.assert_close(ours_grad, logits.grad)
     assert ours[2] == 0 and ours[5] == 0 and torch.all(ours_grad[[2, 5]] == 0)  # ignored rows
+
+
+def test_data_pipeline_quick_encodes_its_generated_corpus_alike_serially_and_in_parallel(capsys):
+    from benchmarks import data_pipeline
+
+    data_pipeline.main(quick=True)
+    printed = last_json(capsys)
+    assert printed["benchmark"] == "data_pipeline" and printed["outputs_identical"] is True
+    assert printed["corpus_mb"] >= data_pipeline.QUICK_MB and printed["corpus_mb_per_split"]["valid"] > 0
+    serial, parallel = printed["records"]
+    assert serial["workers"] == 1 and serial["lexical_tokens"] == parallel["lexical_tokens"] > 0
+    for key in ("mb_per_s_serial", "mb_per_s_parallel", "speedup_parallel_vs_serial"):
+        assert math.isfinite(printed[key]) and printed[key] > 0, key
+    assert printed["bpe_training"]["seconds"] > 0

@@ -217,3 +217,82 @@ def test_a_smaller_sentence_cap_keeps_the_same_documents_and_tokens(tmp_path):
         assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.document_tokens(), b.document_tokens())
         assert np.diff(b.sentence_offsets).max() <= 8
         assert full.stats[name].documents_dropped == short.stats[name].documents_dropped
+
+
+# -- parallel encoding -----------------------------------------------------------------------------
+def _small_chunks(monkeypatch) -> None:
+    """Chunks of 4 documents: the tiny corpus makes enough chunks for two workers."""
+    monkeypatch.setattr(corpus_module, "ENCODE_CHUNK_DOCS", 4)
+
+
+@pytest.mark.parametrize("tokenizer", ["bpe-300", "gpt2"])
+def test_parallel_encoding_is_identical_to_serial(config, monkeypatch, tmp_path, tokenizer):
+    _small_chunks(monkeypatch)
+    submitted = []
+
+    class CountingPool(corpus_module.EncodingPool):
+        def submit(self, texts):
+            submitted.append(len(texts))
+            return super().submit(texts)
+
+    monkeypatch.setattr(corpus_module, "EncodingPool", CountingPool)
+    serial = load_corpus(
+        dataclasses.replace(config, tokenizer=tokenizer, workers=1, cache_dir=str(tmp_path / "serial")), progress=False
+    )
+    assert submitted == []  # workers=1 encodes in this process
+    parallel = load_corpus(
+        dataclasses.replace(config, tokenizer=tokenizer, workers=2, cache_dir=str(tmp_path / "parallel")),
+        progress=False,
+    )
+    assert sum(submitted) == 80  # every document went through a worker
+    assert parallel.key == serial.key
+    for name in ("train", "valid", "test"):
+        for field, array in serial.splits[name].arrays().items():
+            other = parallel.splits[name].arrays()[field]
+            assert other.dtype == array.dtype and np.array_equal(other, array), (name, field)
+        # The cache files themselves, byte for byte (meta.json differs only in the encoding time).
+        assert (serial.path / f"{name}.npz").read_bytes() == (parallel.path / f"{name}.npz").read_bytes()
+    assert parallel.stats == serial.stats
+    assert sum(s.documents_dropped for s in parallel.stats.values()) > 0
+    if tokenizer != "gpt2":
+        assert (serial.path / "tokenizer.json").read_bytes() == (parallel.path / "tokenizer.json").read_bytes()
+
+
+def test_workers_change_neither_the_cache_key_nor_the_run_hash(config):
+    from tgbench.config import RunConfig
+
+    keys = {corpus_key(dataclasses.replace(config, workers=n)) for n in (0, 1, 2, 7)}
+    assert keys == {corpus_key(config)}
+    hashes = {RunConfig(model="tg", data=dataclasses.replace(config, workers=n)).hash() for n in (0, 1, 7)}
+    assert len(hashes) == 1
+    assert RunConfig(model="tg", data=dataclasses.replace(config, max_sentence_tokens=32)).hash() not in hashes
+    with pytest.raises(UserError, match="workers"):
+        load_corpus(dataclasses.replace(config, workers=-1), progress=False)
+
+
+def test_worker_count_follows_the_setting_and_the_corpus_size():
+    per_worker = corpus_module.MIN_CHUNKS_PER_WORKER
+    assert corpus_module.resolve_workers(0, 10**6) == corpus_module.available_cpus()
+    assert corpus_module.resolve_workers(3, 10**6) == 3
+    assert corpus_module.resolve_workers(1, 10**6) == 1
+    assert corpus_module.resolve_workers(8, 2 * per_worker) == 2  # a small corpus gets fewer workers
+    assert corpus_module.resolve_workers(0, per_worker - 1) == 1  # ... or none: encoded in this process
+
+
+def test_ctrl_c_while_encoding_in_parallel_stops_the_workers_and_caches_nothing(config, monkeypatch):
+    import multiprocessing
+
+    _small_chunks(monkeypatch)
+    workers = []
+    add = corpus_module._SplitBuilder.add
+
+    def add_then_interrupt(self, chunk):
+        add(self, chunk)
+        workers.extend(multiprocessing.active_children())
+        raise KeyboardInterrupt  # as if Ctrl-C came while the parent collected the first chunk
+
+    monkeypatch.setattr(corpus_module._SplitBuilder, "add", add_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        load_corpus(dataclasses.replace(config, workers=2), progress=False)
+    assert workers and not any(process.is_alive() for process in workers)
+    assert not list((corpus_module.cache_root(config) / "corpus").rglob("meta.json"))

@@ -227,8 +227,8 @@ def test_sigint_and_sigterm_write_a_checkpoint_say_how_to_resume_and_exit_non_ze
     assert process.wait() == 130, process.output()
     message = squash(process.output())
     out = ws.root / sig.name
-    assert f"interrupted(signal{int(sig)});checkpointwrittenin{squash(str(out))}/checkpoints" in message
-    assert "Resumewiththesamecommand(--resumeauto)" in message and "Traceback" not in message
+    assert f"interrupted:signal{int(sig)};checkpointwrittenin{squash(str(out))}/checkpoints" in message
+    assert "fix:resumewiththesamecommand(--resumeauto)" in message and "Traceback" not in message
     run = RunDir(out)
     saved = read_checkpoint(run.checkpoints, "latest").sidecar["state"]["step"]
     assert saved >= process.seen  # written at the signal, not at the last periodic checkpoint (step 0 here)

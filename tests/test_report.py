@@ -20,6 +20,7 @@ from tgbench.report import (
     pair_verdict,
     render_report,
     runs_table,
+    verdicts,
     write_report,
 )
 
@@ -46,8 +47,9 @@ def _section(html: str, name: str) -> str:
 def test_every_section_and_plot_present(html):
     for name in SECTIONS:
         _section(html, name)
-    # 2 scaling + 2 multiplier + 5 training-curve cells + 3 reversal plots
-    assert html.count("<svg") == 12
+    # 2 scaling + 2 multiplier + 5 training-curve cells + 4 reversal plots (NLL x 2, margin, error rate)
+    assert html.count("<svg") == 13
+    assert "0.5 = chance" in html
     assert html.count("no data to plot yet") == 0
     runs = _section(html, "runs")
     assert runs.count("<tr>") == 1 + 30  # header + 3 models x 5 cells x 2 seeds
@@ -61,11 +63,11 @@ def test_verdict_shows_multipliers_paper_and_ppl_cells(html):
     assert "paper: 1.05\u00d7 &ndash; 1.08\u00d7" in verdict
     assert "paper: 1.33\u00d7 &ndash; 1.42\u00d7" in verdict
     assert "23.2 vs 24.0" in verdict
-    # the fixture's parameter multipliers have intervals that include 1.0, so the fitted pair is not separable
-    assert "tg and gpt2 are not distinguishable at this scale" in verdict
-    # tg vs gpt2-boundary has no fitted multipliers but lower perplexity in every cell: ahead
-    assert "tg is ahead of gpt2-boundary" in verdict
-    assert "fits.json fits the pair tg vs gpt2" in verdict
+    # the fixture gives tg 1.3x effective parameters: every interval excludes 1 and every cell separates
+    assert "tg is ahead of gpt2:" in verdict and "tg is ahead of gpt2-boundary:" in verdict
+    assert "range of the point estimates at 3 measured points" in verdict
+    # every pair against tg is fitted by default: no "missing" multiplier card
+    assert "big missing" not in verdict
 
 
 def test_failed_and_missing_runs_are_shown(html):
@@ -112,13 +114,13 @@ def test_without_fits_json(grid_copy):
     verdict = _section(html, "verdict")
     assert "missing" in verdict and "fits.json is missing" in verdict
     assert "No fits: fits.json missing" in _section(html, "fits")
-    assert html.count("<svg") == 12  # plots still drawn, without fitted curves
+    assert html.count("<svg") == 13  # plots still drawn, without fitted curves
 
 
 def test_failed_fits_render_as_fit_failed(grid_copy):
     fits = json.loads((grid_copy / "fits.json").read_text())
-    for groups in fits["multipliers"].values():
-        for forms in groups.values():
+    for by_a in fits["multipliers"].values():
+        for forms in (f for by_b in by_a.values() for groups in by_b.values() for f in groups.values()):
             for mult in forms.values():
                 mult["range"] = None
                 for p in mult["points"]:
@@ -172,15 +174,11 @@ def test_output_is_one_self_contained_file(grid_copy, tmp_path):
 
 
 def test_report_command_writes_the_file(grid_copy, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from tgbench.report import report_command
+    from tgbench.cli import app
 
-    app = typer.Typer()
-    app.command()(report_command)
-    app.command("other")(lambda: None)  # two commands, so Typer keeps the command name
-    result = CliRunner().invoke(app, ["report-command", str(grid_copy), "-o", str(tmp_path / "x.html")])
+    result = CliRunner().invoke(app, ["report", str(grid_copy), "-o", str(tmp_path / "x.html")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x.html").read_text().startswith("<!DOCTYPE html>")
 
@@ -190,7 +188,7 @@ def _fits_with(points: list[tuple[float, float, float]]) -> dict:
     pts = [{"x": 1e6 * (i + 1), "value": v, "ci_low": lo, "ci_high": hi, "status": "ok",
             "extrapolated": False} for i, (v, lo, hi) in enumerate(points)]
     groups = {"width=8,layers=2": {"kaplan": {"points": pts}}}
-    return {"pair": ["tg", "gpt2"], "multipliers": {"data": groups}}
+    return {"version": 2, "pairs": [["tg", "gpt2"]], "multipliers": {"data": {"tg": {"gpt2": groups}}}}
 
 
 @pytest.mark.parametrize(("points", "expected"), [
@@ -200,10 +198,11 @@ def _fits_with(points: list[tuple[float, float, float]]) -> dict:
     ([(1.07, None, None)], "unknown"),
 ])
 def test_multiplier_classification(points, expected):
-    summary = multiplier_summary(_fits_with(points), "data")
+    summary = multiplier_summary(_fits_with(points), "data", "tg", "gpt2")
     assert summary["class"] == expected
     assert summary["range"] == (min(p[0] for p in points), max(p[0] for p in points))
-    assert multiplier_summary(_fits_with(points), "params")["status"] == "missing"
+    assert multiplier_summary(_fits_with(points), "params", "tg", "gpt2")["status"] == "missing"
+    assert multiplier_summary(_fits_with(points), "data", "tg", "gpt2/boundary")["status"] == "missing"
 
 
 def _frame(rows: list[tuple[str, int, int, float]]) -> pd.DataFrame:
@@ -231,6 +230,30 @@ def test_pair_verdict_from_perplexity_and_seed_spread():
     assert single["overall"] == "overlap" and "one seed per cell" in single["sentence"]
     nothing = verdict([("tg", 1, 0, 22.0)])
     assert nothing["overall"] == "unknown" and nothing["cells"] == []
+
+
+def test_not_distinguishable_beside_an_interval_excluding_one_says_why():
+    rows = [("tg", 1, 0, 20.0), ("tg", 1, 1, 21.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)]  # spreads overlap
+    fits = _fits_with([(1.07, 1.02, 1.1), (1.2, 1.05, 1.3)])  # CI excludes 1
+    v = pair_verdict(GridFiles(Path("."), {}, _frame(rows), fits, "present", {}), "tg", "gpt2")
+    assert v["overall"] == "overlap" and v["multipliers"]["data"]["class"] == "ahead"
+    assert "interval excludes 1 (favours tg)" in v["sentence"] and "disagree" in v["sentence"]
+    assert "range of the point estimates at 2 measured points" in v["sentence"]
+
+
+def test_verdicts_cover_every_label_against_tg():
+    rows = [("tg", 1, 0, 20.0), ("gpt2", 1, 0, 21.0), ("gpt2/boundary", 1, 0, 21.0)]
+    fits = {**_fits_with([(1.07, 1.02, 1.1)]), "pairs": [["tg", "gpt2"], ["tg", "gpt2/boundary"]]}
+    pairs = [(v["a"], v["b"]) for v in verdicts(GridFiles(Path("."), {}, _frame(rows), fits, "present", {}))]
+    assert pairs == [("tg", "gpt2"), ("tg", "gpt2/boundary")]
+
+
+@pytest.mark.parametrize(("rate", "seeds", "expected"), [(0.5, 1, True), (0.52, 1, True), (0.56, 1, False),
+                                                         (0.52, 3, False), (0.1, 2, False)])
+def test_reversal_error_at_chance(rate, seeds, expected):
+    from tgbench.report import _at_chance
+
+    assert _at_chance(rate, seeds) is expected
 
 
 # -- plots ------------------------------------------------------------------------------------------------

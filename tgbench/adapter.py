@@ -13,6 +13,7 @@ Adapters are found by name through `tgbench.registry` (built-ins, the entry-poin
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,12 @@ Sentence = np.ndarray  # 1-D int array of content token ids
 Document = list[Sentence]
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[EOD]")
+HEAD_DIM = 64  # the paper's head width at 768; the head count at smaller widths is not stated
+
+
+def heads_for(width: int, head_dim: int = HEAD_DIM) -> int:
+    """The head rule every built-in adapter uses when `heads = 0`: ceil(width / head_dim), at least 1."""
+    return max(1, math.ceil(width / head_dim))
 
 
 @dataclass(frozen=True)

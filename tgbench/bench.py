@@ -15,7 +15,7 @@ import typer
 
 from tgbench.errors import UserError, unknown_name
 
-BENCHMARKS = ("train_throughput", "score_throughput", "padding", "memory")
+BENCHMARKS = ("train_throughput", "score_throughput", "padding", "memory", "data_pipeline")
 
 
 def _import(name: str):
@@ -43,7 +43,7 @@ def run_benchmarks(name: str = "all", quick: bool = False, device: str = "auto")
     for n in names:
         module = _import(n)
         kwargs: dict[str, Any] = {"quick": quick}
-        if n != "padding":  # padding only counts slots; it runs nothing on a device
+        if n not in ("padding", "data_pipeline"):  # padding only counts slots, data_pipeline runs on CPUs
             kwargs["device"] = device
         results[n] = module.main(**kwargs)
     return results

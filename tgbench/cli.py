@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tgbench.console import print_table
 from tgbench.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -22,7 +23,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 data_app = typer.Typer(no_args_is_help=True, help="Inspect corpora.")
 app.add_typer(data_app, name="data")
 console = Console()
-err_console = Console(stderr=True)
 _state = {"debug": False}
 
 
@@ -49,9 +49,11 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="embedded | PATH | hf:NAME[:CONFIG]")]
-TokenizerOpt = Annotated[str | None, typer.Option("--tokenizer", help="gpt2 | bpe-N (trained on the train split)")]
-SplitterOpt = Annotated[str | None, typer.Option("--splitter", help="syntok | blingfire | sat")]
+CorpusOpt = Annotated[str | None, typer.Option(
+    "--corpus", help="embedded | PATH | hf:NAME[:CONFIG]", show_default="embedded")]
+TokenizerOpt = Annotated[str | None, typer.Option(
+    "--tokenizer", help="gpt2 | bpe-N (trained on the train split)", show_default="gpt2")]
+SplitterOpt = Annotated[str | None, typer.Option("--splitter", help="syntok | blingfire | sat", show_default="syntok")]
 
 
 def _data_config(base, corpus, tokenizer, splitter):
@@ -64,24 +66,29 @@ def _data_config(base, corpus, tokenizer, splitter):
 @app.command()
 def train(
     model: Annotated[str | None, typer.Option(
-        help="Adapter name, package.module:Class or path/to/file.py:Class [default: gpt2].")] = None,
+        help="Adapter name, package.module:Class or path/to/file.py:Class.", show_default="gpt2")] = None,
     out: Annotated[Path, typer.Option(help="Run directory to write.")] = Path("runs/single"),
-    config: Annotated[Path | None, typer.Option(help="A run config TOML (e.g. a run's config.toml).")] = None,
-    width: Annotated[int | None, typer.Option(help="Model width d.")] = None,
-    layers: Annotated[int | None, typer.Option(help="Number of blocks.")] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads.")] = None,
-    context: Annotated[int | None, typer.Option(help="Context length (GPT-2 style adapters).")] = None,
-    tokens: Annotated[int | None, typer.Option(help="Training-token budget D (lexical tokens); 0 = all.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs over the subset.")] = None,
-    batch_tokens: Annotated[int | None, typer.Option(help="Lexical tokens per step.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seeds data order, init and dropout.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="A run config TOML (e.g. a run's config.toml); options given here override it.")] = None,
+    width: Annotated[int | None, typer.Option(help="Model width d.", show_default="768")] = None,
+    layers: Annotated[int | None, typer.Option(help="Number of blocks.", show_default="12")] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads.", show_default="0 = ceil(width / 64)")] = None,
+    context: Annotated[int | None, typer.Option(
+        help="Context length (GPT-2 style adapters).", show_default="1024")] = None,
+    tokens: Annotated[int | None, typer.Option(
+        help="Training-token budget D (lexical tokens).", show_default="0 = the whole training split")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs over the subset.", show_default="1")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(help="Lexical tokens per step.", show_default="4096")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="2.5e-4")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seeds data order, init and dropout.", show_default="0")] = None,
     corpus: CorpusOpt = None,
     tokenizer: TokenizerOpt = None,
     splitter: SplitterOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-    dtype: Annotated[str | None, typer.Option(help="auto | float32 | bfloat16")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Model option KEY=VALUE (repeatable).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N", show_default="auto")] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="auto (bf16 autocast on CUDA) | float32 | bfloat16", show_default="auto")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Model option KEY=VALUE (repeatable), e.g. detach_memory=true.")] = None,
     resume: Annotated[str, typer.Option(help="auto (resume / skip if DONE) | never (start over)")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -140,7 +147,7 @@ def data_stats(
         table.add_row(split, *[f"{v:.1f}" if isinstance(v, float) else f"{v:,}" for v in row])
     table.caption = ("re-split: sentences over the token cap cut into fragments; merged: fragments under the "
                      "minimum joined to a neighbour; dropped: documents with too few sentences")
-    console.print(table)
+    print_table(table, console)
     console.print(f"cache key {corpus.key}")
 
 
@@ -158,14 +165,14 @@ def adapters() -> None:
         except Exception as err:  # a broken third-party adapter must not hide the others
             description = f"[red]fails to load: {err}"
         table.add_row(name, description, entry.origin, entry.target)
-    console.print(table)
+    print_table(table, console)
 
 
 @app.command("train-grid")
 def train_grid(
     config: Annotated[Path | None, typer.Argument(help="Grid TOML file.")] = None,
     preset: Annotated[str | None, typer.Option(help="A shipped grid: smoke, demo, paper-data, ...")] = None,
-    out: Annotated[Path | None, typer.Option(help="Grid directory [default: runs/<grid name>].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Grid directory.", show_default="runs/<grid name>")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a compute estimate.")] = False,
     executor: Annotated[str, typer.Option(help="local | slurm | slurm-local")] = "local",
     progress: Annotated[bool, typer.Option(help="Show the live table.")] = True,
@@ -182,7 +189,7 @@ def train_grid(
         for row in rows:
             table.add_row(row["run_id"], f"{row['n_params']:,}", f"{row['tokens']:,}", str(row["epochs"]),
                           f"{row['pflops']:.4f}")
-        console.print(table)
+        print_table(table, console)
         console.print(f"total compute ~{sum(r['pflops'] for r in rows):.3f} PFLOP (6 N D, attention ignored)")
         return
     target = out or Path("runs") / grid.name
@@ -195,41 +202,77 @@ def train_grid(
 
 @app.command()
 def validate(config: Annotated[Path, typer.Argument(help="Grid or run TOML file to check.")]) -> None:
-    """Check a grid (or run) file without running it; names any bad key or value."""
+    """Check a grid (or run) file without running it; names any bad key or value.
+
+    Checks every key and type, every model option against its adapter, the splitter and tokenizer
+    names and that a corpus path exists (a hub corpus is not contacted).
+    """
     from tgbench.config import load_run_config, read_toml
-    from tgbench.grid import expand, load_grid
+    from tgbench.grid import check_data, expand, load_grid
 
     raw = read_toml(config)
     if "models" in raw:
         grid = load_grid(config)
+        check_data(grid.data)
         console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs")
     else:
-        run_config = load_run_config(config)
-        from tgbench.registry import build_adapter
+        from tgbench.registry import resolved
 
-        build_adapter(run_config)
+        run_config = resolved(load_run_config(config))
+        check_data(run_config.data)
         console.print(f"[green]ok[/green]: run config for '{run_config.model}'")
 
 
 @app.command()
 def fit(
     grid_dir: Annotated[Path, typer.Argument(help="Grid directory (holds results.csv or run dirs).")],
-    pair: Annotated[str, typer.Option(help="A,B: how much more data/params B needs to reach A's loss.")] = "tg,gpt2",
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 200,
+    pair: Annotated[list[str] | None, typer.Option(
+        help="A,B: how much more data/params B needs to reach A's loss; repeat for several pairs "
+             "(default: tg against every other label).")] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples per fitted group (0 for no intervals).",
+                                           show_default=True)] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.", show_default=True)] = 0,
 ) -> None:
-    """Fit scaling laws and multipliers; writes fits.json."""
-    from tgbench.grid import write_results
-    from tgbench.tasks.scaling import write_fits
+    """Fit scaling laws and multipliers with intervals; writes fits.json and prints the fit's notes."""
+    import json
 
+    from tgbench.grid import write_results
+    from tgbench.tasks.scaling import check_resamples, write_fits
+
+    check_resamples(resamples)
+    pairs = None
+    if pair:
+        pairs = []
+        for text in pair:
+            parts = [p.strip() for p in text.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise UserError(f"--pair {text!r} is not two labels A,B", "write it as --pair tg,gpt2")
+            pairs.append(tuple(parts))
     if not grid_dir.is_dir():
         raise UserError(f"grid directory '{grid_dir}' does not exist", "run tgbench train-grid first")
     write_results(grid_dir)
-    first, _, second = pair.partition(",")
     try:
-        path = write_fits(grid_dir, pair=(first.strip(), second.strip()), n_resamples=resamples)
+        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed)
     except ValueError as err:
         raise UserError(f"cannot fit {grid_dir}: {err}", "check results.csv for missing or bad losses") from err
-    console.print(f"fits written to {path}")
+    fits = json.loads(path.read_text())
+    for note in fits.get("notes", []):
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
+    compared = ", ".join(f"{a} vs {b}" for a, b in fits.get("pairs", [])) or "no pairs"
+    console.print(f"fits written to {path} ({compared})", soft_wrap=True, markup=False)
+
+
+@app.command()
+def report(
+    grid_dir: Annotated[Path, typer.Argument(help="Grid directory (grid.toml, results.csv, fits.json, runs).")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="HTML file to write (default: GRID_DIR/report.html).")] = None,
+) -> None:
+    """Render a grid's results as one self-contained HTML file (verdict, plots, tables, provenance)."""
+    from tgbench.report import write_report
+
+    path = write_report(grid_dir, output)
+    console.print(f"report written to {path}", soft_wrap=True)
 
 
 @app.command()
@@ -246,9 +289,6 @@ def _register_plugins() -> None:
 
     app.command("eval", help="Evaluate runs: ppl, reversal, or any lm-eval task.")(eval_command)
     app.command("export", help="Write a GPT-2 run as a Hugging Face checkpoint.")(export_command)
-    from tgbench.report import report_command
-
-    app.command("report", help="Render a grid's results as one self-contained HTML file.")(report_command)
     from tgbench.bench import bench_command
 
     app.command("bench", help="Throughput and memory benchmarks (ratios measured side by side).")(bench_command)
@@ -257,50 +297,84 @@ def _register_plugins() -> None:
 _register_plugins()
 
 
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts, exits) of click and of the click copy newer Typer versions vendor."""
+    import click
+
+    def family(name: str, *known: type) -> tuple[type, ...]:
+        typer_own = [c for c in type.mro(typer.BadParameter) if c.__name__ == name]
+        return tuple({*known, *typer_own}) if name == "ClickException" else known
+
+    return (family("ClickException", click.ClickException),
+            (click.exceptions.Abort, typer.Abort), (click.exceptions.Exit, typer.Exit))
+
+
+def _given_value(param) -> str | None:
+    """The command-line value given for a click parameter, so an error can name it."""
+    if param is None:
+        return None
+    args = sys.argv[1:]
+    given = None
+    for i, arg in enumerate(args):  # the last occurrence wins, as in click
+        for opt in getattr(param, "opts", ()):
+            if arg == opt and i + 1 < len(args):
+                given = args[i + 1]
+            elif arg.startswith(opt + "="):
+                given = arg[len(opt) + 1 :]
+    return given
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     import errno
 
-    import click
+    from tgbench.console import print_error
 
+    usage_errors, aborts, exits = _click_errors()
     try:
         code = app(standalone_mode=False)  # without standalone mode, click returns a typer.Exit's code
     except UserError as err:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {err.message}")
-        if err.fix:
-            err_console.print(f"[bold]fix:[/bold] {err.fix}")
+        print_error(err.message, err.fix)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except aborts:
         sys.exit(130)
-    except click.ClickException as err:
-        err.show()
+    except exits as err:
         sys.exit(err.exit_code)
-    except click.exceptions.Exit as err:
-        sys.exit(err.exit_code)
+    except usage_errors as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            err.show()
+            sys.exit(0)
+        context = getattr(err, "ctx", None)
+        command = context.command_path if context is not None else "tgbench"
+        message = err.format_message()
+        value = _given_value(getattr(err, "param", None))
+        if value is not None and repr(value) not in message:
+            message = f"{message} (got {value!r})"
+        print_error(message, f"see `{command} --help` for the options and their types")
+        sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        print_error("interrupted", label="stopped")
         sys.exit(130)
     except Exception as err:
         from tgbench.train import Interrupted, TrainingFailed
 
         if isinstance(err, Interrupted):
-            err_console.print(f"[bold yellow]interrupted[/bold yellow] (signal {err.signum}); checkpoint written in "
-                              f"{err.run_dir}/checkpoints. Resume with the same command (--resume auto).")
+            print_error(f"signal {err.signum}; checkpoint written in {err.run_dir}/checkpoints",
+                        "resume with the same command (--resume auto)", label="interrupted")
             sys.exit(130)
         if isinstance(err, TrainingFailed):
-            err_console.print(f"[bold red]run failed:[/bold red] {err}")
+            print_error(str(err), label="run failed")
             sys.exit(1)
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT) and not _state["debug"]:
             # writers without their own disk-full message (the corpus cache, lm-eval outputs)
-            err_console.print(f"[bold red]error:[/bold red] disk full: {err}")
-            err_console.print("[bold]fix:[/bold] free disk space, then rerun the same command")
+            print_error(f"disk full: {err}", "free disk space, then rerun the same command")
             sys.exit(2)
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]internal error:[/bold red] {type(err).__name__}: {err}")
-        err_console.print("rerun with --debug for the traceback, and please report it")
+        print_error(f"{type(err).__name__}: {err}", "rerun with --debug for the traceback, and please report it",
+                    label="internal error")
         sys.exit(1)
     if isinstance(code, int) and code != 0:
         sys.exit(code)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tgbench.console import print_table
 from tgbench.errors import UserError
 
 console = Console()
@@ -69,7 +70,7 @@ def eval_command(
         table.add_column(column, justify="right")
     for run_dir, status, values in rows:
         table.add_row(run_dir, status, *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in values])
-    console.print(table)
+    print_table(table, console)
 
 
 def export_command(

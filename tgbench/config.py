@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -57,6 +58,12 @@ class TrainConfig:
             raise UserError(f"train.lr = {self.lr} must be positive", "set a learning rate such as 2.5e-4")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise UserError(f"train.dtype = '{self.dtype}' is not supported", "use auto, float32 or bfloat16")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise UserError(f"train.device = '{self.device}' is not a device", "use auto, cpu, cuda or cuda:N")
+        for name in ("warmup_fraction", "min_lr_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"train.{name} = {getattr(self, name)} is outside [0, 1]",
+                                f"set train.{name} between 0 and 1")
 
 
 @dataclass
@@ -76,7 +83,8 @@ class RunConfig:
         settings = self.to_dict()
         for volatile in ("device", "threads"):
             settings["train"].pop(volatile, None)
-        settings["data"].pop("cache_dir", None)
+        for volatile in ("cache_dir", "workers"):  # where and how fast the corpus is encoded, not what it holds
+            settings["data"].pop(volatile, None)
         blob = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -85,27 +93,55 @@ class RunConfig:
         return from_dict(cls, raw, source)
 
 
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a TOML value fits a field annotation (bool is not an int; an int is a float)."""
+    origin = typing.get_origin(annotation)
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if origin is list or annotation is list:
+        args = typing.get_args(annotation)
+        return isinstance(value, list) and (not args or all(_matches(v, args[0]) for v in value))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True  # an annotation this checker does not understand: the dataclass validates it
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
     """Coerce TOML values to the annotated type, or raise a UserError naming the key."""
-    origin = typing.get_origin(annotation)
-    if annotation is Any or origin is dict:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation in (int, float, str, bool) and not (
-        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
-    ):
+    if not _matches(value, annotation):
+        example = {"bool": "true or false", "int": "a whole number such as 3", "float": "a number such as 0.1",
+                   "str": 'a quoted string such as "x"'}.get(_type_name(annotation), _type_name(annotation))
         raise UserError(
-            f"{where} = {value!r} has the wrong type ({type(value).__name__})",
-            f"give {where} a value of type {annotation.__name__}",
+            f"{where} = {value!r} has the wrong type ({type(value).__name__}); it must be {_type_name(annotation)}",
+            f"give {where} {example}",
         )
+    if annotation is float and isinstance(value, int):
+        return float(value)
     return value
 
 
 def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types."""
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: The dataclass.
+        raw: Its values as read from TOML (or typed on the command line).
+        where: How errors name the table: "config" for the top level, "train", "data", "model option".
+    """
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a table, got {type(raw).__name__}", f"write [{where}] as a TOML table")
     known = {f.name: f for f in fields(cls)}
@@ -115,18 +151,25 @@ def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
 
         hints = [difflib.get_close_matches(k, known, n=1) for k in unknown]
         hint = "; ".join(f"'{k}' -> did you mean '{h[0]}'?" for k, h in zip(unknown, hints, strict=True) if h)
+        what = f"unknown {where}(s)" if " " in where else f"unknown key(s) in {where}"
         raise UserError(
-            f"unknown key(s) in {where}: {', '.join(unknown)}",
+            f"{what}: {', '.join(unknown)}",
             (hint + "; " if hint else "") + f"known keys: {', '.join(known)}",
         )
     values = {}
     hints = typing.get_type_hints(cls)
+
+    def name_of(key: str) -> str:
+        if where == "config":
+            return key
+        return f"{where} {key}" if " " in where else f"{where}.{key}"
+
     for name, value in raw.items():
         annotation = hints[name]
         if dataclasses.is_dataclass(annotation):
-            values[name] = from_dict(annotation, value, f"{where}.{name}" if where != "config" else name)
+            values[name] = from_dict(annotation, value, name_of(name))
         else:
-            values[name] = _check_type(value, annotation, f"{where}.{name}" if where != "config" else name)
+            values[name] = _check_type(value, annotation, name_of(name))
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:

@@ -32,11 +32,11 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
     for task in ("ppl", "reversal"):
         for run_dir in grid_runs(out):
             status, path, _ = eval_run(run_dir, task, corpora=corpora, progress=False)
-            console.print(f"  {task:9s} {run_dir.name}: {status}")
+            console.print(f"  {task:9s} {run_dir.name}: {status}", soft_wrap=True)
     console.rule("[bold]3/4 fitting scaling laws")
     _print_results(write_results(out))
     fits = write_fits(out, n_resamples=100)
-    console.print(f"  {fits}")
+    console.print(f"  {fits}", soft_wrap=True)
     console.rule("[bold]4/4 writing the report")
     report = write_report(out)
     minutes = (time.perf_counter() - started) / 60
@@ -49,10 +49,12 @@ def _print_results(frame) -> None:
     """Every run's lexical perplexities (validation: best checkpoint; test: the whole test split)."""
     from rich.table import Table
 
+    from tgbench.console import print_table
+
     table = Table(title="lexical perplexity per run (lower is better)")
     for column in ("run", "params", "tokens", "val PPL", "test PPL"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for row in frame.sort_values(["label", "width", "tokens"]).itertuples():
         table.add_row(row.run_id, f"{row.n_params:,.0f}", f"{row.tokens:,}", f"{row.best_val_ppl:.1f}",
                       f"{row.test_ppl:.1f}")
-    console.print(table)
+    print_table(table, console)

@@ -24,6 +24,7 @@ the boundary is never split), otherwise ``encode(continuation)`` is appended as 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from lm_eval.api.model import LM  # tgbench/__init__ already set the HF offline variables
+from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 import tgbench
@@ -130,8 +131,11 @@ def score_documents(run, documents: Sequence[Document], *, batch_size: int = DEF
             scores = run.adapter.score(run.model, [documents[i] for i in chunk], run.vocab)
             for index, score in zip(chunk, scores, strict=True):
                 if len(score) != lengths[index]:
-                    raise RuntimeError(f"adapter '{run.adapter.name}' scored {len(score)} tokens of a "
-                                       f"{lengths[index]}-token document (the contract: every content token)")
+                    raise UserError(
+                        f"adapter '{run.adapter.name}' ({type(run.adapter).__module__}) scored {len(score)} tokens "
+                        f"of a {lengths[index]}-token document",
+                        "make the adapter's score() return one log-prob per content token, in order "
+                        "(the contract in docs/adapters.md)")
                 out[index] = score.float().cpu()
             bar.advance(task, len(chunk))
     return out
@@ -512,6 +516,28 @@ def resolve_task(task: str, include_paths: Sequence[Path] = (), metadata: dict |
     return manager, task, task
 
 
+HUB_ERRORS = ("ConnectionError", "DatasetNotFoundError", "LocalEntryNotFoundError", "OfflineModeIsEnabled",
+              "HfHubHTTPError", "DataFilesNotFoundError")
+
+
+@contextlib.contextmanager
+def dataset_errors(task: str):
+    """Turn "the task's dataset is neither cached nor downloadable" into one clear UserError."""
+    try:
+        yield
+    except Exception as err:
+        if not any(cls.__name__ in HUB_ERRORS for cls in type(err).__mro__):
+            raise
+        named = re.search(r"'([^']+/[^']+)'", str(err))
+        dataset = named.group(1) if named else f"the dataset of task '{task}'"
+        raise UserError(
+            f"lm-eval task '{task}' needs {dataset}, which is not in the local Hugging Face cache and could not "
+            f"be downloaded ({type(err).__name__})",
+            f"connect to the internet once so `datasets` downloads and caches {dataset}, or point HF_HOME at a "
+            "cache that holds it (offline with a cached copy, set HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1)",
+        ) from err
+
+
 def lm_eval_task(run, task: str, include_paths: Sequence[Path] = (), limit: int | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
                  bootstrap_iters: int = 100, log_samples: bool = False) -> dict[str, Any]:
@@ -529,15 +555,17 @@ def lm_eval_task(run, task: str, include_paths: Sequence[Path] = (), limit: int 
     manager, spec, _ = resolve_task(task, include_paths, metadata)
     lm = TGBenchLM(loaded=run, batch_size=batch_size, progress=progress)
     # No reseeding: the model is already built; the tasks here are deterministic.
-    return simple_evaluate(model=lm, tasks=[spec], task_manager=manager, limit=limit,
-                           bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=None,
-                           numpy_random_seed=None, torch_random_seed=None, fewshot_random_seed=None)
+    with dataset_errors(task):
+        return simple_evaluate(model=lm, tasks=[spec], task_manager=manager, limit=limit,
+                               bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=None,
+                               numpy_random_seed=None, torch_random_seed=None, fewshot_random_seed=None)
 
 
 def lm_eval_versions(task: str, include_paths: Sequence[Path], run_dir: Path) -> tuple[str, dict[str, Any]]:
     """(result name, {task: version}) of an lm-eval task without running it."""
     manager, spec, name = resolve_task(task, include_paths, {"run": str(run_dir)})
-    loaded = manager.load([spec])
+    with dataset_errors(task):
+        loaded = manager.load([spec])
     return name, {t: obj.VERSION for t, obj in loaded["tasks"].items()}
 
 
@@ -701,11 +729,43 @@ def grid_runs(grid_dir: Path) -> list[Path]:
 
 
 # -- console entry point -------------------------------------------------------------------------------
+def _option(args: Sequence[str], name: str) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE` in an argument list."""
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1 :]
+    return None
+
+
+def check_lm_eval_args(args: Sequence[str]) -> None:
+    """Fail fast, before lm-eval loads, on a `run=` that is no run directory or an unknown tgbench task.
+
+    Raises:
+        UserError: naming the bad value and the fix.
+    """
+    model_args = _option(args, "--model_args") or ""
+    for pair in model_args.split(","):
+        key, _, value = pair.partition("=")
+        if key.strip() == "run" and not RunDir(Path(value.strip())).config_path.exists():
+            raise UserError(f"--model_args run={value.strip()} is not a run directory (no config.toml)",
+                            "give a directory written by `tgbench train` or `tgbench train-grid`")
+    local = sorted(FILE_STEMS)
+    for task in (_option(args, "--tasks") or "").split(","):
+        task = task.strip()
+        if task.startswith("tg_") and task not in local:
+            raise unknown_name("task", task, local)
+
+
 def lm_eval_cli(argv: list[str] | None = None, run: Callable[[], None] | None = None) -> None:
     """`tgbench-lm-eval`: lm-eval's own CLI with the ``tgbench`` model registered.
 
     tgbench's task folder (tg_ppl, tg_reversal) is added to ``--include_path`` unless one is given.
+    A missing run directory or an unknown task is one error line with a fix (exit 2), not a traceback.
     """
+    from tgbench.console import print_error
+
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     args = sys.argv[1:]
@@ -713,6 +773,17 @@ def lm_eval_cli(argv: list[str] | None = None, run: Callable[[], None] | None = 
             a == "--include_path" or a.startswith("--include_path=") for a in args):
         sys.argv.append("--include_path")
         sys.argv.append(str(TASKS_DIR))
-    if run is None:
-        from lm_eval.__main__ import cli_evaluate as run
-    run()
+    try:
+        check_lm_eval_args(args)
+        if run is None:
+            from lm_eval.__main__ import cli_evaluate as run
+        run()
+    except UserError as err:
+        print_error(err.message, err.fix)
+        sys.exit(2)
+    except ValueError as err:
+        if "Tasks not found" not in str(err):
+            raise
+        print_error(f"lm-eval: {err}", "check the task names (`lm-eval ls tasks` lists them; tgbench's own: "
+                    f"{', '.join(sorted(FILE_STEMS))})")
+        sys.exit(2)

@@ -99,7 +99,7 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> Path:
     vocab = loaded.vocab
     hf_config = transformers.GPT2Config(
         vocab_size=vocab.size, n_positions=config.context, n_embd=config.width, n_layer=config.layers,
-        n_head=config.heads, activation_function="gelu_new", resid_pdrop=config.dropout,
+        n_head=config.n_heads, activation_function="gelu_new", resid_pdrop=config.dropout,
         embd_pdrop=config.dropout, attn_pdrop=config.attention_dropout, layer_norm_epsilon=config.layer_norm_eps,
         bos_token_id=vocab.eod_id, eos_token_id=vocab.eod_id, pad_token_id=vocab.pad_id, tie_word_embeddings=True,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from tgbench.adapter import heads_for
 from tgbench.config import RunConfig, TrainConfig, from_dict, read_toml, to_toml
 from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
@@ -129,10 +130,6 @@ class RunSpec:
     config: RunConfig
 
 
-def heads_for(width: int, head_dim: int) -> int:
-    return max(1, math.ceil(width / head_dim))
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
@@ -181,6 +178,20 @@ def load_grid(path: Path | None = None, preset: str | None = None) -> GridConfig
     grid = GridConfig.from_dict(raw, source)
     validate_models(grid)
     return grid
+
+
+def check_data(data: DataConfig) -> None:
+    """Fail now on data settings that would fail later: an unknown splitter or tokenizer, a missing corpus.
+
+    A hub corpus (``hf:NAME``) is not contacted; its errors come when it is first read.
+    """
+    from tgbench.data.corpus import source_identity, validate_config
+    from tgbench.data.split import check_splitter
+
+    validate_config(data)
+    check_splitter(data.splitter)
+    if not data.corpus.startswith("hf:"):
+        source_identity(data.corpus)
 
 
 def validate_models(grid: GridConfig) -> None:
@@ -255,6 +266,7 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
     """
     from tgbench.data import load_corpus
 
+    check_data(grid.data)  # before any directory is made or run trained
     out.mkdir(parents=True, exist_ok=True)
     specs = expand(grid)
     write_text(out / "grid.toml", to_toml(grid.to_dict()))
@@ -272,6 +284,7 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
                              on_log=lambda record, run_id=spec.run_id: board.update(run_id, record))
             board.state[spec.run_id] = status
             board.refresh()
+    board.print_final(progress)
     return write_results(out)
 
 
@@ -302,14 +315,24 @@ class _Board:
         self._last = 0.0
 
     def live(self, enabled: bool):
+        """A live-updating table on a terminal; in a log the final table is printed once (`print_final`)."""
         from contextlib import nullcontext
 
+        from rich.console import Console
         from rich.live import Live
 
-        if not enabled:
+        if not enabled or not Console().is_terminal:
             return nullcontext()
         self._live = Live(self.table(), refresh_per_second=2, transient=False)
         return self._live
+
+    def print_final(self, enabled: bool) -> None:
+        from rich.console import Console
+
+        from tgbench.console import print_table
+
+        if enabled and not Console().is_terminal:
+            print_table(self.table())
 
     def update(self, run_id: str, record: dict[str, Any]) -> None:
         self.latest.setdefault(run_id, {}).update(record)
@@ -326,7 +349,9 @@ class _Board:
 
         table = Table(title="grid", show_lines=False)
         for column in ("run", "state", "tokens", "train loss", "val loss"):
-            table.add_column(column, justify="right" if column != "run" else "left")
+            # Run ids fold onto a second line on a narrow terminal rather than being cut.
+            table.add_column(column, justify="right" if column != "run" else "left",
+                             overflow="fold" if column == "run" else "ellipsis")
         colours = {"done": "green", "skipped": "green", "failed": "red", "running": "yellow"}
         for spec in self.specs:
             record = self.latest.get(spec.run_id, {})

@@ -113,17 +113,25 @@ def adapter_origin(name: str) -> str:
 def build_adapter(config: RunConfig) -> Adapter:
     """The adapter a run config names, holding the run's model settings.
 
+    Every option is checked against the adapter's config dataclass: unknown names (with a
+    did-you-mean) and wrong types (`--set detach_memory=maybe`) are errors, before any work.
+
     Raises:
         UserError: for an unknown adapter, an unknown model option or an invalid value.
     """
+    from tgbench.config import from_dict
+
     cls = get_adapter_class(config.model)
+    if not isinstance(config.model_options, dict):
+        raise UserError(f"model_options = {config.model_options!r} is not a table",
+                        "write model options as a TOML table: [model_options] width = 128")
+    if dataclasses.is_dataclass(getattr(cls, "config_class", None)):
+        return cls(from_dict(cls.config_class, config.model_options, "model option"))
     try:
         return cls(**config.model_options)
     except TypeError as err:
-        raise UserError(
-            f"bad model option for '{config.model}': {err}",
-            f"valid options are the fields of {cls.config_class.__name__}",
-        ) from err
+        raise UserError(f"bad model option for '{config.model}': {err}",
+                        f"valid options are the fields of {cls.config_class.__name__}") from err
     except ValueError as err:
         raise UserError(f"invalid model settings for '{config.model}': {err}", "fix the model options") from err
 

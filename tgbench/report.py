@@ -14,11 +14,10 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import typer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tgbench.grid import REVERSAL_KEYS
@@ -228,20 +227,28 @@ def _classify(values: Iterable[str]) -> str:
     return "overlap"
 
 
-def multiplier_summary(fits: dict[str, Any] | None, axis: str, form: str = FIT_FORM) -> dict[str, Any]:
-    """The pair's multipliers on one axis: points with intervals, their range, and ahead/behind/overlap."""
+def multiplier_summary(fits: dict[str, Any] | None, axis: str, a: str, b: str,
+                       form: str = FIT_FORM) -> dict[str, Any]:
+    """B's multipliers over A on one axis: points with intervals, their range, and ahead/behind/overlap.
+
+    ``range`` is the min-max of the point estimates over the measured budgets (or sizes); ``ci`` spans the
+    lowest lower and the highest upper 95% bound of those points.
+    """
     if not fits:
         return {"status": "missing", "points": [], "range": None, "ci": None, "class": "unknown"}
-    groups = (fits.get("multipliers") or {}).get(axis) or {}
-    points = []
+    groups = (((fits.get("multipliers") or {}).get(axis) or {}).get(a) or {}).get(b) or {}
+    points, interval_notes = [], set()
     for group, forms in sorted(groups.items()):
-        for p in ((forms or {}).get(form) or {}).get("points", []):
+        mult = (forms or {}).get(form) or {}
+        if mult.get("interval_note"):
+            interval_notes.add(str(mult["interval_note"]))
+        for p in mult.get("points", []):
             points.append({**p, "group": group})
     ok = [p for p in points if p.get("status") == "ok" and _num(p.get("value")) is not None]
     if not points:
-        note = next((n for n in fits.get("notes", []) if f"no {axis}-axis multipliers" in n), "")
+        note = next((n for n in fits.get("notes", []) if f"no {axis}-axis multipliers for {a} vs {b}" in n), "")
         return {"status": "missing", "points": [], "range": None, "ci": None, "class": "unknown",
-                "note": note}
+                "note": note or f"fits.json has no {axis}-axis multipliers for {a} vs {b}"}
     if not ok:
         status = "fit failed" if any(p.get("status") == "fit failed" for p in points) else "not reachable"
         return {"status": status, "points": points, "range": None, "ci": None, "class": "unknown"}
@@ -250,9 +257,10 @@ def multiplier_summary(fits: dict[str, Any] | None, axis: str, form: str = FIT_F
     highs = [_num(p.get("ci_high")) for p in ok]
     with_ci = [(lo, hi) for lo, hi in zip(lows, highs, strict=True) if lo is not None and hi is not None]
     classes = ["ahead" if lo > 1 else "behind" if hi < 1 else "overlap" for lo, hi in with_ci]
-    return {"status": "ok", "points": points, "range": (min(values), max(values)),
+    return {"status": "ok", "points": points, "range": (min(values), max(values)), "n_points": len(ok),
             "ci": (min(lo for lo, _ in with_ci), max(hi for _, hi in with_ci)) if with_ci else None,
-            "class": _classify(classes) if classes and len(classes) == len(ok) else "unknown"}
+            "class": _classify(classes) if classes and len(classes) == len(ok) else "unknown",
+            "note": "" if with_ci else "; ".join(sorted(interval_notes))}
 
 
 def ppl_cells(frame: pd.DataFrame, a: str, b: str) -> list[dict[str, Any]]:
@@ -276,33 +284,58 @@ def ppl_cells(frame: pd.DataFrame, a: str, b: str) -> list[dict[str, Any]]:
     return cells
 
 
+def _fitted_pairs(fits: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [(str(p[0]), str(p[1])) for p in (fits or {}).get("pairs") or [] if len(p) == 2]
+
+
+def _why_not_distinguishable(a: str, b: str, mults: dict[str, dict], ppl_class: str, measured: list) -> str:
+    """Why the overall verdict is "not distinguishable", naming any evidence that does point one way."""
+    what = {"ahead": f"favours {a}", "behind": f"favours {b}", "overlap": "includes 1"}
+    parts = []
+    for axis, name in (("data", "the data multiplier's interval"), ("params", "the parameter multiplier's interval")):
+        cls = mults[axis]["class"]
+        if cls in ("ahead", "behind"):
+            parts.append(f"{name} excludes 1 ({what[cls]})")
+        elif cls == "overlap":
+            parts.append(f"{name} includes 1")
+    if ppl_class == "overlap":
+        parts.append("the perplexities' seed spreads overlap")
+    elif ppl_class in ("ahead", "behind"):
+        parts.append(f"the perplexities' seed spreads separate ({what[ppl_class]})")
+    elif measured:
+        parts.append("one seed per cell gives the perplexities no spread")
+    if any(mults[axis]["class"] in ("ahead", "behind") for axis in mults):
+        parts.append("the pieces of evidence disagree, so no overall direction is claimed")
+    return "; ".join(parts) or "no interval or seed spread separates them"
+
+
 def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
     """Multipliers (when fits.json fitted this pair), perplexity differences and a plain sentence."""
     fits = files.fits
-    fitted_pair = list(fits.get("pair", [])) if fits else []
-    has_fits = fitted_pair == [a, b]
-    mults = {axis: multiplier_summary(fits if has_fits else None, axis) for axis in ("data", "params")}
+    has_fits = (a, b) in _fitted_pairs(fits)
+    mults = {axis: multiplier_summary(fits if has_fits else None, axis, a, b) for axis in ("data", "params")}
     if not has_fits:
         for m in mults.values():
-            m["note"] = ("fits.json is missing" if not fits else
-                         f"fits.json fits the pair {' vs '.join(map(str, fitted_pair))}; rerun tgbench fit "
-                         f"--pair {a},{b} for this one")
+            m["note"] = ("fits.json is missing: run tgbench fit" if not fits else
+                         f"fits.json does not fit {a} vs {b}; rerun tgbench fit --pair {a},{b}")
     cells = ppl_cells(files.results, a, b)
     measured = [c for c in cells if not c["missing"]]
     # A cell with one seed per model has no spread: its sign is shown but is not evidence either way.
     ppl_class = _classify(c["class"] for c in measured if c["seeds"] >= 2)
     evidence = [c for c in (mults["data"]["class"], mults["params"]["class"], ppl_class) if c != "unknown"]
     overall = _classify(evidence) if evidence else ("overlap" if measured else "unknown")
-    reason = ("one seed per cell gives no spread, and no interval separates them" if not evidence
-              else "intervals include 1.0 or seed spreads overlap")
     lower = sum(c["diff"] < 0 for c in measured)
     parts = []
     for axis, what in (("data", "data"), ("params", "parameters")):
         m = mults[axis]
         if m["range"]:
             lo, hi = m["range"]
-            value = f"{lo:.2f}\u00d7" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}\u00d7"
-            ci = f" (95% CI {m['ci'][0]:.2f}-{m['ci'][1]:.2f})" if m["ci"] else " (no interval)"
+            n = m.get("n_points", 1)
+            if abs(hi - lo) < 0.005:
+                value = f"{lo:.2f}\u00d7"
+            else:
+                value = f"{lo:.2f}-{hi:.2f}\u00d7 (range of the point estimates at {n} measured points)"
+            ci = f", 95% CIs within {m['ci'][0]:.2f}-{m['ci'][1]:.2f}" if m["ci"] else ", no interval"
             parts.append(f"{b} needs {value}{ci} the {what} to reach {a}'s loss")
     if measured:
         parts.append(f"{a}'s lexical perplexity is lower in {lower} of {len(measured)} measured cells")
@@ -312,6 +345,7 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
     elif overall == "behind":
         sentence = f"{a} is behind {b}" + (f": {detail}." if detail else ".")
     elif overall == "overlap":
+        reason = _why_not_distinguishable(a, b, mults, ppl_class, measured)
         sentence = f"{a} and {b} are not distinguishable at this scale ({reason})" + (f": {detail}." if detail else ".")
     else:
         sentence = f"No finished, evaluated runs of both {a} and {b} yet: nothing to compare."
@@ -320,16 +354,16 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
 
 
 def verdicts(files: GridFiles) -> list[dict[str, Any]]:
-    """The fitted pair first, then its first adapter against every other base adapter in the grid."""
-    pair = tuple(files.fits.get("pair", ("tg", "gpt2"))) if files.fits else ("tg", "gpt2")
-    if len(pair) != 2:
-        pair = ("tg", "gpt2")
+    """Every pair fits.json fitted (tg against every other label by default), then any label left out."""
+    pairs = _fitted_pairs(files.fits)
     labels = _labels(files.results)
-    out = [pair_verdict(files, str(pair[0]), str(pair[1]))]
+    reference = pairs[0][0] if pairs else ("tg" if "tg" in labels or not labels else labels[0])
     for other in labels:
-        if other not in pair and "/" not in other:
-            out.append(pair_verdict(files, str(pair[0]), other))
-    return out
+        if other != reference and (reference, other) not in pairs:
+            pairs.append((reference, other))
+    if not pairs:
+        pairs = [(reference, "gpt2")]
+    return [pair_verdict(files, a, b) for a, b in pairs]
 
 
 # -- plots ---------------------------------------------------------------------------------------------------
@@ -382,25 +416,30 @@ def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
     return out
 
 
-def multiplier_plots(verdict: dict[str, Any]) -> list:
-    """The pair's multipliers against D and against N, with intervals and the paper's band."""
+def multiplier_plots(pair_verdicts: list[dict[str, Any]], palette: dict[str, str]) -> list:
+    """Every fitted pair's multipliers against D and against N, with intervals and the paper's band."""
     out = []
+    first = pair_verdicts[0]["a"]
+    shown = [v for v in pair_verdicts if v["a"] == first]
     for axis, xlabel in (("data", "training tokens D"), ("params", "non-embedding parameters N")):
-        m = verdict["multipliers"][axis]
-        ok = [p for p in m["points"] if p.get("status") == "ok" and _num(p.get("value")) is not None]
-        series = [Series(f"{verdict['a']} over {verdict['b']}", "#D55E00",
-                         [(p["x"], p["value"]) for p in ok],
-                         [(p["x"], p["ci_low"], p["ci_high"]) for p in ok
-                          if _num(p.get("ci_low")) is not None and _num(p.get("ci_high")) is not None],
-                         [(p["x"], p["value"]) for p in ok])]
+        series = []
+        for verdict in shown:
+            ok = [p for p in verdict["multipliers"][axis]["points"]
+                  if p.get("status") == "ok" and _num(p.get("value")) is not None]
+            series.append(Series(f"{verdict['b']} over {verdict['a']}", palette.get(verdict["b"], "#D55E00"),
+                                 [(p["x"], p["value"]) for p in ok],
+                                 [(p["x"], p["ci_low"], p["ci_high"]) for p in ok
+                                  if _num(p.get("ci_low")) is not None and _num(p.get("ci_high")) is not None],
+                                 [(p["x"], p["value"]) for p in ok]))
         bands = [Band(1.0, 1.0, "1.0 = no difference")]
-        if verdict["paper"]:
+        if any(v["paper"] for v in shown):
             lo, hi = PAPER[axis]
-            bands.append(Band(lo, hi, f"paper {lo:.2f}-{hi:.2f}\u00d7", "#0072B2"))
+            bands.append(Band(lo, hi, f"paper (gpt2) {lo:.2f}-{hi:.2f}\u00d7", "#0072B2"))
         name = "m_D" if axis == "data" else "m_N"
-        out.append(plot(series, title=f"{name}: {verdict['b']} {'data' if axis == 'data' else 'parameters'} "
-                        f"needed / {verdict['a']}'s", xlabel=xlabel, ylabel="multiplier", xlog=True,
-                        bands=bands, note="bars: 95% bootstrap interval" if ok else ""))
+        has_points = any(s.points for s in series)
+        out.append(plot(series, title=f"{name}: {'data' if axis == 'data' else 'parameters'} needed / {first}'s",
+                        xlabel=xlabel, ylabel="multiplier", xlog=True, bands=bands,
+                        note="bars: 95% interval" if has_points else ""))
     return out
 
 
@@ -458,7 +497,31 @@ def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
     out.append(plot(series, title="Reversal probe: margin (distractor - target NLL)",
                     xlabel="training tokens D", ylabel="margin (nats)", bands=[Band(0.0, 0.0, "0 = chance")],
                     note="negative margin = the distractor is preferred"))
+    series, at_chance = [], []
+    for label in _labels(frame):
+        g = frame[frame["label"] == label]
+        for cond, dashed in (("normal", False), ("reversed", True)):
+            pts = _mean_by(g, "tokens", f"reversal_{cond}_error_rate")
+            series.append(Series(f"{label} {cond}", palette[label], pts, [], pts, dashed))
+            for tokens, rate in pts:
+                seeds = int(g.loc[g["tokens"] == tokens, f"reversal_{cond}_error_rate"].notna().sum())
+                if _at_chance(rate, seeds):
+                    at_chance.append(f"{label} {cond} at D = {fmt_value(tokens, fmt='si')}")
+    note = ("at chance (within the 95% binomial band of 0.5): " + ", ".join(at_chance) if at_chance
+            else "no point is at chance (all outside the 95% binomial band of 0.5)")
+    out.append(plot(series, title="Reversal probe: error rate (distractor preferred)",
+                    xlabel="training tokens D", ylabel="error rate", bands=[Band(0.5, 0.5, "0.5 = chance")],
+                    note=note))
     return out
+
+
+def _at_chance(error_rate: float, seeds: int) -> bool:
+    """Whether an error rate averaged over `seeds` evaluations of the probe is within the 95% binomial band of
+    chance (0.5), assuming every evaluation scored the probe's full REVERSAL_PAIRS pairs per condition."""
+    from tgbench.evaluate import REVERSAL_PAIRS
+
+    n = max(seeds, 1) * REVERSAL_PAIRS
+    return abs(error_rate - 0.5) <= 1.96 * math.sqrt(0.25 / n)
 
 
 def _mean_by(g: pd.DataFrame, x_col: str, y_col: str) -> list[tuple[float, float]]:
@@ -712,7 +775,7 @@ def render_report(grid_dir: Path) -> str:
         "verdicts": pair_verdicts,
         "paper": PAPER,
         "scaling_plots": [] if empty else scaling_plots(files, palette),
-        "multiplier_plots": multiplier_plots(pair_verdicts[0]) if pair_verdicts else [],
+        "multiplier_plots": multiplier_plots(pair_verdicts, palette) if pair_verdicts else [],
         "curve_plots": [] if empty else curve_plots(files, palette),
         "reversal_plots": [] if empty else reversal_plots(files, palette),
         "runs": runs_table(frame) if not empty else None,
@@ -738,13 +801,3 @@ def write_report(grid_dir: Path, output: Path | None = None) -> Path:
     output = Path(output) if output is not None else grid_dir / "report.html"
     write_text(output, render_report(grid_dir))
     return output
-
-
-def report_command(
-    grid_dir: Annotated[Path, typer.Argument(help="Grid directory (grid.toml, results.csv, runs).")],
-    output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="HTML file to write [default: GRID_DIR/report.html].")] = None,
-) -> None:
-    """Render one self-contained HTML report of a grid (verdict, plots, tables, provenance)."""
-    path = write_report(grid_dir, output)
-    typer.echo(f"report written to {path}")

@@ -99,6 +99,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, total_st
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
 
 
+CPU_FLOPS_PER_CORE = 15e9  # training FLOP/s per core measured here (benchmarks: ~30 GFLOP/s on 2 cores)
+LARGE_RUN_HOURS = 1.0
+
+
+def warn_if_large(model: torch.nn.Module, tokens: int, device: torch.device) -> float:
+    """Print a warning when a CPU run would take hours (e.g. a bare `tgbench train --model tg`: 12 x 768).
+
+    The estimate is 6 x parameters (embeddings included: the tied output layer costs as much as
+    its matrix) x training tokens, at the CPU rate measured by the benchmarks.
+
+    Returns:
+        The estimated hours (0 on a GPU).
+    """
+    if device.type != "cpu":
+        return 0.0
+    flops = 6 * sum(p.numel() for p in model.parameters()) * tokens
+    hours = flops / (CPU_FLOPS_PER_CORE * torch.get_num_threads()) / 3600
+    if hours > LARGE_RUN_HOURS:
+        from tgbench.console import print_error
+
+        print_error(f"this run is large for a CPU: ~{flops / 1e15:.2f} PFLOP, roughly {hours:.0f} hours on "
+                    f"{torch.get_num_threads()} threads", "for a quick run try --width 128 --layers 4 --tokenizer "
+                    "bpe-8192 --tokens 300000, or train on a GPU (--device cuda)", label="warning")
+    return hours
+
+
 def seed_everything(seed: int) -> None:
     import random
 
@@ -235,6 +261,7 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
     if total_steps == 0:
         raise UserError("the training subset produced no batches", "raise --tokens or use a larger corpus")
 
+    warn_if_large(model, sum(len(s) for d in train_docs for s in d) * tc.epochs, device)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, total_steps)
     state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "best_val_loss": None, "acc": _fresh_acc()}

@@ -5,17 +5,30 @@
 documents with too few sentences, and stores each split as three flat numpy arrays. The result is
 cached under a key that hashes the source identity and every setting that changes the encoding,
 so a grid of runs tokenises once.
+
+Encoding streams: documents go out in chunks of `ENCODE_CHUNK_DOCS`, to worker processes when
+``DataConfig.workers`` allows (at most `EncodingPool.max_in_flight` chunks at a time), and each
+chunk comes back as compact int32/int64 arrays that are appended in document order. The result is
+the same, byte for byte, for any number of workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
+import math
+import multiprocessing
 import os
+import signal
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +38,19 @@ import numpy as np
 from tgbench.adapter import Vocab
 from tgbench.data import sources
 from tgbench.data.split import SPLITTERS, cap_and_merge, check_splitter, split_sentences
-from tgbench.data.tokenizer import Tokenizer, load_tokenizer, make_tokenizer, parse_tokenizer_spec
+from tgbench.data.tokenizer import (
+    Tokenizer,
+    load_tokenizer,
+    make_tokenizer,
+    parse_tokenizer_spec,
+    tokenizer_from_str,
+)
 from tgbench.errors import UserError, unknown_name
 
 FORMAT_VERSION = 2  # bump whenever the encoding or the cache layout changes
 SPLITS = sources.SPLITS
-ENCODE_CHUNK_DOCS = 256  # documents per tokenizer batch (and per progress-bar step)
+ENCODE_CHUNK_DOCS = 256  # documents per tokenizer batch (and per worker task and progress-bar step)
+MIN_CHUNKS_PER_WORKER = 4  # a worker takes a second or more to start: not worth it for less work than this
 
 
 @dataclass
@@ -49,6 +69,10 @@ class DataConfig:
         valid_fraction: Share of documents hashed into valid, for sources without their own splits.
         test_fraction: Same for test.
         cache_dir: "" -> $TGBENCH_CACHE_DIR or ~/.cache/tgbench.
+        workers: Processes that split and tokenise: 0 = one per available CPU core, 1 = this process
+            only. Fewer for a small corpus: at least `MIN_CHUNKS_PER_WORKER` chunks of
+            `ENCODE_CHUNK_DOCS` documents per worker. The result does not depend on it, so, like
+            cache_dir, it is not part of the cache key.
     """
 
     corpus: str = "embedded"
@@ -61,6 +85,7 @@ class DataConfig:
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
     cache_dir: str = ""
+    workers: int = 0
 
 
 class Split:
@@ -215,9 +240,10 @@ def source_identity(corpus: str) -> Any:
 
 
 def corpus_key(config: DataConfig) -> str:
-    """Hash of everything that determines the encoded corpus (not cache_dir)."""
+    """Hash of everything that determines the encoded corpus (not cache_dir, not workers)."""
     settings = dataclasses.asdict(config)
     settings.pop("cache_dir")
+    settings.pop("workers")
     settings.pop("corpus")
     blob = json.dumps(
         {"format": FORMAT_VERSION, "source": source_identity(config.corpus), "settings": settings},
@@ -233,51 +259,269 @@ def validate_config(config: DataConfig) -> None:
     parse_tokenizer_spec(config.tokenizer)
     if config.min_document_sentences < 1:
         raise UserError(f"min_document_sentences must be at least 1, got {config.min_document_sentences}")
+    if config.workers < 0:
+        raise UserError(f"workers must be 0 (one per CPU core) or more, got {config.workers}")
 
 
 # -- encoding --------------------------------------------------------------------------------------
+# One chunk of documents goes through `_encode_chunk`, in this process or in a worker; the parent
+# appends the chunks' arrays in document order (`_SplitBuilder`). Serial and parallel encoding run
+# the same code on the same chunks, so their results are identical.
+
+
+@dataclass
+class _EncodedChunk:
+    """A chunk of documents after encoding: the kept documents, flat, and what happened to them.
+
+    Arrays rather than lists of lists: they are cheap to send between processes and to hold.
+    """
+
+    tokens: np.ndarray  # int32, the kept documents' tokens, concatenated
+    sentence_tokens: np.ndarray  # int64, tokens per kept sentence
+    document_sentences: np.ndarray  # int64, sentences per kept document
+    sentences_resplit: int
+    fragments_merged: int
+    documents_dropped: int
+
+
+def _encode_chunk(texts: Sequence[str], tokenizer: Tokenizer, config: DataConfig) -> _EncodedChunk:
+    """Sentence-split, tokenise (one batch), cap/merge and filter a chunk of documents' texts."""
+    pieces = [split_sentences(text, config.splitter) for text in texts]
+    flat_ids = tokenizer.encode_batch([p for doc_pieces in pieces for p in doc_pieces])
+    tokens: list[int] = []
+    sentence_tokens: list[int] = []
+    document_sentences: list[int] = []
+    resplit = merged = dropped = 0
+    position = 0
+    for doc_pieces in pieces:
+        ids = flat_ids[position : position + len(doc_pieces)]
+        position += len(doc_pieces)
+        sentences, n_resplit, n_merged = cap_and_merge(ids, config.max_sentence_tokens, config.min_fragment_tokens)
+        resplit += n_resplit
+        merged += n_merged
+        # Sentences as the splitter found them: the kept documents (and so every content token
+        # of every split) do not depend on the cap, e.g. for the half-length ablation.
+        if sum(1 for s in ids if s) < config.min_document_sentences:
+            dropped += 1
+            continue
+        document_sentences.append(len(sentences))
+        for sentence in sentences:
+            sentence_tokens.append(len(sentence))
+            tokens.extend(sentence)
+    return _EncodedChunk(
+        np.array(tokens, dtype=np.int32),
+        np.array(sentence_tokens, dtype=np.int64),
+        np.array(document_sentences, dtype=np.int64),
+        resplit,
+        merged,
+        dropped,
+    )
+
+
+def _concatenate_releasing(pieces: list[np.ndarray], dtype: Any) -> np.ndarray:
+    """``np.concatenate(pieces)``, emptying `pieces` as it copies, so memory peaks at about one copy."""
+    out = np.empty(sum(len(piece) for piece in pieces), dtype=dtype)
+    position = 0
+    pieces.reverse()
+    while pieces:
+        piece = pieces.pop()  # the list's reference goes: the piece is freed once copied
+        out[position : position + len(piece)] = piece
+        position += len(piece)
+    return out
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Offsets ``[0, c0, c0 + c1, ...]`` (int64) of consecutive runs of the given lengths."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+class _SplitBuilder:
+    """Collects a split's encoded chunks in document order; `finish` makes the `Split` and its stats."""
+
+    def __init__(self) -> None:
+        self.stats = SplitStats()
+        self.tokens: list[np.ndarray] = []
+        self.sentence_tokens: list[np.ndarray] = []
+        self.document_sentences: list[np.ndarray] = []
+
+    def add(self, chunk: _EncodedChunk) -> None:
+        self.tokens.append(chunk.tokens)
+        self.sentence_tokens.append(chunk.sentence_tokens)
+        self.document_sentences.append(chunk.document_sentences)
+        self.stats.sentences_resplit += chunk.sentences_resplit
+        self.stats.fragments_merged += chunk.fragments_merged
+        self.stats.documents_dropped += chunk.documents_dropped
+
+    def finish(self) -> tuple[Split, SplitStats]:
+        tokens = _concatenate_releasing(self.tokens, np.int32)
+        sentence_offsets = _offsets(_concatenate_releasing(self.sentence_tokens, np.int64))
+        document_offsets = _offsets(_concatenate_releasing(self.document_sentences, np.int64))
+        split = Split(tokens, sentence_offsets, document_offsets)
+        stats = self.stats
+        stats.documents = len(split)
+        stats.sentences = split.n_sentences
+        stats.lexical_tokens = split.lexical_tokens
+        stats.mean_sentence_tokens = split.lexical_tokens / max(split.n_sentences, 1)
+        return split, stats
+
+
+# Worker processes: each rebuilds the tokenizer once, in `_init_worker`, so a task carries only texts.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_spec: str, tokenizer_data: str, config: DataConfig) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers itself
+    # The workers are the parallelism: one thread each, or N workers x N library threads compete.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    import torch  # already imported with tgbench.adapter; the "sat" splitter runs on it
+
+    torch.set_num_threads(1)
+    _WORKER["tokenizer"] = tokenizer_from_str(tokenizer_spec, tokenizer_data)
+    _WORKER["config"] = config
+
+
+def _encode_in_worker(texts: list[str]) -> _EncodedChunk:
+    return _encode_chunk(texts, _WORKER["tokenizer"], _WORKER["config"])
+
+
+def _start_method_context() -> Any:
+    """The multiprocessing context the workers start from: never a fork of this process.
+
+    The parent may hold torch's and the tokenizers library's thread pools, which a forked child
+    inherits in an unusable state. Where it exists, the fork server is a fresh interpreter started
+    once per process that imports this module (and so torch) once, then forks each worker from
+    itself; elsewhere every worker is a fresh interpreter ("spawn").
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["__main__", __name__])  # "__main__" is the default preload
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def resolve_workers(requested: int, n_chunks: int) -> int:
+    """Worker processes for `n_chunks` chunks: `requested` (0: one per available core), but at least
+    `MIN_CHUNKS_PER_WORKER` chunks each; 1 means encoding in this process."""
+    return max(1, min(requested or available_cpus(), n_chunks // MIN_CHUNKS_PER_WORKER))
+
+
+class EncodingPool:
+    """Worker processes that encode chunks of documents for one tokenizer and one config.
+
+    A context manager: leaving it normally waits for the workers to exit; leaving it on an exception
+    (Ctrl-C included) terminates them at once, so no worker outlives an interrupted encoding.
+
+    Attributes:
+        workers: Number of worker processes.
+        max_in_flight: Chunks submitted but not yet collected, at most: enough that every worker has
+            the next chunk queued while the parent collects one, few enough that memory stays bounded.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, config: DataConfig, workers: int) -> None:
+        self.workers = workers
+        self.max_in_flight = 2 * workers
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=_start_method_context(),
+            initializer=_init_worker,
+            initargs=(tokenizer.name, tokenizer.to_str(), config),
+        )
+
+    def submit(self, texts: list[str]) -> Future:
+        """Encode one chunk's texts in a worker; the future's result is an `_EncodedChunk`."""
+        return self._executor.submit(_encode_in_worker, texts)
+
+    def terminate(self) -> None:
+        """Stop the workers now; chunks queued or running are dropped."""
+        # Python < 3.14 has no public call for this (3.14 adds terminate_workers): take the processes
+        # from the executor before shutdown forgets them.
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def __enter__(self) -> EncodingPool:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if exc_type is None:
+            self._executor.shutdown(wait=True)
+            return
+        self.terminate()
+        if isinstance(exc, BrokenProcessPool):
+            raise UserError(
+                "a worker process encoding the corpus stopped unexpectedly (its error, if any, is printed above)",
+                "workers import the main script: in a script, call load_corpus under "
+                "`if __name__ == \"__main__\":`; otherwise set the data setting workers = 1 (encode in this "
+                "process) or lower it if memory ran out",
+            ) from exc
+
+
+def _chunks(documents: Iterable[sources.RawDocument], size: int) -> Iterator[list[sources.RawDocument]]:
+    iterator = iter(documents)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
 def encode_documents(
-    documents: Sequence[sources.RawDocument],
+    documents: Iterable[sources.RawDocument],
     tokenizer: Tokenizer,
     config: DataConfig,
     advance: Callable[[int], None] = lambda n: None,
+    pool: EncodingPool | None = None,
 ) -> tuple[Split, SplitStats]:
     """Sentence-split, tokenise, cap/merge and filter one split's documents.
 
     Args:
-        documents: The split's raw documents.
+        documents: The split's raw documents, read once, chunk by chunk (any iterable).
         tokenizer: Content-id tokenizer.
         config: Splitter and caps.
-        advance: Called with the number of documents done after every batch (progress bar).
+        advance: Called with the number of documents done after every chunk (progress bar).
+        pool: Worker processes made for this tokenizer and config; None encodes in this process.
+            The result is the same either way.
     """
-    stats = SplitStats(replaced_bytes=sum(doc.replaced_bytes for doc in documents))
-    kept: list[list[list[int]]] = []
-    for start in range(0, len(documents), ENCODE_CHUNK_DOCS):
-        chunk = documents[start : start + ENCODE_CHUNK_DOCS]
-        pieces = [split_sentences(doc.text, config.splitter) for doc in chunk]
-        flat_ids = tokenizer.encode_batch([p for doc_pieces in pieces for p in doc_pieces])
-        position = 0
-        for doc_pieces in pieces:
-            ids = flat_ids[position : position + len(doc_pieces)]
-            position += len(doc_pieces)
-            sentences, n_resplit, n_merged = cap_and_merge(
-                ids, config.max_sentence_tokens, config.min_fragment_tokens
-            )
-            stats.sentences_resplit += n_resplit
-            stats.fragments_merged += n_merged
-            # Sentences as the splitter found them: the kept documents (and so every content token
-            # of every split) do not depend on the cap, e.g. for the half-length ablation.
-            if sum(1 for s in ids if s) < config.min_document_sentences:
-                stats.documents_dropped += 1
-            else:
-                kept.append(sentences)
-        advance(len(chunk))
-    split = Split.from_documents(kept)
-    stats.documents = len(split)
-    stats.sentences = split.n_sentences
-    stats.lexical_tokens = split.lexical_tokens
-    stats.mean_sentence_tokens = split.lexical_tokens / max(split.n_sentences, 1)
-    return split, stats
+    builder = _SplitBuilder()
+    in_flight: deque[tuple[Future, int]] = deque()  # oldest first: chunks are collected in document order
+
+    def collect_oldest() -> None:
+        future, n_documents = in_flight.popleft()
+        builder.add(future.result())
+        advance(n_documents)
+
+    for chunk in _chunks(documents, ENCODE_CHUNK_DOCS):
+        builder.stats.replaced_bytes += sum(doc.replaced_bytes for doc in chunk)
+        texts = [doc.text for doc in chunk]
+        if pool is None:
+            builder.add(_encode_chunk(texts, tokenizer, config))
+            advance(len(texts))
+            continue
+        in_flight.append((pool.submit(texts), len(texts)))
+        if len(in_flight) >= pool.max_in_flight:
+            collect_oldest()
+    while in_flight:
+        collect_oldest()
+    return builder.finish()
+
+
+def _consume(documents: list[Any]) -> Iterator[sources.RawDocument]:
+    """The documents in order, each dropped from the list once taken, so raw text is freed as it is encoded."""
+    for i in range(len(documents)):
+        document, documents[i] = documents[i], None
+        yield document
 
 
 def _progress(enabled: bool):
@@ -314,18 +558,22 @@ def encode_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
             "replaced by U+FFFD (per split: tgbench data stats)"
         )
     tokenizer = make_tokenizer(config.tokenizer, (doc.text for doc in raw["train"]))
+    read = {name: len(raw[name]) for name in SPLITS}
+    workers = resolve_workers(config.workers, sum(math.ceil(n / ENCODE_CHUNK_DOCS) for n in read.values()))
     splits, stats = {}, {}
-    with _progress(progress) as bar:
-        task = bar.add_task(f"encoding {config.corpus}", total=sum(len(docs) for docs in raw.values()))
+    # One pool for the three splits: workers start (and load the tokenizer) once.
+    workers_context = EncodingPool(tokenizer, config, workers) if workers > 1 else contextlib.nullcontext()
+    with _progress(progress) as bar, workers_context as pool:
+        task = bar.add_task(f"encoding {config.corpus}", total=sum(read.values()))
         for name in SPLITS:
             bar.update(task, description=f"encoding {name}")
             splits[name], stats[name] = encode_documents(
-                raw[name], tokenizer, config, advance=lambda n: bar.advance(task, n)
+                _consume(raw[name]), tokenizer, config, advance=lambda n: bar.advance(task, n), pool=pool
             )
     for name in SPLITS:
         if len(splits[name]) == 0:
             raise UserError(
-                f"split '{name}' has no documents: {len(raw[name])} read, {stats[name].documents_dropped} "
+                f"split '{name}' has no documents: {read[name]} read, {stats[name].documents_dropped} "
                 f"dropped with fewer than {config.min_document_sentences} sentences",
                 "use a larger corpus, or larger valid_fraction/test_fraction "
                 f"(now {config.valid_fraction}/{config.test_fraction})",
@@ -358,7 +606,7 @@ def save_corpus(corpus: EncodedCorpus, directory: Path, seconds: float = 0.0) ->
     meta = {
         "format": FORMAT_VERSION,
         "key": corpus.key,
-        "config": dataclasses.asdict(corpus.config),
+        "config": {k: v for k, v in dataclasses.asdict(corpus.config).items() if k != "workers"},
         "source": source_identity(corpus.config.corpus),
         "tokenizer": corpus.tokenizer.name,
         "base_size": corpus.vocab.base_size,

