@@ -276,11 +276,15 @@ def report(
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Where the demo's runs go.")] = Path("runs/demo")) -> None:
-    """The default job on the embedded corpus."""
+def demo(
+    out: Annotated[Path | None, typer.Option(help="Where the runs go (default: runs/<preset>).")] = None,
+    preset: Annotated[str, typer.Option(help="The grid to run end to end: demo (~14 min on 2 cores) or "
+                                             "cpu-study (~1 h); any preset works.", show_default=True)] = "demo",
+) -> None:
+    """The default job on the embedded corpus: train the grid, evaluate, fit, report."""
     from tgbench.demo import run_demo
 
-    run_demo(out)
+    run_demo(out or Path("runs") / preset, preset=preset)
 
 
 def _register_plugins() -> None:

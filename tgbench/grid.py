@@ -25,7 +25,7 @@ from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
 from tgbench.runs import RunDir, read_json, write_json, write_text
 
-PRESETS = ("smoke", "demo", "paper-data", "paper-params", "paper-ablations")
+PRESETS = ("smoke", "demo", "cpu-study", "paper-data", "paper-params", "paper-ablations")
 
 
 @dataclass
