@@ -21,7 +21,7 @@ import torch
 
 from tgbench.adapter import Adapter, Batch, Document, Vocab
 
-PRESET = "demo"
+PRESET = "cpu-study"  # the demo's size (width 128, 4 layers), with GPT-2 + boundaries too
 QUICK_WIDTH = 32  # quick mode: toy models
 QUICK_LAYERS = 2
 
@@ -67,7 +67,7 @@ def synthetic_documents(rng: np.random.Generator, n_docs: int, vocab_size: int, 
 
 
 def demo_options(width: int | None = None) -> tuple[dict[str, dict[str, Any]], int, Any]:
-    """Adapter options of the demo preset at its largest width (or `width`), and its batch tokens."""
+    """Adapter options of the benchmark preset (cpu-study: the demo's size) at its largest width, and batch tokens."""
     from tgbench.grid import expand, load_grid
 
     grid = load_grid(preset=PRESET)
@@ -80,7 +80,7 @@ def demo_options(width: int | None = None) -> tuple[dict[str, dict[str, Any]], i
 
 
 def load_setup(quick: bool = False, device: str = "auto", train_tokens: int = 200_000) -> Setup:
-    """The demo preset's largest TG/GPT-2 size on the embedded corpus (bpe-8192); toy sizes when quick.
+    """The cpu-study preset's TG/GPT-2 size (the demo's) on the embedded corpus (bpe-8192); toy sizes when quick.
 
     Args:
         quick: Tiny synthetic corpus and toy models (for smoke tests).

@@ -1,7 +1,7 @@
 """Scoring throughput: `adapter.score` on the test split for TG and GPT-2 (lexical tokens/s).
 
 `score` is the single evaluation path (perplexity, reversal probe, lm-eval), so its speed is what
-every evaluation pays. Models are freshly initialised at the demo preset's largest size (speed does
+every evaluation pays. Models are freshly initialised at the demo's size (speed does
 not depend on the weights); both score the same test documents, alternating, median over repetitions.
 
 Run: `python -m benchmarks.score_throughput [--quick] [--device auto]`.

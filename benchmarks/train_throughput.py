@@ -1,6 +1,6 @@
 """Training throughput: TG, GPT-2, GPT-2 + boundaries and `transformers.GPT2LMHeadModel`.
 
-All four train at the demo preset's largest size (width 96, 3 layers, 3 heads, GPT-2 context 256,
+All four train at the demo's size (width 128, 4 layers, 4 heads, GPT-2 context 256,
 bpe-8192, 2048 lexical tokens per batch, dropout 0) on real batches of the embedded corpus. A step
 is what `tgbench/train.py` does: forward through `adapter.loss`, backward, gradient clipping,
 AdamW step, zero_grad. The transformers reference (`attn_implementation="sdpa"`, its default, so

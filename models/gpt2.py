@@ -215,6 +215,12 @@ def pack_stream(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray
     return np.concatenate(pieces), np.concatenate(ends)
 
 
+def block_count(stream_length: int, context: int, batch_tokens: int) -> int:
+    """How many batches `block_batches` cuts a stream of `stream_length` tokens into (no tensors built)."""
+    n_blocks = max(1, math.ceil((stream_length - 1) / context))
+    return math.ceil(n_blocks / max(1, batch_tokens // context))
+
+
 def block_batches(
     stream: np.ndarray, sentence_ends: np.ndarray, vocab: Vocab, context: int, batch_tokens: int
 ) -> list[Batch]:
@@ -263,6 +269,10 @@ class GPT2Adapter(Adapter):
     def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
         stream, ends = pack_stream(documents, vocab)
         return block_batches(stream, ends, vocab, self.config.context, batch_tokens)
+
+    def count_batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> int:
+        stream_length = sum(1 + sum(len(s) for s in doc) for doc in documents)  # pack_stream's [EOD] doc ...
+        return block_count(stream_length, self.config.context, batch_tokens)
 
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         inputs, targets = batch.tensors["inputs"], batch.tensors["targets"]  # (B, T)

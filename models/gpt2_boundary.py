@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tgbench.adapter import Batch, Document, Vocab
-from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, block_batches
+from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, block_batches, block_count
 
 
 def flatten_with_boundaries(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
@@ -46,12 +46,22 @@ class GPT2BoundaryAdapter(GPT2Adapter):
 
     def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
         stream, ends = flatten_with_boundaries(documents, vocab)
-        # batch_tokens counts lexical tokens; the stream also carries ~3 specials per sentence.
-        ratio = len(stream) / max(1, int(sum(len(s) for d in documents for s in d)))
-        batches = block_batches(stream, ends, vocab, self.config.context, int(batch_tokens * ratio))
+        batches = block_batches(stream, ends, vocab, self.config.context,
+                                self._stream_batch_tokens(len(stream), documents, batch_tokens))
         for batch in batches:
             batch.tensors["vocab_base"] = vocab.base_size
         return batches
+
+    def count_batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> int:
+        stream, _ = flatten_with_boundaries(documents, vocab)
+        return block_count(len(stream), self.config.context,
+                           self._stream_batch_tokens(len(stream), documents, batch_tokens))
+
+    @staticmethod
+    def _stream_batch_tokens(stream_length: int, documents, batch_tokens: int) -> int:
+        """batch_tokens counts lexical tokens; the stream also carries ~3 specials per sentence."""
+        ratio = stream_length / max(1, int(sum(len(s) for d in documents for s in d)))
+        return int(batch_tokens * ratio)
 
     def scoring_sequence(self, document: Document, vocab: Vocab) -> tuple[list[int], int]:
         flat, _ = flatten_with_boundaries([document], vocab)

@@ -792,6 +792,14 @@ class TGAdapter(Adapter):
         Streams of a batch then have similar counts, so few steps run with a handful of streams;
         the batch order is shuffled so lengths do not drift through the epoch.
         """
+        groups = self._stream_groups(documents, vocab, batch_tokens=batch_tokens, epoch=epoch, rng=rng)
+        return [stream_batch(groups[i], vocab) for i in rng.permutation(len(groups))]
+
+    def count_batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> int:
+        return len(self._stream_groups(documents, vocab, batch_tokens=batch_tokens, epoch=epoch, rng=rng))
+
+    def _stream_groups(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[list]:
+        """The streams of each batch (before shuffling the batch order), without building tensors."""
         streams = self.streams(documents, vocab, epoch)
         if not streams:
             return []
@@ -808,7 +816,7 @@ class TGAdapter(Adapter):
                 current, tokens = [], 0
         if current:
             groups.append(current)
-        return [stream_batch(groups[i], vocab) for i in rng.permutation(len(groups))]
+        return groups
 
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         t = batch.tensors

@@ -80,8 +80,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +91,8 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 from tgbench.errors import UserError
+from tgbench.results import DONE, fit_loss, label_of, ordered_labels
+from tgbench.runs import write_text
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
     from threadpoolctl import ThreadpoolController
@@ -944,18 +944,6 @@ def _json_safe(obj):
     return obj
 
 
-def _label(adapter, variant) -> str:
-    if variant is None or (isinstance(variant, float) and math.isnan(variant)) or str(variant).strip() == "":
-        return str(adapter)
-    return f"{adapter}/{variant}"
-
-
-def ordered_labels(labels) -> list[str]:
-    """Labels in reading order: tg first, then gpt2, then the rest alphabetically."""
-    order = {"tg": 0, "gpt2": 1}
-    return sorted({str(x) for x in labels}, key=lambda lab: (order.get(lab, 2), lab))
-
-
 def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None = None) -> list[tuple[str, str]]:
     """The (A, B) pairs to compare: the given ones, checked, or the first label against every other one.
 
@@ -998,19 +986,12 @@ def _usable_rows(results: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame,
     df = results.copy()
     if "variant" not in df.columns:
         df["variant"] = ""
-    df["label"] = [_label(a, v) for a, v in zip(df["adapter"], df["variant"], strict=True)]
-    done = df["status"].astype(str) == "done"
+    df["label"] = [label_of(a, v) for a, v in zip(df["adapter"], df["variant"], strict=True)]
+    done = df["status"].astype(str) == DONE
     if (~done).any():
         notes.append(f"{int((~done).sum())} runs not done (status != 'done') were left out")
     df = df[done].copy()
-    test = pd.to_numeric(df["test_loss"], errors="coerce") if "test_loss" in df.columns else None
-    val = pd.to_numeric(df["best_val_loss"], errors="coerce")
-    if test is None:
-        df["loss"], df["loss_source"] = val, "best_val_loss"
-    else:
-        use_test = test.notna()
-        df["loss"] = test.where(use_test, val)
-        df["loss_source"] = np.where(use_test, "test_loss", "best_val_loss")
+    df["loss"], df["loss_source"] = fit_loss(df)
     no_loss = df["loss"].isna()
     if no_loss.any():
         notes.append(f"runs without any loss were left out: {df.loc[no_loss, 'run_id'].tolist()}")
@@ -1059,7 +1040,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
     notes: list[str] = []
     df, loss_column = _usable_rows(results, notes)
     variants = results["variant"] if "variant" in results.columns else [""] * len(results)
-    pairs = resolve_pairs([_label(a, v) for a, v in zip(results["adapter"], variants, strict=True)], pairs)
+    pairs = resolve_pairs([label_of(a, v) for a, v in zip(results["adapter"], variants, strict=True)], pairs)
     axes: dict[str, dict] = {"data": {}, "params": {}}
     fitted: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> {form: BootstrapFit}
     ranges: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> (x distinct, (min, max))
@@ -1164,14 +1145,6 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
     if not csv.is_file():
         raise UserError(f"no results table at {csv}", "run the grid first (it writes results.csv)")
     fits = fit_grid(pd.read_csv(csv), pairs=pairs, n_resamples=n_resamples, seed=seed)
-    text = json.dumps(fits, indent=2, allow_nan=False)
     out = grid_dir / "fits.json"
-    fd, tmp = tempfile.mkstemp(dir=grid_dir, prefix=".fits.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(out, json.dumps(fits, indent=2, allow_nan=False) + "\n")
     return out

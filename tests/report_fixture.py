@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from tgbench.config import to_toml
-from tgbench.grid import GridConfig, expand, write_results
+from tgbench.grid import GridConfig, expand
+from tgbench.results import write_results
 from tgbench.runs import RunDir, write_json, write_text
 
 HOSTILE = "<script>alert(1)</script>"

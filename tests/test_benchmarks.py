@@ -67,7 +67,7 @@ def test_bench_runs_one_benchmark_by_name(capsys):
     results = run_benchmarks("padding", quick=True)
     assert list(results) == ["padding"]
     assert last_json(capsys)["benchmark"] == "padding"
-    assert set(BENCHMARKS) == {"train_throughput", "score_throughput", "padding", "memory", "data_pipeline"}
+    assert set(BENCHMARKS) == {"train_throughput", "score_throughput", "padding", "memory", "data_pipeline", "compile"}
 
 
 @pytest.mark.slow

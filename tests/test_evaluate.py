@@ -17,7 +17,10 @@ from tgbench.cli_eval import eval_command
 from tgbench.config import RunConfig, TrainConfig
 from tgbench.data.corpus import DataConfig
 from tgbench.errors import UserError
-from tgbench.train import load_run, train
+from tgbench.runs import load_run
+from tgbench.tasks.tg_ppl import task as ppl_task
+from tgbench.tasks.tg_reversal import task as reversal_task
+from tgbench.train import train
 
 NAMES = ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack", "Lucy"]
 
@@ -89,7 +92,7 @@ def test_continuation_tokens_are_the_difference_of_encodings_or_encoded_alone():
 def test_rolling_equals_score_of_the_corpus_document(loaded):
     lm = ev.TGBenchLM(loaded=loaded, progress=False, batch_size=2)
     documents = loaded.corpus.splits["test"].documents()[:3]
-    texts = [ev.document_text(doc, loaded.corpus.tokenizer) for doc in documents]
+    texts = [ppl_task.document_text(doc, loaded.corpus.tokenizer) for doc in documents]
     rolled = lm.loglikelihood_rolling([instance("loglikelihood_rolling", (t,), i) for i, t in enumerate(texts)])
     direct = [s.double().sum().item() for s in loaded.adapter.score(loaded.model, documents, loaded.vocab)]
     assert rolled == pytest.approx(direct, abs=1e-4)
@@ -110,7 +113,7 @@ def test_generate_until_is_greedy_generation_cut_at_the_stop_string(loaded):
 
 
 def test_ppl_metrics_use_lm_eval_aggregations():
-    metrics = ev.ppl_metrics([-10.0, -20.0], [5, 10], [2, 4], [8, 16])
+    metrics = ppl_task.ppl_metrics([-10.0, -20.0], [5, 10], [2, 4], [8, 16])
     assert metrics["lexical_loss"] == pytest.approx(2.0)
     assert metrics["lexical_ppl"] == pytest.approx(math.exp(2.0))
     assert metrics["word_perplexity"] == pytest.approx(math.exp(5.0))
@@ -119,7 +122,7 @@ def test_ppl_metrics_use_lm_eval_aggregations():
 
 
 def test_direct_ppl_equals_the_lm_eval_tg_ppl_task(loaded):
-    direct, n, total = ev.evaluate_ppl(loaded, progress=False)
+    direct, n, total = ppl_task.evaluate_ppl(loaded, progress=False)
     assert n == total == len(loaded.corpus.splits["test"])
     assert direct["tokens"] == loaded.corpus.splits["test"].lexical_tokens
     through = ev.lm_eval_task(loaded, "tg_ppl", progress=False)["results"]["tg_ppl"]
@@ -231,10 +234,10 @@ def test_tg_runs_through_the_same_paths(tmp_path):
     pytest.importorskip("tgbench.models.tg")
     run_dir = tiny_run(tmp_path, model="tg")
     run = load_run(run_dir, device="cpu")
-    direct, _, _ = ev.evaluate_ppl(run, progress=False)
+    direct, _, _ = ppl_task.evaluate_ppl(run, progress=False)
     through = ev.lm_eval_task(run, "tg_ppl", progress=False)["results"]["tg_ppl"]
     assert through["lexical_loss,none"] == pytest.approx(direct["lexical_loss"], rel=1e-5)
-    metrics, rows, _ = ev.evaluate_reversal(run, limit=10, progress=False)
+    metrics, rows, _ = reversal_task.evaluate_reversal(run, limit=10, progress=False)
     assert len(rows) == 10 and all(math.isfinite(v) for v in metrics.values())
     assert torch.isfinite(torch.tensor(direct["lexical_loss"]))
 

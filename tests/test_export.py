@@ -44,7 +44,7 @@ def exported(tmp_path_factory):
 
 
 def test_export_layout_and_special_ids(exported):
-    from tgbench.train import load_run
+    from tgbench.runs import load_run
 
     run = load_run(exported.run_dir, device="cpu")
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
@@ -72,14 +72,14 @@ def test_gpt2_tokenizer_export_matches_tiktoken(tmp_path):
 
 
 def test_non_gpt2_runs_are_refused(monkeypatch, tmp_path):
-    import tgbench.train
+    import tgbench.runs
     from tgbench.export import export_hf
 
     class OtherAdapter:
         name = "tg"
 
     fake = SimpleNamespace(adapter=OtherAdapter(), config=SimpleNamespace(model="tg"))
-    monkeypatch.setattr(tgbench.train, "load_run", lambda *a, **k: fake)
+    monkeypatch.setattr(tgbench.runs, "load_run", lambda *a, **k: fake)
     with pytest.raises(UserError, match="only plain gpt2 runs"):
         export_hf(tmp_path / "run", tmp_path / "hf")
 
@@ -90,7 +90,7 @@ def test_hf_model_on_the_export_agrees_with_tgbench_on_the_run(exported, tmp_pat
     pytest.importorskip("accelerate")  # lm-eval's hf model imports it
     from lm_eval.models.huggingface import HFLM
 
-    from tgbench.train import load_run
+    from tgbench.runs import load_run
 
     long_text = " ".join(TEXTS * 3)  # > 32 tokens: several rolling windows
     (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in [*TEXTS, long_text]) + "\n")

@@ -54,7 +54,7 @@ def test_external_lstm_adapter_trains_scores_and_evaluates_through_the_cli(tmp_p
     ppl = json.loads((tmp_path / "run" / "eval" / "ppl.json").read_text())["results"]["tg_ppl"]
     assert 1.0 < ppl["lexical_ppl"] < 300  # learned something: chance is the 304-token vocabulary
 
-    from tgbench.train import load_run
+    from tgbench.runs import load_run
 
     loaded = load_run(tmp_path / "run", device="cpu")
     documents = loaded.corpus.splits["test"].documents()

@@ -37,8 +37,8 @@ from tgbench.data import DataConfig, Split, load_corpus
 from tgbench.errors import UserError
 from tgbench.grid import GridConfig, expand, run_grid
 from tgbench.models.gpt2 import GPT2Adapter
-from tgbench.runs import RunDir, latest_good_checkpoint, read_checkpoint, save_checkpoint, write_json
-from tgbench.train import Interrupted, TrainingFailed, load_run, train
+from tgbench.runs import RunDir, latest_good_checkpoint, load_run, read_checkpoint, save_checkpoint, write_json
+from tgbench.train import Interrupted, TrainingFailed, train
 
 CLI = [sys.executable, "-m", "tgbench.cli"]
 TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session")
@@ -573,8 +573,8 @@ def test_config_values_are_data_never_code(tmp_path, monkeypatch, capsys):
 def test_report_escapes_hostile_run_directory_names_and_failure_messages(tmp_path):
     from report_fixture import write_synthetic_grid
 
-    from tgbench.grid import write_results
     from tgbench.report import render_report
+    from tgbench.results import write_results
 
     grid = write_synthetic_grid(tmp_path / "grid", fits=False)
     hostile_names = ["<script>alert(1)<", "<img src=x onerror=alert(1)>"]  # '/' cannot be in a file name

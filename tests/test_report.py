@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from report_fixture import FAILED_MESSAGE, HOSTILE, cached_grid, write_synthetic_grid
 
-from tgbench.grid import RESULT_COLUMNS
 from tgbench.plots import Series, log_ticks, plot
 from tgbench.report import (
     GridFiles,
@@ -23,6 +22,7 @@ from tgbench.report import (
     verdicts,
     write_report,
 )
+from tgbench.results import RESULT_COLUMNS
 
 SECTIONS = ("verdict", "scaling", "curves", "reversal", "runs", "ablations", "fits", "throughput",
             "provenance")
@@ -285,3 +285,12 @@ def test_grid_where_nothing_finished(grid_copy):
     assert "Reversal evaluation missing for every finished run" in html
     assert "tg-w256-l4-D8000000-s1</code>: interrupted" in _section(html, "provenance")
     assert html.count('class="status-interrupted"') == 29
+
+
+def test_an_axis_the_grid_does_not_have_is_not_measured_not_missing():
+    rows = [(label, tokens, seed, 20.0 + seed) for label in ("tg", "gpt2") for tokens in (1, 2, 3) for seed in (0, 1)]
+    v = pair_verdict(GridFiles(Path("."), {}, _frame(rows), _fits_with([(1.07, 1.02, 1.1)]), "present", {}),
+                     "tg", "gpt2")
+    assert v["multipliers"]["params"]["status"] == "not measured"
+    assert "fewer than 3 sizes at one budget" in v["multipliers"]["params"]["note"]
+    assert v["multipliers"]["data"]["status"] == "ok"

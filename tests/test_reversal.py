@@ -8,6 +8,7 @@ from corpora import write_family_corpus
 
 from tgbench import evaluate as ev
 from tgbench.errors import UserError
+from tgbench.tasks.tg_reversal import task as reversal_task
 
 CONTEXT = re.compile(r"^The son of (\w+) is (\w+)\.$")
 NORMAL = re.compile(r"^ The son of (\w+) is$")
@@ -15,8 +16,8 @@ REVERSED = re.compile(r"^ The father of (\w+) is$")
 
 
 def test_items_state_the_relation_and_its_inverse():
-    pairs = ev.sample_pairs(["Anna", "Tom", "Mary", "John"], 12, seed=1)
-    items = ev.reversal_items(pairs)
+    pairs = reversal_task.sample_pairs(["Anna", "Tom", "Mary", "John"], 12, seed=1)
+    items = reversal_task.reversal_items(pairs)
     assert len(items) == 24 and [i.condition for i in items[:2]] == ["normal", "reversed"]
     for item in items:
         father, son = CONTEXT.match(item.context).groups()  # parse the text, not the fields
@@ -34,25 +35,26 @@ def test_single_token_names_keep_only_names_that_are_one_id():
     from tgbench.data.tokenizer import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
-    names = ev.load_names()
+    names = reversal_task.load_names()
     assert len(names) >= 600 and len(set(names)) == len(names)
-    kept = ev.single_token_names(tok)
+    kept = reversal_task.single_token_names(tok)
     assert len(kept) >= 400 and all(len(tok.encode(" " + n)) == 1 for n in kept)
     dropped = set(names) - set(kept)
     assert dropped and all(len(tok.encode(" " + n)) > 1 for n in dropped)
-    assert ev.single_token_names(tok, ["Anna", "Xqzzyvar"]) == ["Anna"]
+    assert reversal_task.single_token_names(tok, ["Anna", "Xqzzyvar"]) == ["Anna"]
 
 
 def test_pairs_are_deterministic_distinct_and_prefix_stable():
     names = [f"N{i}" for i in range(30)]
-    pairs = ev.sample_pairs(names, 200, seed=3)
-    assert pairs == ev.sample_pairs(names, 200, seed=3) and pairs != ev.sample_pairs(names, 200, seed=4)
+    pairs = reversal_task.sample_pairs(names, 200, seed=3)
+    assert pairs == reversal_task.sample_pairs(names, 200, seed=3)
+    assert pairs != reversal_task.sample_pairs(names, 200, seed=4)
     assert all(f != s for f, s in pairs) and len(set(pairs)) == 200
-    assert ev.sample_pairs(names, 50, seed=3) == pairs[:50]
-    few = ev.sample_pairs(["A", "B", "C"], 10, seed=0)  # only 6 ordered pairs exist
+    assert reversal_task.sample_pairs(names, 50, seed=3) == pairs[:50]
+    few = reversal_task.sample_pairs(["A", "B", "C"], 10, seed=0)  # only 6 ordered pairs exist
     assert len(few) == 10 and len(set(few[:6])) == 6 and all(f != s for f, s in few)
     with pytest.raises(UserError, match="at least 2 names"):
-        ev.sample_pairs(["A"], 5)
+        reversal_task.sample_pairs(["A"], 5)
 
 
 def test_metrics_on_a_hand_built_case():
@@ -65,7 +67,7 @@ def test_metrics_on_a_hand_built_case():
         {"normal_target_logprob": -1.0, "normal_distractor_logprob": -4.0,
          "reversed_target_logprob": -2.5, "reversed_distractor_logprob": -0.5},
     ]
-    m = ev.reversal_metrics(rows)
+    m = reversal_task.reversal_metrics(rows)
     assert m["normal_target_nll"] == pytest.approx(5 / 3)
     assert m["normal_distractor_nll"] == pytest.approx(8 / 3)
     assert m["normal_margin"] == pytest.approx(1.0)
@@ -94,7 +96,8 @@ def loaded(tmp_path_factory):
     """A tiny GPT-2 run on a corpus about a few people (so a small BPE learns their names)."""
     from tgbench.config import RunConfig, TrainConfig
     from tgbench.data.corpus import DataConfig
-    from tgbench.train import load_run, train
+    from tgbench.runs import load_run
+    from tgbench.train import train
 
     root = tmp_path_factory.mktemp("reversal")
     write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John", "Paul", "Emma"])
@@ -109,17 +112,17 @@ def loaded(tmp_path_factory):
 
 def test_documents_put_the_query_after_the_context_sentence(loaded):
     tok = loaded.corpus.tokenizer
-    item = ev.reversal_items([("Anna", "Tom")])[1]
-    target, distractor = ev.reversal_documents(item, tok)
+    item = reversal_task.reversal_items([("Anna", "Tom")])[1]
+    target, distractor = reversal_task.reversal_documents(item, tok)
     assert len(target) == 2 and tok.decode(target[0]) == "The son of Anna is Tom."
     assert tok.decode(target[1]) == " The father of Tom is Anna"
     assert tok.decode(distractor[1]) == " The father of Tom is Tom"
 
 
 def test_direct_probe_equals_the_lm_eval_task(loaded):
-    metrics, rows, counts = ev.evaluate_reversal(loaded, limit=15, progress=False)
+    metrics, rows, counts = reversal_task.evaluate_reversal(loaded, limit=15, progress=False)
     assert counts["pairs"] == len(rows) == 15 and counts["usable_names"] >= 2
-    names = set(ev.single_token_names(loaded.corpus.tokenizer))
+    names = set(reversal_task.single_token_names(loaded.corpus.tokenizer))
     assert all(r["father"] in names and r["son"] in names and r["father"] != r["son"] for r in rows)
     through = ev.lm_eval_task(loaded, "tg_reversal", limit=30, progress=False)["results"]["tg_reversal"]
     for key, value in metrics.items():

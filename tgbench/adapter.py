@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -166,6 +166,22 @@ class Adapter(ABC):
             resumed run rebuilds the same list and skips to its position.
         """
 
+    def count_batches(
+        self,
+        documents: Sequence[Document],
+        vocab: Vocab,
+        *,
+        batch_tokens: int,
+        epoch: int,
+        rng: np.random.Generator,
+    ) -> int:
+        """How many batches `batches` returns for the same arguments (the trainer's LR schedule needs it).
+
+        The default builds the batches and counts them; adapters override it with a count that builds
+        no tensors, so each epoch's batches are built once, when it is trained.
+        """
+        return len(self.batches(documents, vocab, batch_tokens=batch_tokens, epoch=epoch, rng=rng))
+
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         """Forward one batch (already on the device) and return the loss parts."""
@@ -211,14 +227,3 @@ class Adapter(ABC):
         """
         embedding_ids = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
         return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids)
-
-    # -- helpers shared by implementations --------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        """The config as a plain dict (what `config.toml` records)."""
-        return dataclasses.asdict(self.config)
-
-
-def iterate_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    """Yield consecutive slices of `items` of at most `size` elements."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -15,7 +15,7 @@ import typer
 
 from tgbench.errors import UserError, unknown_name
 
-BENCHMARKS = ("train_throughput", "score_throughput", "padding", "memory", "data_pipeline")
+BENCHMARKS = ("train_throughput", "score_throughput", "padding", "memory", "data_pipeline", "compile")
 
 
 def _import(name: str):

@@ -87,6 +87,11 @@ def train(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N", show_default="auto")] = None,
     dtype: Annotated[str | None, typer.Option(
         help="auto (bf16 autocast on CUDA) | float32 | bfloat16", show_default="auto")] = None,
+    grad_accumulation: Annotated[int | None, typer.Option(
+        help="Batches per optimiser step per process (under torchrun the step takes world size x this).",
+        show_default="1")] = None,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile", help="torch.compile the training step.", show_default="no-compile")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Model option KEY=VALUE (repeatable), e.g. detach_memory=true.")] = None,
     resume: Annotated[str, typer.Option(help="auto (resume / skip if DONE) | never (start over)")] = "auto",
@@ -107,7 +112,9 @@ def train(
             options[key] = value
     options.update(parse_assignments(set_))
     train_updates = {k: v for k, v in dict(tokens=tokens, epochs=epochs, batch_tokens=batch_tokens, lr=lr,
-                                             seed=seed, device=device, dtype=dtype).items() if v is not None}
+                                             seed=seed, device=device, dtype=dtype,
+                                             grad_accumulation=grad_accumulation, compile=compile_).items()
+                     if v is not None}
     run_config = dataclasses.replace(
         run_config,
         model_options=options,
@@ -236,7 +243,7 @@ def fit(
     """Fit scaling laws and multipliers with intervals; writes fits.json and prints the fit's notes."""
     import json
 
-    from tgbench.grid import write_results
+    from tgbench.results import write_results
     from tgbench.tasks.scaling import check_resamples, write_fits
 
     check_resamples(resamples)

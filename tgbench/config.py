@@ -46,9 +46,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    grad_accumulation: int = 1  # batches per optimiser step per process (under torchrun: x world size)
+    compile: bool = False  # torch.compile the training step (speed only: not part of the config hash)
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_tokens", "eval_tokens", "log_every", "checkpoint_every"):
+        for name in ("epochs", "batch_tokens", "eval_tokens", "log_every", "checkpoint_every", "grad_accumulation"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name} = {getattr(self, name)} must be positive", f"set train.{name} > 0")
         for name in ("tokens", "eval_every", "threads"):
@@ -81,8 +83,10 @@ class RunConfig:
     def hash(self) -> str:
         """Stable hash of everything that changes the numbers (what a grid compares to skip runs)."""
         settings = self.to_dict()
-        for volatile in ("device", "threads"):
+        for volatile in ("device", "threads", "compile"):
             settings["train"].pop(volatile, None)
+        if settings["train"].get("grad_accumulation") == 1:  # runs from before the setting keep their hash
+            settings["train"].pop("grad_accumulation")
         for volatile in ("cache_dir", "workers"):  # where and how fast the corpus is encoded, not what it holds
             settings["data"].pop(volatile, None)
         blob = json.dumps(settings, sort_keys=True, default=str)
@@ -166,8 +170,14 @@ def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
 
     for name, value in raw.items():
         annotation = hints[name]
-        if dataclasses.is_dataclass(annotation):
-            values[name] = from_dict(annotation, value, name_of(name))
+        item = (typing.get_args(annotation) or (None,))[0] if typing.get_origin(annotation) is list else None
+        if dataclasses.is_dataclass(annotation):  # a table ([train], [data]) is named by its key alone
+            values[name] = from_dict(annotation, value, name)
+        elif dataclasses.is_dataclass(item):  # an array of tables, e.g. a grid's [[models]]
+            if not isinstance(value, list):
+                raise UserError(f"{name_of(name)} must be an array of tables, got {type(value).__name__}",
+                                f"write [[{name}]] blocks")
+            values[name] = [from_dict(item, v, f"{name}[{i}]") for i, v in enumerate(value)]
         else:
             values[name] = _check_type(value, annotation, name_of(name))
     try:

@@ -19,8 +19,9 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
         The path of the report.
     """
     from tgbench.evaluate import eval_run, grid_runs
-    from tgbench.grid import load_grid, run_grid, write_results
+    from tgbench.grid import load_grid, run_grid
     from tgbench.report import write_report
+    from tgbench.results import write_results
     from tgbench.tasks.scaling import write_fits
 
     started = time.perf_counter()

@@ -1,15 +1,15 @@
-"""Evaluation: the lm-eval bridge, lexical perplexity and the father/son reversal probe.
+"""Evaluation: the lm-eval bridge, scoring through `Adapter.score`, and `eval_run`.
 
 Everything is scored through `Adapter.score` (see `tgbench/adapter.py`), so every architecture is
 measured on exactly the same content tokens:
 
 - `TGBenchLM` is an `lm_eval.api.model.LM` registered as ``tgbench``: it wraps any run directory
   and answers lm-eval's `loglikelihood`, `loglikelihood_rolling` and `generate_until` requests.
-- `evaluate_ppl` computes the lexical metrics of the run's test split directly on the encoded
-  token ids (no re-tokenisation); the lm-eval task ``tg_ppl`` gives the same numbers through
-  `loglikelihood_rolling` on each test document's decoded text.
-- `evaluate_reversal` runs the in-context father/son probe (paper section 6); the lm-eval task
-  ``tg_reversal`` runs the same items as a two-choice task.
+- The built-in tasks own their data and metrics in their folders: ``tasks/tg_ppl/task.py`` computes
+  the lexical metrics of the run's test split directly on the encoded token ids (no re-tokenisation;
+  the lm-eval task ``tg_ppl`` gives the same numbers through `loglikelihood_rolling` on each test
+  document's decoded text), ``tasks/tg_reversal/task.py`` runs the in-context father/son probe
+  (paper section 6; the lm-eval task ``tg_reversal`` runs the same items as a two-choice task).
 - `eval_run` writes ``<run>/eval/<task>.json`` (lm-eval-shaped) and skips results that are current.
 
 How text becomes a document (lm-eval requests): the text is split into sentences with the
@@ -25,15 +25,12 @@ the boundary is never split), otherwise ``encode(continuation)`` is appended as 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +46,6 @@ from tgbench.errors import UserError, unknown_name
 from tgbench.runs import RunDir, write_json, write_text
 
 TASKS_DIR = Path(tgbench.tasks.__path__[0])
-NAMES_FILE = Path(__file__).parent / "data" / "names.txt"
 
 # Built-in tasks computed directly through `Adapter.score`: alias -> (task name, file stem).
 DIRECT_TASKS = {"ppl": "tg_ppl", "tg_ppl": "tg_ppl", "reversal": "tg_reversal", "tg_reversal": "tg_reversal"}
@@ -57,9 +53,6 @@ FILE_STEMS = {"tg_ppl": "ppl", "tg_reversal": "reversal"}
 # Bump when the numbers a task produces change; must equal `metadata.version` in its YAML.
 TASK_VERSIONS = {"tg_ppl": 1, "tg_reversal": 1}
 
-REVERSAL_PAIRS = 1000  # father/son pairs, i.e. items per condition
-REVERSAL_SEED = 0
-CONDITIONS = ("normal", "reversed")
 DEFAULT_BATCH_SIZE = 32  # documents per `score` call
 
 
@@ -116,7 +109,7 @@ def score_documents(run, documents: Sequence[Document], *, batch_size: int = DEF
     Returns:
         One float32 CPU tensor of per-token log-probs per document.
     """
-    from tgbench.train import autocast_context
+    from tgbench.devices import autocast_context
 
     device = next(run.model.parameters()).device
     lengths = [sum(len(s) for s in doc) for doc in documents]
@@ -163,7 +156,7 @@ class TGBenchLM(LM):
                  batch_size: int | str | None = DEFAULT_BATCH_SIZE, loaded=None, progress: bool = True,
                  **_ignored: Any) -> None:
         super().__init__()
-        from tgbench.train import load_run
+        from tgbench.runs import load_run
 
         if loaded is None:
             if run is None:
@@ -245,206 +238,8 @@ def cut_at(text: str, until: Sequence[str]) -> str:
     return text[:cut]
 
 
-# -- lexical perplexity ------------------------------------------------------------------------------
-def count_words(text: str) -> int:
-    """Words as lm-eval counts them for `word_perplexity` (its wikitext task's rule)."""
-    return len(re.split(r"\s+", text))
-
-
-def ppl_metrics(logliks: Sequence[float], tokens: Sequence[int], words: Sequence[int],
-                n_bytes: Sequence[int]) -> dict[str, float]:
-    """Corpus-level metrics from per-document log-likelihood sums and sizes.
-
-    Uses lm-eval's own aggregations, so the numbers equal what its rolling tasks report.
-    """
-    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
-
-    n_tokens = int(sum(tokens))
-    loss = -float(sum(logliks)) / max(n_tokens, 1)
-    return {
-        "lexical_loss": loss,
-        "lexical_ppl": math.exp(min(loss, 700.0)),
-        "word_perplexity": float(weighted_perplexity(list(zip(logliks, words, strict=True)))),
-        "bits_per_byte": float(bits_per_byte(list(zip(logliks, n_bytes, strict=True)))),
-        "tokens": n_tokens,
-    }
-
-
-def first_test_documents(corpus, limit: int | None = None) -> list[Document]:
-    split = corpus.splits["test"]
-    n = len(split) if limit is None else min(limit, len(split))
-    return split.documents(range(n))
-
-
-def document_text(doc: Document, tokenizer) -> str:
-    """A corpus document's text: the decoded tokens of its sentences (lossless for byte-level BPE)."""
-    return tokenizer.decode(np.concatenate(doc).tolist() if doc else [])
-
-
-def evaluate_ppl(run, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 progress: bool = True) -> tuple[dict[str, float], int, int]:
-    """Lexical perplexity of the run's test split, on its exact token ids (one stream per document).
-
-    Returns:
-        (metrics, documents evaluated, documents in the split).
-    """
-    documents = first_test_documents(run.corpus, limit)
-    scores = score_documents(run, documents, batch_size=batch_size, description="tg_ppl", progress=progress)
-    texts = [document_text(doc, run.corpus.tokenizer) for doc in documents]
-    metrics = ppl_metrics(
-        [float(s.double().sum()) for s in scores], [len(s) for s in scores],
-        [count_words(t) for t in texts], [len(t.encode("utf-8")) for t in texts],
-    )
-    return metrics, len(documents), len(run.corpus.splits["test"])
-
-
-# -- the reversal probe -------------------------------------------------------------------------------
-def load_names(path: Path = NAMES_FILE) -> list[str]:
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def single_token_names(tokenizer, names: Sequence[str] | None = None) -> list[str]:
-    """Names that `tokenizer` encodes, with a leading space, as exactly one id (sorted, unique)."""
-    names = load_names() if names is None else names
-    return sorted({n for n in names if len(tokenizer.encode(" " + n)) == 1})
-
-
-def sample_pairs(names: Sequence[str], n: int, seed: int = REVERSAL_SEED) -> list[tuple[str, str]]:
-    """`n` ordered (father, son) pairs with father != son, deterministic in `seed`.
-
-    Distinct pairs while there are enough; with too few names every possible pair is used before
-    any repeats (the record of distinct names tells how varied the items are). The pairs for a
-    smaller `n` are a prefix of those for a larger one.
-    """
-    k = len(names)
-    if k < 2:
-        raise UserError(
-            f"the reversal probe needs at least 2 names that are single tokens, the run's tokenizer has {k}",
-            "use a tokenizer with a larger vocabulary (e.g. gpt2 or bpe-8192)",
-        )
-    possible = k * (k - 1)
-    rng = np.random.default_rng(seed)
-    # Whole permutations of all possible pairs, so a smaller n gives a prefix of a larger n's pairs.
-    rounds = [rng.permutation(possible) for _ in range(max(1, math.ceil(n / possible)))]
-    codes = np.concatenate(rounds)[:n]
-    pairs = []
-    for code in codes.tolist():
-        father, j = divmod(code, k - 1)
-        son = j if j < father else j + 1  # skip the diagonal: never father == son
-        pairs.append((names[father], names[son]))
-    return pairs
-
-
-@dataclass(frozen=True)
-class ReversalItem:
-    """One query: the context sentence, the query sentence (with its leading space) and two names."""
-
-    pair: int
-    condition: str  # normal | reversed
-    father: str
-    son: str
-
-    @property
-    def context(self) -> str:
-        return f"The son of {self.father} is {self.son}."
-
-    @property
-    def query(self) -> str:
-        if self.condition == "normal":
-            return f" The son of {self.father} is"
-        return f" The father of {self.son} is"
-
-    @property
-    def target(self) -> str:
-        return self.son if self.condition == "normal" else self.father
-
-    @property
-    def distractor(self) -> str:
-        return self.father if self.condition == "normal" else self.son
-
-    def as_doc(self) -> dict[str, Any]:
-        """The lm-eval dataset row."""
-        return {"pair": self.pair, "condition": self.condition, "father": self.father, "son": self.son,
-                "context": self.context, "query": self.query, "text": self.context + self.query,
-                "choices": [self.target, self.distractor], "label": 0}
-
-
-def reversal_items(pairs: Sequence[tuple[str, str]]) -> list[ReversalItem]:
-    """Both conditions of every pair, pair by pair (normal first)."""
-    return [ReversalItem(i, cond, f, s) for i, (f, s) in enumerate(pairs) for cond in CONDITIONS]
-
-
-def reversal_documents(item: ReversalItem, tokenizer) -> tuple[Document, Document]:
-    """[context sentence, query + name] for the target and for the distractor.
-
-    TG reads the context sentence through its memory and the query as the next sentence; GPT-2
-    sees both in one window. The name is one token, so its log-prob is the last entry of `score`.
-    """
-    context, query = tokenizer.encode(item.context), tokenizer.encode(item.query)
-    target, distractor = tokenizer.encode(" " + item.target), tokenizer.encode(" " + item.distractor)
-    return as_document([context, query + target]), as_document([context, query + distractor])
-
-
-def reversal_metrics(rows: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Per condition: mean target NLL, distractor NLL, margin (distractor - target NLL; negative is an
-    error) and error rate, each with its standard error.
-
-    Args:
-        rows: One dict per pair with ``{condition}_target_logprob`` and ``{condition}_distractor_logprob``.
-    """
-    from scipy.stats import sem
-
-    out: dict[str, float] = {}
-    for cond in CONDITIONS:
-        target = -np.array([r[f"{cond}_target_logprob"] for r in rows], dtype=np.float64)
-        distractor = -np.array([r[f"{cond}_distractor_logprob"] for r in rows], dtype=np.float64)
-        margin = distractor - target
-        values = {"target_nll": target, "distractor_nll": distractor, "margin": margin,
-                  "error_rate": (margin < 0).astype(np.float64)}
-        for name, array in values.items():
-            out[f"{cond}_{name}"] = float(array.mean())
-            out[f"{cond}_{name}_stderr"] = float(sem(array)) if len(array) > 1 else float("nan")
-    return out
-
-
-def evaluate_reversal(run, limit: int | None = None, seed: int = REVERSAL_SEED,
-                      batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True
-                      ) -> tuple[dict[str, float], list[dict[str, Any]], dict[str, int]]:
-    """The father/son probe on `run` through `adapter.score`.
-
-    Returns:
-        (metrics, one row per pair with both directions' log-probs, counts: pairs, names, distinct pairs).
-    """
-    tokenizer = run.corpus.tokenizer
-    names = single_token_names(tokenizer)
-    pairs = sample_pairs(names, REVERSAL_PAIRS, seed)[:limit]  # the lm-eval task's first 2 * limit rows
-    items = reversal_items(pairs)
-    documents = [doc for item in items for doc in reversal_documents(item, tokenizer)]
-    scores = score_documents(run, documents, batch_size=batch_size, description="tg_reversal",
-                             progress=progress)
-    rows = [{"pair": i, "father": f, "son": s} for i, (f, s) in enumerate(pairs)]
-    for k, item in enumerate(items):
-        target, distractor = scores[2 * k], scores[2 * k + 1]
-        rows[item.pair][f"{item.condition}_target_logprob"] = float(target[-1])
-        rows[item.pair][f"{item.condition}_distractor_logprob"] = float(distractor[-1])
-    used = {n for pair in pairs for n in pair}
-    counts = {"pairs": len(pairs), "usable_names": len(names), "distinct_names": len(used),
-              "distinct_pairs": len(set(pairs))}
-    return reversal_metrics(rows), rows, counts
-
-
-def rows_to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    logprobs = [f"{c}_{w}_logprob" for c in CONDITIONS for w in ("target", "distractor")]
-    columns = ["pair", "father", "son", *logprobs]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 # -- datasets for the lm-eval task folders (called from tasks/*/utils.py) ----------------------------
-def _run_from(kwargs: dict[str, Any]) -> Path:
+def run_from(kwargs: dict[str, Any]) -> Path:
     import os
 
     run = kwargs.get("run") or os.environ.get("TGBENCH_RUN")
@@ -454,33 +249,10 @@ def _run_from(kwargs: dict[str, Any]) -> Path:
     return Path(run)
 
 
-def _run_corpus(run_dir: Path):
+def run_corpus(run_dir: Path):
     from tgbench.data import load_corpus
 
     return load_corpus(RunDir(run_dir).read_config().data, progress=False)
-
-
-def ppl_dataset(**kwargs: Any):
-    """`custom_dataset` of tg_ppl: the run's test documents as text (plus their exact token counts)."""
-    import datasets
-
-    corpus = _run_corpus(_run_from(kwargs))
-    rows = []
-    for index, doc in enumerate(first_test_documents(corpus)):
-        rows.append({"doc": index, "text": document_text(doc, corpus.tokenizer),
-                     "tokens": int(sum(len(s) for s in doc))})
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
-
-
-def reversal_dataset(**kwargs: Any):
-    """`custom_dataset` of tg_reversal: the same items as `evaluate_reversal` (pair by pair)."""
-    import datasets
-
-    corpus = _run_corpus(_run_from(kwargs))
-    n = int(kwargs.get("pairs", REVERSAL_PAIRS))
-    pairs = sample_pairs(single_token_names(corpus.tokenizer), n, int(kwargs.get("seed", REVERSAL_SEED)))
-    rows = [item.as_doc() for item in reversal_items(pairs)]
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
 # -- lm-eval tasks by name ---------------------------------------------------------------------------
@@ -621,7 +393,7 @@ def _finite(obj: Any) -> Any:
 
 HIGHER_IS_BETTER = {
     "tg_ppl": {"lexical_loss": False, "lexical_ppl": False, "word_perplexity": False, "bits_per_byte": False},
-    "tg_reversal": {f"{c}_{m}": m == "margin" for c in CONDITIONS
+    "tg_reversal": {f"{c}_{m}": m == "margin" for c in ("normal", "reversed")
                     for m in ("target_nll", "distractor_nll", "margin", "error_rate")},
 }
 
@@ -635,9 +407,13 @@ def direct_results(run, name: str, limit: int | None, batch_size: int, progress:
               "splitter": data.splitter, "corpus": data.corpus, "metadata": {"version": TASK_VERSIONS[name]}}
     extra: dict[str, Any] = {}
     if name == "tg_ppl":
+        from tgbench.tasks.tg_ppl.task import evaluate_ppl
+
         metrics, n, original = evaluate_ppl(run, limit, batch_size, progress)
         config["test_split"] = "test"
     else:
+        from tgbench.tasks.tg_reversal.task import REVERSAL_PAIRS, REVERSAL_SEED, evaluate_reversal, rows_to_csv
+
         metrics, rows, counts = evaluate_reversal(run, limit, batch_size=batch_size, progress=progress)
         n, original = counts["pairs"], REVERSAL_PAIRS
         config.update(seed=REVERSAL_SEED, pairs=counts["pairs"])
@@ -672,7 +448,7 @@ def eval_run(run_dir: Path, task: str, *, checkpoint: str = "best", include_path
     Returns:
         (status "done" | "skipped", the results file, the results or None when skipped).
     """
-    from tgbench.train import load_run
+    from tgbench.runs import load_run
 
     run_dir = Path(run_dir)
     if not RunDir(run_dir).config_path.exists():

@@ -85,7 +85,7 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> Path:
             transformers is missing.
     """
     from tgbench.models.gpt2 import GPT2Adapter, hf_state_dict
-    from tgbench.train import load_run
+    from tgbench.runs import load_run
 
     loaded = load_run(Path(run_dir), checkpoint=checkpoint, device="cpu")
     if not isinstance(loaded.adapter, GPT2Adapter) or type(loaded.adapter) is not GPT2Adapter:

@@ -23,7 +23,8 @@ from tgbench.adapter import heads_for
 from tgbench.config import RunConfig, TrainConfig, from_dict, read_toml, to_toml
 from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
-from tgbench.runs import RunDir, read_json, write_json, write_text
+from tgbench.results import RESULT_COLUMNS, REVERSAL_KEYS, collect_row, write_results  # noqa: F401 (re-exported)
+from tgbench.runs import RunDir, write_text
 
 PRESETS = ("smoke", "demo", "cpu-study", "paper-data", "paper-params", "paper-ablations")
 
@@ -78,42 +79,11 @@ class GridConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "grid") -> GridConfig:
-        raw = dict(raw)
-        entries = raw.pop("models", [])
-        if not isinstance(entries, list):
-            raise UserError("models must be an array of tables", "write [[models]] blocks")
-        models = [from_dict(ModelEntry, entry, f"models[{i}]") for i, entry in enumerate(entries)]
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            import difflib
-
-            hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
-            hint = "; ".join(f"'{k}' -> did you mean '{h[0]}'?" for k, h in hints.items() if h)
-            raise UserError(f"unknown key(s) in {source}: {', '.join(unknown)}",
-                            (hint + "; " if hint else "") + f"known keys: {', '.join(sorted(known))}")
-        data = from_dict(DataConfig, raw.pop("data", {}), "data")
-        train = from_dict(TrainConfig, raw.pop("train", {}), "train")
-        scalars = from_dict(_GridScalars, raw, source)
-        return cls(**dataclasses.asdict(scalars), models=models, data=data, train=train)
+        """A grid from a grid file's content; unknown keys and wrong types are errors that name the key."""
+        return from_dict(cls, raw, source)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class _GridScalars:
-    """The scalar keys of a grid file, for type checking (mirrors GridConfig)."""
-
-    name: str = "grid"
-    description: str = ""
-    design: str = "cross"
-    widths: list[int] = field(default_factory=list)
-    layers: int = 2
-    head_dim: int = 64
-    budgets: list[int] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    reference_width: int = 0
 
 
 @dataclass
@@ -239,7 +209,8 @@ def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, o
     changed = run_dir.config_path.exists() and run_dir.read_config().hash() != resolved(spec.config).hash()
     resume = "never" if run_dir.failed or changed else "auto"
     try:
-        result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log)
+        result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log,
+                       labels={"label": spec.label, "variant": spec.variant})
     except TrainingFailed as err:
         from rich.console import Console
 
@@ -368,61 +339,6 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-# -- results.csv -------------------------------------------------------------------------------
-RESULT_COLUMNS = [
-    "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
-    "steps", "tokens_seen", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "word_perplexity",
-    "bits_per_byte", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "config_hash",
-]
-REVERSAL_KEYS = [f"{c}_{m}" for c in ("normal", "reversed") for m in ("target_nll", "distractor_nll", "margin",
-                                                                        "error_rate")]
-
-
-def collect_row(run_dir: Path, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One results row from a run directory's files (missing files give empty cells)."""
-    run = RunDir(run_dir)
-    config = run.read_config()
-    meta = run.read_meta()
-    summary = read_json(run.summary_path)
-    ppl = read_json(run.eval_dir / "ppl.json").get("results", {}).get("tg_ppl", {})
-    reversal = read_json(run.eval_dir / "reversal.json").get("results", {}).get("tg_reversal", {})
-    options = config.model_options
-    variant = (spec or {}).get("variant", "")
-    row = {
-        "run_id": run.path.name, "adapter": config.model, "variant": variant,
-        "label": config.model if not variant else f"{config.model}/{variant}",
-        "width": options.get("width"), "layers": options.get("layers"), "heads": options.get("heads"),
-        "n_params": meta.get("n_params"), "tokens": config.train.tokens, "seed": config.train.seed,
-        "status": run.status(), "steps": summary.get("steps"), "tokens_seen": summary.get("tokens"),
-        "best_val_loss": summary.get("best_val_loss"), "best_val_ppl": summary.get("best_val_ppl"),
-        "test_loss": ppl.get("lexical_loss"), "test_ppl": ppl.get("lexical_ppl"),
-        "word_perplexity": ppl.get("word_perplexity"), "bits_per_byte": ppl.get("bits_per_byte"),
-        "tokens_per_s": summary.get("tokens_per_s"), "sentences_per_s": summary.get("sentences_per_s"),
-        "peak_memory_mb": summary.get("peak_memory_mb"), "config_hash": config.hash(),
-    }
-    for key in REVERSAL_KEYS:
-        row[f"reversal_{key}"] = reversal.get(key)
-    return row
-
-
-def write_results(grid_dir: Path) -> pd.DataFrame:
-    """Regenerate `results.csv` from the run directories of a grid (one row per run)."""
-    grid_dir = Path(grid_dir)
-    variants = {}
-    grid_file = grid_dir / "grid.toml"
-    if grid_file.exists():
-        try:
-            grid = GridConfig.from_dict(read_toml(grid_file), str(grid_file))
-            variants = {s.run_id: {"variant": s.variant} for s in expand(grid)}
-        except UserError:
-            pass
-    rows = [collect_row(d, variants.get(d.name)) for d in sorted(grid_dir.iterdir())
-            if d.is_dir() and (d / "config.toml").exists()]
-    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + [f"reversal_{k}" for k in REVERSAL_KEYS])
-    write_text(grid_dir / "results.csv", frame.to_csv(index=False))
-    return frame
-
-
 def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
     """The expanded runs with parameter counts and a compute estimate (6 N D FLOPs)."""
     rows = []
@@ -439,5 +355,3 @@ def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
     return rows
 
 
-def save_dry_run(grid: GridConfig, path: Path) -> None:
-    write_json(path, dry_run_table(grid))

@@ -103,13 +103,6 @@ def get_adapter_class(name: str) -> type[Adapter]:
     return cls
 
 
-def adapter_origin(name: str) -> str:
-    if ":" in name:
-        return "reference"
-    entry = available().get(name)
-    return entry.origin if entry else "unknown"
-
-
 def build_adapter(config: RunConfig) -> Adapter:
     """The adapter a run config names, holding the run's model settings.
 

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from tgbench.grid import REVERSAL_KEYS
 from tgbench.plots import Band, Series, colours, plot
+from tgbench.results import REVERSAL_KEYS, done_rows, grid_variants, ordered_labels, read_results
 from tgbench.runs import RunDir, write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -139,8 +139,6 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
 
 def load_grid_files(grid_dir: Path) -> GridFiles:
     """Parse grid.toml, results.csv (rebuilt in memory from the run dirs when absent) and fits.json."""
-    from tgbench.grid import RESULT_COLUMNS, collect_row
-
     grid_dir = Path(grid_dir)
     try:
         grid = tomllib.loads((grid_dir / "grid.toml").read_text(encoding="utf-8"))
@@ -148,56 +146,17 @@ def load_grid_files(grid_dir: Path) -> GridFiles:
         grid = {}
     dirs = sorted(grid_dir.iterdir()) if grid_dir.is_dir() else []
     runs = {d.name: RunDir(d) for d in dirs if d.is_dir() and (d / "config.toml").exists()}
-    columns = RESULT_COLUMNS + [f"reversal_{k}" for k in REVERSAL_KEYS]
-    csv = grid_dir / "results.csv"
-    results = None
-    if csv.is_file():
-        try:
-            results = pd.read_csv(csv, dtype={"variant": str, "label": str, "run_id": str, "status": str},
-                                  keep_default_na=False, na_values=[""])
-        except (OSError, ValueError, pd.errors.EmptyDataError):
-            results = None
-    if results is None:
-        variants = _variants(grid)
-        rows = []
-        for name, run in runs.items():
-            try:
-                rows.append(collect_row(run.path, variants.get(name)))
-            except Exception:  # a broken run dir is shown by its absence, not by a crash  # noqa: BLE001
-                continue
-        results = pd.DataFrame(rows, columns=columns)
-    for column in columns:
-        if column not in results.columns:
-            results[column] = None
-    results["variant"] = results["variant"].fillna("")
-    results["label"] = [lab if isinstance(lab, str) and lab else str(a) for lab, a in
-                        zip(results["label"], results["adapter"], strict=True)]
-    results["loss"] = [t if _num(t) is not None else _num(v) for t, v in
-                       zip(results["test_loss"], results["best_val_loss"], strict=True)]
-    results["loss_is_val"] = [_num(t) is None and _num(v) is not None for t, v in
-                              zip(results["test_loss"], results["best_val_loss"], strict=True)]
+    results = read_results(grid_dir, grid)
     fits, fits_error = _read_json(grid_dir / "fits.json")
     return GridFiles(grid_dir, grid, results, fits, fits_error, runs)
 
 
-def _variants(grid: dict[str, Any]) -> dict[str, dict[str, str]]:
-    from tgbench.errors import UserError
-    from tgbench.grid import GridConfig, expand
-
-    try:
-        return {s.run_id: {"variant": s.variant} for s in expand(GridConfig.from_dict(grid))}
-    except (UserError, TypeError, ValueError, KeyError):
-        return {}
-
-
 def _done(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["status"].astype(str) == "done"]
+    return done_rows(frame)
 
 
 def _labels(frame: pd.DataFrame) -> list[str]:
-    """Labels in a reading order: tg first, then gpt2, then the rest alphabetically."""
-    order = {"tg": 0, "gpt2": 1}
-    return sorted({str(x) for x in frame["label"]}, key=lambda lab: (order.get(lab, 2), lab))
+    return ordered_labels(frame["label"])
 
 
 def _axis_cells(frame: pd.DataFrame) -> tuple[tuple | None, int | None]:
@@ -309,6 +268,16 @@ def _why_not_distinguishable(a: str, b: str, mults: dict[str, dict], ppl_class: 
     return "; ".join(parts) or "no interval or seed spread separates them"
 
 
+def _axis_extent(frame: pd.DataFrame, axis: str, labels: Iterable[str]) -> int:
+    """The most distinct x values (budgets, or sizes) any group of the axis has for the given labels."""
+    done = _done(frame)
+    done = done[done["label"].isin(list(labels))]
+    group, x = (["width", "layers"], "tokens") if axis == "data" else (["tokens"], "n_params")
+    if done.empty:
+        return 0
+    return int(done.groupby(["label", *group])[x].nunique().max())
+
+
 def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
     """Multipliers (when fits.json fitted this pair), perplexity differences and a plain sentence."""
     fits = files.fits
@@ -318,6 +287,10 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
         for m in mults.values():
             m["note"] = ("fits.json is missing: run tgbench fit" if not fits else
                          f"fits.json does not fit {a} vs {b}; rerun tgbench fit --pair {a},{b}")
+    for axis, m in mults.items():
+        if not m["points"] and _axis_extent(files.results, axis, (a, b)) < 3:
+            what = "budgets at one size" if axis == "data" else "sizes at one budget"
+            m.update(status="not measured", note=f"this grid has fewer than 3 {what}, so no {axis} axis to fit")
     cells = ppl_cells(files.results, a, b)
     measured = [c for c in cells if not c["missing"]]
     # A cell with one seed per model has no spread: its sign is shown but is not evidence either way.
@@ -518,7 +491,7 @@ def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
 def _at_chance(error_rate: float, seeds: int) -> bool:
     """Whether an error rate averaged over `seeds` evaluations of the probe is within the 95% binomial band of
     chance (0.5), assuming every evaluation scored the probe's full REVERSAL_PAIRS pairs per condition."""
-    from tgbench.evaluate import REVERSAL_PAIRS
+    from tgbench.tasks.tg_reversal.task import REVERSAL_PAIRS
 
     n = max(seeds, 1) * REVERSAL_PAIRS
     return abs(error_rate - 0.5) <= 1.96 * math.sqrt(0.25 / n)
@@ -706,7 +679,7 @@ def provenance(files: GridFiles) -> dict[str, Any]:
         elif run.failed:
             message = (run.path / "FAILED").read_text(encoding="utf-8").strip()
             failures.append({"run": name, "message": message})
-    expected = list(_variants(files.grid))
+    expected = list(grid_variants(files.grid))
     not_started = [r for r in expected if r not in files.runs]
     unfinished = [{"run": str(r["run_id"]), "status": str(r["status"])} for _, r in files.results.iterrows()
                   if str(r["status"]) not in ("done", "failed")]

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tgbench
+from tgbench.adapter import Adapter, Vocab
 from tgbench.config import RunConfig, load_run_config, to_toml
 from tgbench.errors import UserError
 
@@ -375,3 +376,62 @@ def latest_good_checkpoint(directory: Path, warn=print) -> Checkpoint | None:
         except CorruptCheckpoint as err:
             warn(f"corrupted checkpoint skipped: {err}")
     return None
+
+
+@dataclass
+class LoadedRun:
+    """A trained run, ready to evaluate."""
+
+    run_dir: Path
+    config: RunConfig
+    adapter: Adapter
+    model: torch.nn.Module
+    corpus: Any  # EncodedCorpus
+    checkpoint: str
+    sidecar: dict[str, Any]
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.corpus.vocab
+
+
+def load_run(run_dir: Path, checkpoint: str = "best", device: str = "auto", corpus=None,
+             progress: bool = False) -> LoadedRun:
+    """Rebuild a run's adapter, corpus and model from its directory, in eval mode.
+
+    Args:
+        run_dir: A run directory written by `train`.
+        checkpoint: "best" (lowest lexical validation loss) or "latest".
+        device: Where to put the model.
+        corpus: An already loaded corpus with the run's data settings (grids share one).
+    """
+    from tgbench.data import load_corpus
+    from tgbench.devices import resolve_device
+    from tgbench.registry import build_adapter
+
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
+        raise UserError(f"'{run_dir}' is not a run directory (no config.toml)", "give a directory written by "
+                        "`tgbench train` or `tgbench train-grid`")
+    if checkpoint not in ("best", "latest"):
+        raise UserError(f"checkpoint '{checkpoint}' is not known", "use best or latest")
+    run.check_version()
+    config = run.read_config()
+    adapter = build_adapter(config)
+    if corpus is None or getattr(corpus, "config", config.data) != config.data:
+        corpus = load_corpus(config.data, progress=progress)
+    target = resolve_device(device)
+    model = adapter.build(corpus.vocab)
+    if not any((run.checkpoints / f"{checkpoint}{suffix}").exists() for suffix in (".json", ".safetensors")):
+        raise UserError(f"run '{run_dir}' has no '{checkpoint}' checkpoint yet",
+                        "finish or resume the run first (tgbench train ... --resume auto)")
+    try:
+        found = read_checkpoint(run.checkpoints, checkpoint)
+    except CorruptCheckpoint as err:
+        other = "latest" if checkpoint == "best" else "best"
+        raise UserError(f"checkpoint '{checkpoint}' of '{run_dir}' is damaged: {err}",
+                        f"use --checkpoint {other}, or retrain the run (tgbench train ... --resume never)",
+                        ) from err
+    found.load_model(model, run.checkpoints / f"{checkpoint}.safetensors")
+    model.to(target).eval()
+    return LoadedRun(run.path, config, adapter, model, corpus, checkpoint, found.sidecar)

@@ -7,17 +7,22 @@ norms, gates and other 1-D tensors), linear warmup then cosine decay to a fracti
 
 Interrupted runs resume exactly: the epoch's batch list is rebuilt from the seed and skipped to
 the saved position; model, optimiser, scheduler and RNG state come from the checkpoint.
+
+One optimiser step consumes `world_size x grad_accumulation` consecutive batches of the epoch's
+list (one batch when neither is set). Under `torchrun` every process builds the same list, takes its
+own `grad_accumulation` batches of each step, and torch DDP averages the gradients; rank 0 alone
+writes the run directory. A single process with `grad_accumulation = world_size` computes the same
+steps. Steps that cannot be filled at the end of an epoch are dropped (only when a step takes more
+than one batch).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import resource
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +30,31 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from tgbench.adapter import Adapter, Document, Vocab
+from tgbench.adapter import Adapter, Batch, Document, Vocab
 from tgbench.config import RunConfig
+from tgbench.devices import (
+    Distributed,
+    autocast_context,
+    distributed_from_env,
+    init_process_group,
+    peak_memory_mb,
+    resolve_device,
+)
 from tgbench.errors import UserError
 from tgbench.registry import build_adapter, resolved
-from tgbench.runs import RunDir, latest_good_checkpoint, provenance, read_json, save_checkpoint, write_json
+from tgbench.runs import (
+    Checkpoint,
+    RunDir,
+    latest_good_checkpoint,
+    provenance,
+    read_json,
+    save_checkpoint,
+    write_json,
+)
 
 console = Console(stderr=True)
+
+__all__ = ["Interrupted", "RunResult", "TrainState", "TrainingFailed", "train"]
 
 
 class TrainingFailed(Exception):
@@ -54,25 +77,6 @@ class RunResult:
     best_val_loss: float = math.nan
     steps: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but CUDA is not available", "use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"unknown device '{name}'", "use auto, cpu, cuda or cuda:N") from err
-
-
-def autocast_context(device: torch.device, dtype: str):
-    """bf16 autocast on CUDA (or when asked); plain float32 otherwise."""
-    use_bf16 = dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
@@ -133,12 +137,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def validation_documents(documents: Sequence[Document], max_tokens: int) -> list[Document]:
     """The fixed validation subset: documents in file order until `max_tokens` lexical tokens."""
     chosen, total = [], 0
@@ -196,9 +194,118 @@ class SignalGuard:
             signal.signal(signum, handler)
 
 
+# -- the state of a run -----------------------------------------------------------------------------------
+@dataclass
+class Window:
+    """Sums over the steps since the last metrics record (tensors stay on the device until a log)."""
+
+    loss: Any = 0.0
+    lexical_nll: Any = 0.0
+    lexical_tokens: int = 0
+    sentences: int = 0
+    steps: int = 0
+
+
+@dataclass
+class TrainState:
+    """Where a run is; saved in every checkpoint's sidecar and restored on resume.
+
+    Attributes:
+        step: Optimiser steps taken.
+        epoch: Current epoch (0-based).
+        batch: Index, in the epoch's batch list, of the first batch of the next step.
+        tokens: Lexical training tokens consumed (all processes together).
+        best_val_loss: Lowest validation loss so far (None before the first validation).
+        window: The sums of the current logging window.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    tokens: int = 0
+    best_val_loss: float | None = None
+    window: Window = field(default_factory=Window)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "window"}
+        out["acc"] = {k: float(v) for k, v in asdict(self.window).items()}  # the sidecar's historic name
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainState:
+        acc = raw.get("acc") or {}
+        window = Window(float(acc.get("loss", 0.0)), float(acc.get("lexical_nll", 0.0)),
+                        int(acc.get("lexical_tokens", 0)), int(acc.get("sentences", 0)), int(acc.get("steps", 0)))
+        return cls(int(raw["step"]), int(raw["epoch"]), int(raw["batch"]), int(raw["tokens"]),
+                   raw.get("best_val_loss"), window)
+
+
+class _LossModule(torch.nn.Module):
+    """`adapter.loss` as a module's forward, so DDP and torch.compile see one call per micro-batch."""
+
+    def __init__(self, adapter: Adapter, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.adapter = adapter
+        self.model = model
+
+    def forward(self, batch: Batch, epoch: int):
+        parts = self.adapter.loss(self.model, batch, epoch)
+        return parts.loss, parts.lexical_nll_sum, parts.lexical_tokens
+
+
+@dataclass
+class Session:
+    """Everything one training session works with (built by `_start`, used by the step functions)."""
+
+    config: RunConfig
+    run: RunDir
+    adapter: Adapter
+    model: torch.nn.Module  # the bare model: checkpoints, validation
+    step_module: torch.nn.Module  # what a step calls: the loss module, maybe DDP-wrapped and compiled
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    dist: Distributed
+    vocab: Vocab
+    train_docs: list[Document]
+    valid_docs: list[Document]
+    steps_per_epoch: list[int]
+    n_params: int
+    on_log: Callable[[dict[str, Any]], None] | None
+    state: TrainState = field(default_factory=TrainState)
+    window_start: float = 0.0
+    lr: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps_per_epoch)
+
+    @property
+    def batches_per_step(self) -> int:
+        return self.dist.world_size * self.config.train.grad_accumulation
+
+    def epoch_batches(self, epoch: int) -> list[Batch]:
+        """The epoch's batches, in order (the same list on every process)."""
+        tc = self.config.train
+        return self.adapter.batches(epoch_documents(self.train_docs, tc.seed, epoch), self.vocab,
+                                    batch_tokens=tc.batch_tokens, epoch=epoch, rng=_batch_rng(tc.seed, epoch))
+
+
+def _batch_rng(seed: int, epoch: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, 1])
+
+
+def steps_in_epoch(n_batches: int, batches_per_step: int) -> int:
+    """Steps an epoch of `n_batches` gives; a step that cannot be filled is dropped (when it takes > 1)."""
+    return n_batches if batches_per_step == 1 else n_batches // batches_per_step
+
+
+# -- one session ------------------------------------------------------------------------------------------
 def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool = True,
-          corpus=None, on_log: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train one run into directory `out`.
+          corpus=None, on_log: Callable[[dict[str, Any]], None] | None = None,
+          labels: dict[str, str] | None = None) -> RunResult:
+    """Train one run into directory `out` (under torchrun: one process's share of it).
 
     Args:
         config: The run's settings.
@@ -209,209 +316,333 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         corpus: An already loaded `EncodedCorpus` (grids load it once); loaded from
             `config.data` when None.
         on_log: Called with every metrics record as it is written (a grid's live table).
+        labels: The run's ``label`` and ``variant`` in its grid, recorded in its config.toml (the results
+            table reads them from there).
 
     Returns:
         The run's status and final figures.
     """
-    from tgbench.data import load_corpus
-
     if resume not in ("auto", "never"):
         raise UserError(f"--resume {resume!r} is not a mode", "use --resume auto or --resume never")
     config = resolved(config)  # every model setting, defaults included, is recorded and hashed
+    dist_info = distributed_from_env()
+    device = resolve_device(config.train.device, dist_info)
+    init_process_group(dist_info, device)
     run = RunDir(out)
+    skipped = _existing_run(run, config, resume, dist_info)
+    if skipped is not None:
+        return skipped
+    session = _start(config, run, resume, dist_info, device, corpus, progress, on_log, labels or {})
+    _run_epochs(session, progress)
+    return _finish(session)
+
+
+def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distributed) -> RunResult | None:
+    """Refuse a directory holding other settings, skip a DONE run, or clear it for `--resume never`."""
     if run.config_path.exists():
         run.check_version()
         previous = resolved(run.read_config())
         if resume == "auto" and previous.hash() != config.hash():
             raise UserError(
-                f"'{out}' holds a run with different settings (config hash {previous.hash()} vs {config.hash()})",
+                f"'{run.path}' holds a run with different settings (config hash {previous.hash()} vs {config.hash()})",
                 "choose a new --out directory, or pass --resume never to overwrite it",
             )
         if resume == "auto" and run.done:
             summary = read_json(run.summary_path)
             return RunResult(run.path, "skipped", summary.get("best_val_loss", math.nan), summary.get("steps", 0),
                              summary)
-    if resume == "never":
-        for path in [*run.checkpoints.glob("*"), run.metrics_path, run.summary_path]:
-            path.unlink(missing_ok=True)
-    run.clear_marks()
+    if dist_info.is_main:
+        if resume == "never":
+            for path in [*run.checkpoints.glob("*"), run.metrics_path, run.summary_path]:
+                path.unlink(missing_ok=True)
+        run.clear_marks()
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has cleared the directory before anyone reads its checkpoints
+    return None
+
+
+def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, device: torch.device, corpus,
+           progress: bool, on_log, labels: dict[str, str]) -> Session:
+    """Build the model, data, optimiser and schedule, and restore the latest checkpoint when resuming."""
+    from tgbench.data import load_corpus
 
     tc = config.train
-    device = resolve_device(tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     adapter = build_adapter(config)
     if corpus is None or getattr(corpus, "config", config.data) != config.data:
-        corpus = load_corpus(config.data, progress=progress)  # none given, or a model-specific cap (half length)
+        corpus = load_corpus(config.data, progress=progress and dist_info.is_main)  # or a model-specific cap
     vocab = corpus.vocab
     seed_everything(tc.seed)
     model = adapter.build(vocab).to(device)
-    n_params = adapter.n_params(model)
-
     train_split = corpus.splits["train"]
     train_docs = train_split.documents(train_split.subset(tc.tokens, tc.seed))
-    valid_docs = validation_documents(corpus.splits["valid"].documents(), tc.eval_tokens)
-    batch_rng = lambda epoch: np.random.default_rng([tc.seed, epoch, 1])  # noqa: E731
-    plan = lambda epoch: adapter.batches(  # noqa: E731
-        epoch_documents(train_docs, tc.seed, epoch), vocab, batch_tokens=tc.batch_tokens, epoch=epoch,
-        rng=batch_rng(epoch),
-    )
-    steps_per_epoch = [len(plan(epoch)) for epoch in range(tc.epochs)]
-    total_steps = sum(steps_per_epoch)
-    if total_steps == 0:
+    per_step = dist_info.world_size * tc.grad_accumulation
+    steps_per_epoch = [
+        steps_in_epoch(adapter.count_batches(epoch_documents(train_docs, tc.seed, epoch), vocab,
+                                             batch_tokens=tc.batch_tokens, epoch=epoch,
+                                             rng=_batch_rng(tc.seed, epoch)), per_step)
+        for epoch in range(tc.epochs)
+    ]
+    if sum(steps_per_epoch) == 0:
         raise UserError("the training subset produced no batches", "raise --tokens or use a larger corpus")
-
-    warn_if_large(model, sum(len(s) for d in train_docs for s in d) * tc.epochs, device)
+    if dist_info.is_main:
+        warn_if_large(model, sum(len(s) for d in train_docs for s in d) * tc.epochs, device)
     optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    state = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "best_val_loss": None, "acc": _fresh_acc()}
-
+    session = Session(
+        config=config, run=run, adapter=adapter, model=model, step_module=_step_module(adapter, model, tc, dist_info),
+        optimizer=optimizer, scheduler=make_scheduler(optimizer, config, sum(steps_per_epoch)), device=device,
+        dist=dist_info, vocab=vocab, train_docs=train_docs,
+        valid_docs=validation_documents(corpus.splits["valid"].documents(), tc.eval_tokens),
+        steps_per_epoch=steps_per_epoch, n_params=adapter.n_params(model), on_log=on_log,
+    )
     checkpoint = latest_good_checkpoint(run.checkpoints, warn=lambda m: console.print(f"[yellow]{m}"))
     if checkpoint is not None and resume == "auto":
-        checkpoint.load_model(model, run.checkpoints / f"{checkpoint.name}.safetensors")
-        checkpoint.load_optimizer(optimizer)
-        scheduler.load_state_dict(checkpoint.sidecar["scheduler"])
-        checkpoint.restore_rng()
-        state.update(checkpoint.sidecar["state"])
-        torn = run.truncate_metrics(state["step"])
+        _resume(session, checkpoint)
+    elif dist_info.is_main:
+        run.metrics_path.unlink(missing_ok=True)
+    if dist_info.is_main:
+        run.write_config(config, {**provenance(str(device)), "n_params": session.n_params,
+                                  "total_steps": session.total_steps, "world_size": dist_info.world_size,
+                                  "adapter_description": adapter.description, **labels})
+    return session
+
+
+def _step_module(adapter: Adapter, model: torch.nn.Module, tc, dist_info: Distributed) -> torch.nn.Module:
+    module: torch.nn.Module = _LossModule(adapter, model)
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [model_device.index] if (model_device := next(model.parameters()).device).type == "cuda" else None
+        # some parameters may get no gradient in a step (e.g. TG's memory before the first sentence ends)
+        module = DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+    if tc.compile:
+        module = torch.compile(module)
+    return module
+
+
+def _resume(session: Session, checkpoint: Checkpoint) -> None:
+    run = session.run
+    checkpoint.load_model(session.model, run.checkpoints / f"{checkpoint.name}.safetensors")
+    checkpoint.load_optimizer(session.optimizer)
+    session.scheduler.load_state_dict(checkpoint.sidecar["scheduler"])
+    checkpoint.restore_rng()
+    session.state = TrainState.from_dict(checkpoint.sidecar["state"])
+    if session.dist.is_main:
+        torn = run.truncate_metrics(session.state.step)
         if torn:
             console.print(f"[yellow]dropped {torn} torn line(s) of {run.metrics_path} "
                           "(a write cut short by the interruption)")
-        console.print(f"resuming {out} from step {state['step']} (checkpoint '{checkpoint.name}')")
-    else:
-        run.metrics_path.unlink(missing_ok=True)
-    run.write_config(config, {**provenance(str(device)), "n_params": n_params, "total_steps": total_steps,
-                              "adapter_description": adapter.description})
+        console.print(f"resuming {run.path} from step {session.state.step} (checkpoint '{checkpoint.name}')")
 
-    def log(record: dict[str, Any]) -> None:
-        run.append_metrics(record)
-        if on_log is not None:
-            on_log(record)
 
-    def check_finite() -> None:
-        # A NaN between two logs must stop the run before a checkpoint or best model saves it.
-        acc = state["acc"]
-        if acc["steps"] and not math.isfinite(float(acc["loss"])):
-            _fail(run, state, _flush(acc, state, lr, time.perf_counter() - window_start, device))
-
-    def save(name: str, keep_previous: bool = False, with_optimizer: bool = True) -> None:
-        check_finite()
-        plain_state = {**state, "acc": {k: float(v) for k, v in state["acc"].items()}}
-        sidecar = {"state": plain_state, "scheduler": scheduler.state_dict(), "n_params": n_params,
-                   "config_hash": config.hash()}
-        save_checkpoint(run.checkpoints, name, model, sidecar, optimizer if with_optimizer else None,
-                        keep_previous=keep_previous)
-
-    def evaluate() -> float:
-        loss, count = lexical_loss(adapter, model, valid_docs, vocab, device, tc.dtype)
-        record = {"step": state["step"], "epoch": state["epoch"], "tokens": state["tokens"], "val_loss": loss,
-                  "val_ppl": math.exp(min(loss, 50)), "val_tokens": count}
-        if not math.isfinite(loss):
-            check_finite()  # blame the training loss when it is the cause
-            _fail(run, state, record, key="val_loss")
-        log(record)
-        if state["best_val_loss"] is None or loss < state["best_val_loss"]:
-            state["best_val_loss"] = loss
-            save("best", with_optimizer=False)
-        return loss
-
-    model.train()
-    eval_every = tc.eval_every or max(1, steps_per_epoch[0])
-    started = time.perf_counter()
-    progress_bar = _progress(progress)
+def _run_epochs(session: Session, progress: bool) -> None:
+    """Every remaining step of every epoch, with logging, validation, checkpoints and Ctrl-C handling."""
+    tc, state = session.config.train, session.state
+    session.model.train()
+    eval_every = tc.eval_every or max(1, session.steps_per_epoch[0])
+    progress_bar = _progress(progress and session.dist.is_main)
     with SignalGuard() as guard, progress_bar:
-        task = progress_bar.add_task(f"train {config.model}", total=total_steps, completed=state["step"],
-                                     loss=float("nan"))
-        window_start = time.perf_counter()
-        while state["epoch"] < tc.epochs:
-            epoch = state["epoch"]
-            batches = plan(epoch)
-            for index in range(state["batch"], len(batches)):
-                batch = batches[index].to(device)
-                with autocast_context(device, tc.dtype):
-                    parts = adapter.loss(model, batch, epoch)
-                parts.loss.backward()
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-                acc = state["acc"]
-                acc["loss"] += parts.loss.detach()
-                acc["lexical_nll"] += parts.lexical_nll_sum.detach().float()
-                acc["lexical_tokens"] += parts.lexical_tokens
-                acc["sentences"] += batch.sentences
-                acc["steps"] += 1
-                state["step"] += 1
-                state["batch"] = index + 1
-                state["tokens"] += batch.lexical_tokens
-                if state["step"] % tc.log_every == 0 or state["step"] == total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    record = _flush(acc, state, lr, elapsed, device)
-                    window_start = time.perf_counter()
-                    if not math.isfinite(record["train_loss"]):
-                        _fail(run, state, record)
-                    log(record)
+        task = progress_bar.add_task(f"train {session.config.model}", total=session.total_steps,
+                                     completed=state.step, loss=float("nan"))
+        session.window_start = time.perf_counter()
+        while state.epoch < tc.epochs:
+            batches = session.epoch_batches(state.epoch)
+            per_step = session.batches_per_step
+            for _ in range(session.steps_per_epoch[state.epoch] - state.batch // per_step):
+                _step(session, batches[state.batch: state.batch + per_step])
+                if state.step % tc.log_every == 0 or state.step == session.total_steps:
+                    record = _log_window(session)
                     progress_bar.update(task, loss=record["train_lexical_loss"])
-                if state["step"] % eval_every == 0:
-                    evaluate()
-                if state["step"] % tc.checkpoint_every == 0:
-                    save("latest", keep_previous=True)
-                progress_bar.update(task, completed=state["step"])
-                if guard.received is not None:
-                    save("latest", keep_previous=True)
-                    raise Interrupted(guard.received, run.path)
-            state["epoch"] += 1
-            state["batch"] = 0
-    if state["step"] % eval_every != 0:
-        evaluate()
-    save("latest", keep_previous=True)
-    elapsed = time.perf_counter() - started
-    metrics = run.read_metrics()
-    train_records = [r for r in metrics if "train_loss" in r]
-    summary = {
-        "adapter": config.model, "n_params": n_params, "steps": state["step"], "tokens": state["tokens"],
-        "best_val_loss": state["best_val_loss"], "best_val_ppl": math.exp(min(state["best_val_loss"], 50)),
-        "final_train_lexical_loss": train_records[-1]["train_lexical_loss"] if train_records else None,
-        "tokens_per_s": _median([r["tokens_per_s"] for r in train_records]),
-        "sentences_per_s": _median([r["sentences_per_s"] for r in train_records]),
-        "peak_memory_mb": peak_memory_mb(device), "wall_s_this_session": elapsed,
-        "config_hash": config.hash(),
-    }
-    write_json(run.summary_path, summary)
-    run.mark("DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
-    return RunResult(run.path, "done", state["best_val_loss"], state["step"], summary)
+                if state.step % eval_every == 0:
+                    _evaluate(session)
+                if state.step % tc.checkpoint_every == 0:
+                    _save(session, "latest", keep_previous=True)
+                progress_bar.update(task, completed=state.step)
+                signum = _agreed_signal(session, guard.received)
+                if signum is not None:
+                    _save(session, "latest", keep_previous=True)
+                    raise Interrupted(signum, session.run.path)
+            state.epoch += 1
+            state.batch = 0
+    if state.step % eval_every != 0:
+        _evaluate(session)
+    _save(session, "latest", keep_previous=True)
 
 
-def _fresh_acc() -> dict[str, Any]:
-    return {"loss": 0.0, "lexical_nll": 0.0, "lexical_tokens": 0, "sentences": 0, "steps": 0}
+def _step(session: Session, step_batches: Sequence[Batch]) -> None:
+    """One optimiser step over this process's share of `step_batches` (all processes' batches)."""
+    tc, state, window = session.config.train, session.state, session.state.window
+    accumulation = tc.grad_accumulation
+    mine = step_batches[session.dist.rank * accumulation: (session.dist.rank + 1) * accumulation]
+    for index, batch in enumerate(mine):
+        batch = batch.to(session.device)
+        last = index == len(mine) - 1
+        # DDP averages gradients across processes at the last micro-batch only
+        sync = session.step_module.no_sync() if session.dist.enabled and not last else _no_context()
+        with sync, autocast_context(session.device, tc.dtype):
+            loss, lexical_nll_sum, lexical_tokens = session.step_module(batch, state.epoch)
+            (loss / accumulation).backward()
+        window.loss += loss.detach() / accumulation
+        window.lexical_nll += lexical_nll_sum.detach().float()
+        window.lexical_tokens += lexical_tokens
+        window.sentences += batch.sentences
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(session.model.parameters(), tc.grad_clip)
+    session.optimizer.step()
+    session.optimizer.zero_grad(set_to_none=True)
+    session.lr = session.scheduler.get_last_lr()[0]
+    session.scheduler.step()
+    window.steps += 1
+    state.step += 1
+    state.batch += len(step_batches)
+    state.tokens += sum(b.lexical_tokens for b in step_batches)  # every process's share, known to all
 
 
-def _flush(acc: dict[str, Any], state: dict[str, Any], lr: float, elapsed: float, device) -> dict[str, Any]:
-    """One metrics record from the accumulated window; resets the accumulator (one host sync)."""
-    steps = max(acc["steps"], 1)
-    loss = float(acc["loss"]) / steps
-    lexical = float(acc["lexical_nll"]) / max(acc["lexical_tokens"], 1)
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _agreed_signal(session: Session, received: int | None) -> int | None:
+    """The signal any process received (all processes stop at the same step), or None."""
+    if not session.dist.enabled:
+        return received
+    import torch.distributed as dist
+
+    flag = torch.tensor([received or 0], dtype=torch.int64, device=session.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+def _window_totals(session: Session) -> tuple[float, float, int, int]:
+    """The window's (loss sum, lexical NLL, lexical tokens, sentences), summed over processes."""
+    window = session.state.window
+    values = torch.tensor([float(window.loss), float(window.lexical_nll), window.lexical_tokens, window.sentences],
+                          dtype=torch.float64, device=session.device)
+    if session.dist.enabled:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+        values[0] /= session.dist.world_size  # each process's loss is already a mean over its batches
+    loss, nll, tokens, sentences = values.tolist()
+    return loss, nll, int(tokens), int(sentences)
+
+
+def _log_window(session: Session) -> dict[str, Any]:
+    """Write one metrics record from the window (one host sync) and start a new window."""
+    state = session.state
+    loss_sum, nll, tokens, sentences = _window_totals(session)
+    elapsed = max(time.perf_counter() - session.window_start, 1e-9)
+    steps = max(state.window.steps, 1)
     record = {
-        "step": state["step"], "epoch": state["epoch"], "tokens": state["tokens"], "lr": lr,
-        "train_loss": loss, "train_lexical_loss": lexical,
-        "tokens_per_s": acc["lexical_tokens"] / max(elapsed, 1e-9),
-        "sentences_per_s": acc["sentences"] / max(elapsed, 1e-9),
-        "peak_memory_mb": peak_memory_mb(device),
+        "step": state.step, "epoch": state.epoch, "tokens": state.tokens, "lr": session.lr,
+        "train_loss": loss_sum / steps, "train_lexical_loss": nll / max(tokens, 1),
+        "tokens_per_s": tokens / elapsed, "sentences_per_s": sentences / elapsed,
+        "peak_memory_mb": peak_memory_mb(session.device),
     }
-    state["acc"] = _fresh_acc()
+    state.window = Window()
+    session.window_start = time.perf_counter()
+    if not math.isfinite(record["train_loss"]):
+        _fail(session, record)
+    _write_record(session, record)
     return record
 
 
-def _fail(run: RunDir, state: dict[str, Any], record: dict[str, Any], key: str = "train_loss") -> None:
+def _write_record(session: Session, record: dict[str, Any]) -> None:
+    if session.dist.is_main:
+        session.run.append_metrics(record)
+        if session.on_log is not None:
+            session.on_log(record)
+
+
+def _check_finite(session: Session) -> None:
+    """A NaN between two logs must stop the run before a checkpoint or best model saves it."""
+    window = session.state.window
+    value = float(window.loss) if window.steps else 0.0
+    if session.dist.enabled:  # every process must take the same branch (logging is collective)
+        import torch.distributed as dist
+
+        shared = torch.tensor([value], dtype=torch.float64, device=session.device)
+        dist.all_reduce(shared)
+        value = float(shared[0])
+    if not math.isfinite(value):
+        _log_window(session)
+
+
+def _evaluate(session: Session) -> float:
+    """Lexical validation loss (rank 0 computes it, every process gets it); saves `best` on improvement."""
+    state, tc = session.state, session.config.train
+    loss, count = math.nan, 0
+    if session.dist.is_main:
+        loss, count = lexical_loss(session.adapter, session.model, session.valid_docs, session.vocab,
+                                   session.device, tc.dtype)
+    if session.dist.enabled:
+        import torch.distributed as dist
+
+        shared = torch.tensor([loss, count], dtype=torch.float64, device=session.device)
+        dist.broadcast(shared, src=0)
+        loss, count = float(shared[0]), int(shared[1])
+    record = {"step": state.step, "epoch": state.epoch, "tokens": state.tokens, "val_loss": loss,
+              "val_ppl": math.exp(min(loss, 50)), "val_tokens": count}
+    if not math.isfinite(loss):
+        _check_finite(session)  # blame the training loss when it is the cause
+        _fail(session, record, key="val_loss")
+    _write_record(session, record)
+    if state.best_val_loss is None or loss < state.best_val_loss:
+        state.best_val_loss = loss
+        _save(session, "best", with_optimizer=False)
+    return loss
+
+
+def _save(session: Session, name: str, keep_previous: bool = False, with_optimizer: bool = True) -> None:
+    _check_finite(session)
+    if not session.dist.is_main:
+        return
+    sidecar = {"state": session.state.to_dict(), "scheduler": session.scheduler.state_dict(),
+               "n_params": session.n_params, "config_hash": session.config.hash()}
+    save_checkpoint(session.run.checkpoints, name, session.model, sidecar,
+                    session.optimizer if with_optimizer else None, keep_previous=keep_previous)
+
+
+def _fail(session: Session, record: dict[str, Any], key: str = "train_loss") -> None:
+    run, state = session.run, session.state
     what = "training" if key == "train_loss" else "validation"
     kept = (f"the last good checkpoint is kept in {run.checkpoints}" if any(run.checkpoints.glob("*.json"))
             else "no checkpoint had been written yet")
-    message = f"{what} loss became {record[key]} at step {state['step']}; {kept}"
-    run.append_metrics({**record, "error": message})
-    run.mark("FAILED", message + "\n")
+    message = f"{what} loss became {record[key]} at step {state.step}; {kept}"
+    if session.dist.is_main:
+        run.append_metrics({**record, "error": message})
+        run.mark("FAILED", message + "\n")
     raise TrainingFailed(message)
+
+
+def _finish(session: Session) -> RunResult:
+    """summary.json and DONE (rank 0), and the run's figures."""
+    state, run = session.state, session.run
+    train_records = [r for r in run.read_metrics() if "train_loss" in r] if session.dist.is_main else []
+    summary = {
+        "adapter": session.config.model, "n_params": session.n_params, "steps": state.step, "tokens": state.tokens,
+        "best_val_loss": state.best_val_loss, "best_val_ppl": math.exp(min(state.best_val_loss, 50)),
+        "final_train_lexical_loss": train_records[-1]["train_lexical_loss"] if train_records else None,
+        "tokens_per_s": _median([r["tokens_per_s"] for r in train_records]),
+        "sentences_per_s": _median([r["sentences_per_s"] for r in train_records]),
+        "peak_memory_mb": peak_memory_mb(session.device), "wall_s_this_session": time.perf_counter() - session.started,
+        "world_size": session.dist.world_size, "config_hash": session.config.hash(),
+    }
+    if session.dist.is_main:
+        write_json(run.summary_path, summary)
+        run.mark("DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    if session.dist.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()  # no process leaves before DONE is written
+    return RunResult(run.path, "done", state.best_val_loss, state.step, summary)
 
 
 def _median(values: list[float]) -> float | None:
@@ -427,60 +658,3 @@ def _progress(enabled: bool):
         disable=not enabled, transient=False,
     )
 
-
-@dataclass
-class LoadedRun:
-    """A trained run, ready to evaluate."""
-
-    run_dir: Path
-    config: RunConfig
-    adapter: Adapter
-    model: torch.nn.Module
-    corpus: Any  # EncodedCorpus
-    checkpoint: str
-    sidecar: dict[str, Any]
-
-    @property
-    def vocab(self) -> Vocab:
-        return self.corpus.vocab
-
-
-def load_run(run_dir: Path, checkpoint: str = "best", device: str = "auto", corpus=None,
-             progress: bool = False) -> LoadedRun:
-    """Rebuild a run's adapter, corpus and model from its directory, in eval mode.
-
-    Args:
-        run_dir: A run directory written by `train`.
-        checkpoint: "best" (lowest lexical validation loss) or "latest".
-        device: Where to put the model.
-        corpus: An already loaded corpus with the run's data settings (grids share one).
-    """
-    from tgbench.data import load_corpus
-    from tgbench.runs import CorruptCheckpoint, read_checkpoint
-
-    run = RunDir(run_dir)
-    if not run.config_path.exists():
-        raise UserError(f"'{run_dir}' is not a run directory (no config.toml)", "give a directory written by "
-                        "`tgbench train` or `tgbench train-grid`")
-    if checkpoint not in ("best", "latest"):
-        raise UserError(f"checkpoint '{checkpoint}' is not known", "use best or latest")
-    run.check_version()
-    config = run.read_config()
-    adapter = build_adapter(config)
-    if corpus is None or getattr(corpus, "config", config.data) != config.data:
-        corpus = load_corpus(config.data, progress=progress)
-    target = resolve_device(device)
-    model = adapter.build(corpus.vocab)
-    if not any((run.checkpoints / f"{checkpoint}{suffix}").exists() for suffix in (".json", ".safetensors")):
-        raise UserError(f"run '{run_dir}' has no '{checkpoint}' checkpoint yet",
-                        "finish or resume the run first (tgbench train ... --resume auto)")
-    try:
-        found = read_checkpoint(run.checkpoints, checkpoint)
-    except CorruptCheckpoint as err:
-        other = "latest" if checkpoint == "best" else "best"
-        raise UserError(f"checkpoint '{checkpoint}' of '{run_dir}' is damaged: {err}",
-                        f"use --checkpoint {other}, or retrain the run (tgbench train ... --resume never)",
-                        ) from err
-    found.load_model(model, run.checkpoints / f"{checkpoint}.safetensors")
-    model.to(target).eval()
-    return LoadedRun(run.path, config, adapter, model, corpus, checkpoint, found.sidecar)

@@ -1,6 +1,6 @@
 """tg_ppl helpers: the run's test documents as an lm-eval dataset, and the per-document metrics."""
 
-from tgbench.evaluate import count_words, ppl_dataset
+from tgbench.tasks.tg_ppl.task import count_words, ppl_dataset
 
 
 def dataset(**kwargs):

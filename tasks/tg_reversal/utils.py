@@ -1,6 +1,6 @@
 """tg_reversal helpers: the probe's items as an lm-eval dataset, and per-item metrics."""
 
-from tgbench.evaluate import reversal_dataset
+from tgbench.tasks.tg_reversal.task import item_metrics, reversal_dataset
 
 
 def dataset(**kwargs):
@@ -13,8 +13,4 @@ def process_results(doc, results):
 
     Only the row's own condition is reported: lm-eval averages each metric over the rows that have it.
     """
-    target_nll, distractor_nll = -results[0][0], -results[1][0]
-    margin = distractor_nll - target_nll  # negative: the distractor was more likely (an error)
-    cond = doc["condition"]
-    return {f"{cond}_target_nll": target_nll, f"{cond}_distractor_nll": distractor_nll,
-            f"{cond}_margin": margin, f"{cond}_error_rate": float(margin < 0)}
+    return item_metrics(doc["condition"], -results[0][0], -results[1][0])

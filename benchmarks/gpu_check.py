@@ -1,0 +1,139 @@
+"""The prepared GPU check: paper-size TG and GPT-2 training steps in bf16, and CPU-vs-CUDA loss parity.
+
+At the paper's size (12 layers, width 768, 12 heads, GPT-2's 50,257-token BPE, about 20k lexical tokens
+per step, GPT-2 context 1024) on the embedded corpus, for TG and our GPT-2:
+
+1. parity: one batch, the same initial weights, the loss in float32 on the CPU and in float32 on CUDA
+   (must agree to 1e-4 relative), and in bf16 autocast on CUDA (reported; must agree to 2%);
+2. speed: `--steps` training steps as the trainer takes them (the trainer's loss module, bf16 autocast,
+   gradient clipping, AdamW), after 3 warm-up steps: lexical tokens/s, sentences/s, peak GPU memory.
+
+Fits in about 8 minutes on one GPU (most of it encoding the corpus with the GPT-2 tokenizer). Prints a
+table and a final JSON line; with `--out DIR` it also writes DIR/gpu_check.json.
+
+Run: `python -m benchmarks.gpu_check [--steps 20] [--out $OUT]`; `--quick` runs toy sizes on the CPU
+(a smoke test of the script itself, figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import emit, make_adapter, make_optimizer, print_table, synchronize, synthetic_documents
+from tgbench.adapter import Batch, Vocab
+from tgbench.train import _LossModule
+
+PAPER = {"width": 768, "layers": 12, "heads": 12, "dropout": 0.0, "attention_dropout": 0.0}
+BATCH_TOKENS = 20_000
+
+
+def _setup(quick: bool):
+    if quick:
+        vocab = Vocab(base_size=64)
+        docs = synthetic_documents(np.random.default_rng(0), 60, 64)
+        return vocab, docs, {"width": 32, "layers": 2, "heads": 2, "dropout": 0.0, "attention_dropout": 0.0}, 512
+    from tgbench.data import DataConfig, load_corpus
+
+    corpus = load_corpus(DataConfig(corpus="embedded", tokenizer="gpt2", splitter="syntok"), progress=True)
+    split = corpus.splits["train"]
+    return corpus.vocab, split.documents(split.subset(600_000, 0)), dict(PAPER), BATCH_TOKENS
+
+
+def _loss(adapter, model, batch: Batch, device: torch.device, bf16: bool) -> float:
+    module = _LossModule(adapter, model)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, _, _ = module(batch.to(device), 0)
+    return float(loss)
+
+
+def parity(name: str, adapter, vocab, batch: Batch, cuda: torch.device) -> dict[str, float]:
+    """The same weights' loss on one batch: CPU float32, CUDA float32, CUDA bf16."""
+    torch.manual_seed(0)
+    model = adapter.build(vocab).eval()
+    cpu = _loss(adapter, model, batch, torch.device("cpu"), bf16=False)
+    model.to(cuda)
+    fp32 = _loss(adapter, model, batch, cuda, bf16=False)
+    bf16 = _loss(adapter, model, batch, cuda, bf16=True) if cuda.type == "cuda" else fp32
+    return {"cpu_fp32": cpu, "cuda_fp32": fp32, "cuda_bf16": bf16,
+            "rel_fp32": abs(fp32 - cpu) / abs(cpu), "rel_bf16": abs(bf16 - cpu) / abs(cpu)}
+
+
+def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device, steps: int) -> dict[str, float]:
+    """Training steps as the trainer takes them; tokens/s, sentences/s, peak memory."""
+    torch.manual_seed(0)
+    model = adapter.build(vocab).to(device).train()
+    module = _LossModule(adapter, model)
+    optimizer = make_optimizer(model)
+    batches = [b.to(device) for b in batches]
+
+    def step(batch: Batch) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, _, _ = module(batch, 0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for batch in batches[:3]:
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    chosen = [batches[i % len(batches)] for i in range(steps)]
+    synchronize(device)
+    started = time.perf_counter()
+    for batch in chosen:
+        step(batch)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    return {"tokens_per_s": sum(b.lexical_tokens for b in chosen) / seconds,
+            "sentences_per_s": sum(b.sentences for b in chosen) / seconds, "peak_memory_mb": peak,
+            "steps": steps, "seconds": seconds, "n_params": adapter.n_params(model)}
+
+
+def main(quick: bool = False, steps: int = 20, out: Path | None = None) -> dict[str, Any]:
+    device = torch.device("cuda" if torch.cuda.is_available() and not quick else "cpu")
+    vocab, docs, options, batch_tokens = _setup(quick)
+    result: dict[str, Any] = {"benchmark": "gpu_check", "quick": quick, "device": str(device),
+                              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                              "torch": torch.__version__, "options": options, "batch_tokens": batch_tokens}
+    rows = []
+    for name in ("tg", "gpt2"):
+        adapter = make_adapter(name, {**options, **({"context": 1024 if not quick else 64} if name == "gpt2" else {})})
+        batches = adapter.batches(docs, vocab, batch_tokens=batch_tokens, epoch=0, rng=np.random.default_rng([0, 0, 1]))
+        same = parity(name, adapter, vocab, batches[0], device)
+        fast = speed(name, adapter, vocab, batches[: max(4, min(len(batches), steps))], device, steps)
+        result[name] = {"parity": same, "speed": fast}
+        rows.append((name, fast["n_params"], fast["tokens_per_s"], fast["sentences_per_s"], fast["peak_memory_mb"],
+                     same["rel_fp32"], same["rel_bf16"]))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    result["parity_ok"] = all(result[n]["parity"]["rel_fp32"] < 1e-4 and result[n]["parity"]["rel_bf16"] < 0.02
+                              for n in ("tg", "gpt2"))
+    print_table(f"GPU check on {result['gpu'] or device} (bf16 autocast, {steps} steps after 3 warm-up)",
+                ["model", "params", "lexical tokens/s", "sentences/s", "peak MB", "|CUDA-CPU| fp32", "|bf16-CPU|"],
+                rows)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return emit(result)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    main(quick=args.quick, steps=args.steps, out=args.out)
+
+
+if __name__ == "__main__":
+    cli()

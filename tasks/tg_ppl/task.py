@@ -1,0 +1,82 @@
+"""tg_ppl: the lexical perplexity of a run's test split, and the metrics both evaluation paths report.
+
+`evaluate_ppl` scores the encoded test documents directly through `Adapter.score` (exact token ids);
+`ppl_dataset` hands lm-eval the same documents as text for the YAML task in this folder.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tgbench.adapter import Document
+from tgbench.evaluate import DEFAULT_BATCH_SIZE, run_corpus, run_from, score_documents
+
+
+# -- metrics ------------------------------------------------------------------------------
+def count_words(text: str) -> int:
+    """Words as lm-eval counts them for `word_perplexity` (its wikitext task's rule)."""
+    return len(re.split(r"\s+", text))
+
+
+def ppl_metrics(logliks: Sequence[float], tokens: Sequence[int], words: Sequence[int],
+                n_bytes: Sequence[int]) -> dict[str, float]:
+    """Corpus-level metrics from per-document log-likelihood sums and sizes.
+
+    Uses lm-eval's own aggregations, so the numbers equal what its rolling tasks report.
+    """
+    from lm_eval.api.metrics import bits_per_byte, weighted_perplexity
+
+    n_tokens = int(sum(tokens))
+    loss = -float(sum(logliks)) / max(n_tokens, 1)
+    return {
+        "lexical_loss": loss,
+        "lexical_ppl": math.exp(min(loss, 700.0)),
+        "word_perplexity": float(weighted_perplexity(list(zip(logliks, words, strict=True)))),
+        "bits_per_byte": float(bits_per_byte(list(zip(logliks, n_bytes, strict=True)))),
+        "tokens": n_tokens,
+    }
+
+
+def first_test_documents(corpus, limit: int | None = None) -> list[Document]:
+    split = corpus.splits["test"]
+    n = len(split) if limit is None else min(limit, len(split))
+    return split.documents(range(n))
+
+
+def document_text(doc: Document, tokenizer) -> str:
+    """A corpus document's text: the decoded tokens of its sentences (lossless for byte-level BPE)."""
+    return tokenizer.decode(np.concatenate(doc).tolist() if doc else [])
+
+
+def evaluate_ppl(run, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: bool = True) -> tuple[dict[str, float], int, int]:
+    """Lexical perplexity of the run's test split, on its exact token ids (one stream per document).
+
+    Returns:
+        (metrics, documents evaluated, documents in the split).
+    """
+    documents = first_test_documents(run.corpus, limit)
+    scores = score_documents(run, documents, batch_size=batch_size, description="tg_ppl", progress=progress)
+    texts = [document_text(doc, run.corpus.tokenizer) for doc in documents]
+    metrics = ppl_metrics(
+        [float(s.double().sum()) for s in scores], [len(s) for s in scores],
+        [count_words(t) for t in texts], [len(t.encode("utf-8")) for t in texts],
+    )
+    return metrics, len(documents), len(run.corpus.splits["test"])
+
+
+def ppl_dataset(**kwargs: Any):
+    """`custom_dataset` of tg_ppl: the run's test documents as text (plus their exact token counts)."""
+    import datasets
+
+    corpus = run_corpus(run_from(kwargs))
+    rows = []
+    for index, doc in enumerate(first_test_documents(corpus)):
+        rows.append({"doc": index, "text": document_text(doc, corpus.tokenizer),
+                     "tokens": int(sum(len(s) for s in doc))})
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
