@@ -304,12 +304,10 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
         if m["range"]:
             lo, hi = m["range"]
             n = m.get("n_points", 1)
-            if abs(hi - lo) < 0.005:
-                value = f"{lo:.2f}\u00d7"
-            else:
-                value = f"{lo:.2f}-{hi:.2f}\u00d7 (range of the point estimates at {n} measured points)"
-            ci = f", 95% CIs within {m['ci'][0]:.2f}-{m['ci'][1]:.2f}" if m["ci"] else ", no interval"
-            parts.append(f"{b} needs {value}{ci} the {what} to reach {a}'s loss")
+            value = f"{lo:.2f}\u00d7" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}\u00d7"
+            about = "" if abs(hi - lo) < 0.005 else f"range of the point estimates at {n} measured points; "
+            ci = f"95% CIs within {m['ci'][0]:.2f}-{m['ci'][1]:.2f}" if m["ci"] else "no interval"
+            parts.append(f"{b} needs {value} the {what} to reach {a}'s loss ({about}{ci})")
     if measured:
         parts.append(f"{a}'s lexical perplexity is lower in {lower} of {len(measured)} measured cells")
     detail = "; ".join(parts)

@@ -18,6 +18,7 @@ than one batch).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -481,7 +482,7 @@ def _step(session: Session, step_batches: Sequence[Batch]) -> None:
         batch = batch.to(session.device)
         last = index == len(mine) - 1
         # DDP averages gradients across processes at the last micro-batch only
-        sync = session.step_module.no_sync() if session.dist.enabled and not last else _no_context()
+        sync = session.step_module.no_sync() if session.dist.enabled and not last else contextlib.nullcontext()
         with sync, autocast_context(session.device, tc.dtype):
             loss, lexical_nll_sum, lexical_tokens = session.step_module(batch, state.epoch)
             (loss / accumulation).backward()
@@ -499,14 +500,6 @@ def _step(session: Session, step_batches: Sequence[Batch]) -> None:
     state.step += 1
     state.batch += len(step_batches)
     state.tokens += sum(b.lexical_tokens for b in step_batches)  # every process's share, known to all
-
-
-class _no_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _agreed_signal(session: Session, received: int | None) -> int | None:
