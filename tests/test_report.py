@@ -294,3 +294,10 @@ def test_an_axis_the_grid_does_not_have_is_not_measured_not_missing():
     assert v["multipliers"]["params"]["status"] == "not measured"
     assert "fewer than 3 sizes at one budget" in v["multipliers"]["params"]["note"]
     assert v["multipliers"]["data"]["status"] == "ok"
+
+
+def test_perplexity_cells_pointing_both_ways_are_named():
+    rows = [("tg", 1, 0, 20.0), ("tg", 1, 1, 20.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4),
+            ("tg", 2, 0, 19.0), ("tg", 2, 1, 19.2), ("gpt2", 2, 0, 18.0), ("gpt2", 2, 1, 18.1)]
+    v = pair_verdict(GridFiles(Path("."), {}, _frame(rows), None, "missing", {}), "tg", "gpt2")
+    assert v["overall"] == "overlap" and "point both ways (tg lower in 1, higher in 1 of 2" in v["sentence"]

@@ -286,7 +286,7 @@ def report(
 def demo(
     out: Annotated[Path | None, typer.Option(help="Where the runs go (default: runs/<preset>).")] = None,
     preset: Annotated[str, typer.Option(help="The grid to run end to end: demo (~14 min on 2 cores) or "
-                                             "cpu-study (~1 h); any preset works.", show_default=True)] = "demo",
+                                             "cpu-study (~70 min); any preset works.", show_default=True)] = "demo",
 ) -> None:
     """The default job on the embedded corpus: train the grid, evaluate, fit, report."""
     from tgbench.demo import run_demo

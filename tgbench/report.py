@@ -257,7 +257,12 @@ def _why_not_distinguishable(a: str, b: str, mults: dict[str, dict], ppl_class: 
             parts.append(f"{name} excludes 1 ({what[cls]})")
         elif cls == "overlap":
             parts.append(f"{name} includes 1")
-    if ppl_class == "overlap":
+    seeded = [c for c in measured if c["seeds"] >= 2]
+    lower, higher = (sum(c["class"] == k for c in seeded) for k in ("ahead", "behind"))
+    if ppl_class == "overlap" and lower and higher:
+        parts.append(f"the perplexity cells point both ways ({a} lower in {lower}, higher in {higher} "
+                     f"of {len(seeded)}, seed spreads separate)")
+    elif ppl_class == "overlap":
         parts.append("the perplexities' seed spreads overlap")
     elif ppl_class in ("ahead", "behind"):
         parts.append(f"the perplexities' seed spreads separate ({what[ppl_class]})")
