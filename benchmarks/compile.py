@@ -14,42 +14,27 @@ Run: `python -m benchmarks.compile [--quick] [--device auto]`.
 from __future__ import annotations
 
 import argparse
-import itertools
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import (
-    alternate,
-    autocast,
-    build_model,
-    emit,
-    load_setup,
-    make_adapter,
-    make_optimizer,
-    median,
-    print_table,
-    timed,
-)
+from benchmarks.common import alternate, autocast, emit, load_setup, make_adapter, median, print_table
+from benchmarks.train_throughput import Trainer
 from tgbench.adapter import Adapter, Batch
 from tgbench.train import _LossModule
 
 MODELS = ("tg", "gpt2")
 
 
-class StepRunner:
-    """One contender: a model (eager or compiled step), its optimiser and a cycle over its batches."""
+class StepRunner(Trainer):
+    """The throughput benchmark's contender, stepping through the trainer's loss module (maybe compiled)."""
 
     def __init__(self, adapter: Adapter, setup, batches: list[Batch], compiled: bool) -> None:
-        self.device = setup.device
-        self.model = build_model(adapter, setup.vocab, setup.device)
-        self.optimizer = make_optimizer(self.model)
+        super().__init__(adapter, setup, batches)
         module = _LossModule(adapter, self.model)
         self.step_module = torch.compile(module) if compiled else module
-        self.batches = [b.to(setup.device) for b in batches]
-        self.cycle = itertools.cycle(self.batches)
 
     def step(self, batch: Batch) -> None:
         with autocast(self.device):
@@ -58,11 +43,6 @@ class StepRunner:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-
-    def run(self, n_steps: int) -> tuple[float, int]:
-        chosen = [next(self.cycle) for _ in range(n_steps)]
-        seconds = timed(lambda: [self.step(b) for b in chosen], self.device)
-        return seconds, sum(b.lexical_tokens for b in chosen)
 
 
 def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int = 0,

@@ -978,15 +978,18 @@ def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None =
     return out
 
 
+def _row_labels(results: pd.DataFrame) -> list[str]:
+    variants = results["variant"] if "variant" in results.columns else [""] * len(results)
+    return [label_of(a, v) for a, v in zip(results["adapter"], variants, strict=True)]
+
+
 def _usable_rows(results: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, str]:
     """The done rows with a finite loss, with columns label, x values and loss/loss_source added."""
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
     if missing:
         raise ValueError(f"results table lacks columns {missing}; it has {list(results.columns)}")
     df = results.copy()
-    if "variant" not in df.columns:
-        df["variant"] = ""
-    df["label"] = [label_of(a, v) for a, v in zip(df["adapter"], df["variant"], strict=True)]
+    df["label"] = _row_labels(df)
     done = df["status"].astype(str) == DONE
     if (~done).any():
         notes.append(f"{int((~done).sum())} runs not done (status != 'done') were left out")
@@ -1039,8 +1042,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
     n_resamples = check_resamples(n_resamples)
     notes: list[str] = []
     df, loss_column = _usable_rows(results, notes)
-    variants = results["variant"] if "variant" in results.columns else [""] * len(results)
-    pairs = resolve_pairs([label_of(a, v) for a, v in zip(results["adapter"], variants, strict=True)], pairs)
+    pairs = resolve_pairs(_row_labels(results), pairs)
     axes: dict[str, dict] = {"data": {}, "params": {}}
     fitted: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> {form: BootstrapFit}
     ranges: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> (x distinct, (min, max))

@@ -21,7 +21,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tgbench.plots import Band, Series, colours, plot
-from tgbench.results import REVERSAL_KEYS, done_rows, grid_variants, ordered_labels, read_results
+from tgbench.results import REVERSAL_KEYS, done_rows, grid_variants, ordered_labels, read_results, run_dirs
 from tgbench.runs import RunDir, write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -144,24 +144,15 @@ def load_grid_files(grid_dir: Path) -> GridFiles:
         grid = tomllib.loads((grid_dir / "grid.toml").read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         grid = {}
-    dirs = sorted(grid_dir.iterdir()) if grid_dir.is_dir() else []
-    runs = {d.name: RunDir(d) for d in dirs if d.is_dir() and (d / "config.toml").exists()}
+    runs = {d.name: RunDir(d) for d in run_dirs(grid_dir)}
     results = read_results(grid_dir, grid)
     fits, fits_error = _read_json(grid_dir / "fits.json")
     return GridFiles(grid_dir, grid, results, fits, fits_error, runs)
 
 
-def _done(frame: pd.DataFrame) -> pd.DataFrame:
-    return done_rows(frame)
-
-
-def _labels(frame: pd.DataFrame) -> list[str]:
-    return ordered_labels(frame["label"])
-
-
 def _axis_cells(frame: pd.DataFrame) -> tuple[tuple | None, int | None]:
     """The data-axis group (width, layers) and the parameter-axis budget with the most distinct x values."""
-    done = _done(frame)
+    done = done_rows(frame)
     best_data, best_params = None, None
     for key, g in done.groupby(["width", "layers"]):
         score = (g["tokens"].nunique(), key[0])
@@ -224,7 +215,7 @@ def multiplier_summary(fits: dict[str, Any] | None, axis: str, a: str, b: str,
 
 def ppl_cells(frame: pd.DataFrame, a: str, b: str) -> list[dict[str, Any]]:
     """Lexical test perplexity of A and B in every (width, layers, D) cell where both have finished runs."""
-    done = _done(frame)
+    done = done_rows(frame)
     cells = []
     keys = ["width", "layers", "tokens"]
     for key, g in done.groupby(keys):
@@ -275,7 +266,7 @@ def _why_not_distinguishable(a: str, b: str, mults: dict[str, dict], ppl_class: 
 
 def _axis_extent(frame: pd.DataFrame, axis: str, labels: Iterable[str]) -> int:
     """The most distinct x values (budgets, or sizes) any group of the axis has for the given labels."""
-    done = _done(frame)
+    done = done_rows(frame)
     done = done[done["label"].isin(list(labels))]
     group, x = (["width", "layers"], "tokens") if axis == "data" else (["tokens"], "n_params")
     if done.empty:
@@ -332,7 +323,7 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
 def verdicts(files: GridFiles) -> list[dict[str, Any]]:
     """Every pair fits.json fitted (tg against every other label by default), then any label left out."""
     pairs = _fitted_pairs(files.fits)
-    labels = _labels(files.results)
+    labels = ordered_labels(files.results["label"])
     reference = pairs[0][0] if pairs else ("tg" if "tg" in labels or not labels else labels[0])
     for other in labels:
         if other != reference and (reference, other) not in pairs:
@@ -356,7 +347,7 @@ def _fit_curve(fit: dict[str, Any] | None, lo: float, hi: float) -> list[tuple[f
 
 def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
     """Loss against D (data axis) and against N (parameter axis): seed means, seed spread, fitted curves."""
-    frame = _done(files.results)
+    frame = done_rows(files.results)
     data_group, param_tokens = _axis_cells(files.results)
     out = []
     specs = [("data", "tokens", "training tokens D", data_group is not None,
@@ -370,7 +361,7 @@ def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
         if present:
             rows = frame[select(frame)]
             uses_val = bool(rows["loss_is_val"].any())
-            for label in _labels(rows):
+            for label in ordered_labels(rows["label"]):
                 g = rows[rows["label"] == label]
                 pts, errs = [], []
                 for x, gx in g.groupby(x_col):
@@ -448,7 +439,7 @@ def curve_plots(files: GridFiles, palette: dict[str, str], limit: int = 12) -> l
 def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
     """Target and distractor NLL per condition against D, and the margins, on the data axis."""
     data_group, _ = _axis_cells(files.results)
-    frame = _done(files.results)
+    frame = done_rows(files.results)
     if data_group is not None:
         frame = frame[(frame["width"] == data_group[0]) & (frame["layers"] == data_group[1])]
     if not frame[[f"reversal_{k}" for k in REVERSAL_KEYS]].notna().any().any():
@@ -456,7 +447,7 @@ def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
     out = []
     for cond in ("normal", "reversed"):
         series = []
-        for label in _labels(frame):
+        for label in ordered_labels(frame["label"]):
             g = frame[frame["label"] == label]
             for what, dashed in (("target_nll", False), ("distractor_nll", True)):
                 pts = _mean_by(g, "tokens", f"reversal_{cond}_{what}")
@@ -465,7 +456,7 @@ def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
                         xlabel="training tokens D", ylabel="NLL (nats)",
                         note="solid: target, dashed: distractor"))
     series = []
-    for label in _labels(frame):
+    for label in ordered_labels(frame["label"]):
         g = frame[frame["label"] == label]
         for cond, dashed in (("normal", False), ("reversed", True)):
             pts = _mean_by(g, "tokens", f"reversal_{cond}_margin")
@@ -474,7 +465,7 @@ def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
                     xlabel="training tokens D", ylabel="margin (nats)", bands=[Band(0.0, 0.0, "0 = chance")],
                     note="negative margin = the distractor is preferred"))
     series, at_chance = [], []
-    for label in _labels(frame):
+    for label in ordered_labels(frame["label"]):
         g = frame[frame["label"] == label]
         for cond, dashed in (("normal", False), ("reversed", True)):
             pts = _mean_by(g, "tokens", f"reversal_{cond}_error_rate")
@@ -513,7 +504,7 @@ def _mean_by(g: pd.DataFrame, x_col: str, y_col: str) -> list[tuple[float, float
 def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
     """Every run with display text, sort keys and the best value of each scored column marked."""
     best = {}
-    done = _done(frame)
+    done = done_rows(frame)
     for key in RUN_COLUMNS:
         metric = METRICS[key]
         values = [v for v in (_num(x) for x in done[key]) if v is not None]
@@ -545,7 +536,7 @@ def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
 
 def ablation_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """The paper's ablations next to the measured TG variants (largest D shared with plain tg)."""
-    done = _done(frame)
+    done = done_rows(frame)
     tg = done[done["label"] == "tg"]
     known = {v for v, *_ in PAPER_ABLATIONS}
     extra = sorted({str(lab).split("/", 1)[1] for lab in done["label"] if str(lab).startswith("tg/")} - known)
@@ -618,7 +609,7 @@ def _g(value: Any) -> str:
 
 def throughput_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Mean training throughput and peak memory per (model, width), with the ratio to gpt2 at that width."""
-    done = _done(frame)
+    done = done_rows(frame)
     rows = []
     gpt2 = done[done["label"] == "gpt2"]
     base = {w: _mean([_num(v) for v in g["tokens_per_s"]]) for w, g in gpt2.groupby("width")}
@@ -632,14 +623,14 @@ def throughput_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
                      "sentences_per_s": fmt_value(sps, "sentences_per_s"),
                      "peak_memory_mb": fmt_value(memory, "peak_memory_mb"),
                      "ratio": f"{tps / ref:.2f}" if tps and ref else ""})
-    order = {lab: i for i, lab in enumerate(_labels(done))}
+    order = {lab: i for i, lab in enumerate(ordered_labels(done["label"]))}
     return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
 
 
 def reversal_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Reversal margins and error rates per (model, D) on the data axis, mean over seeds."""
     data_group, _ = _axis_cells(frame)
-    done = _done(frame)
+    done = done_rows(frame)
     if data_group is not None:
         done = done[(done["width"] == data_group[0]) & (done["layers"] == data_group[1])]
     rows = []
@@ -737,7 +728,7 @@ def render_report(grid_dir: Path) -> str:
     """
     files = load_grid_files(Path(grid_dir))
     frame = files.results
-    labels = _labels(frame)
+    labels = ordered_labels(frame["label"])
     palette = colours(labels)
     empty = frame.empty
     pair_verdicts = [] if empty else verdicts(files)
