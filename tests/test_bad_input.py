@@ -220,7 +220,7 @@ def grid_text(corpus: Path, change: str) -> str:
 
 BAD_GRIDS = {
     "unknown key": ["unknown key(s)", "layrs", "did you mean 'layers'?"],
-    "wrong type": ["layers = 'two' has the wrong type (str)", "it must be int"],
+    "wrong type": ["layers = 'two' has the wrong type (str)", "it must be an integer"],
     "negative budget": ["budgets = [-5] must be a non-empty list of positive integers", "fix budgets"],
     "width not divisible by heads": ["width 16 is not divisible by heads 3"],
     "unknown train key": ["unknown key(s) in train: batch_tokns", "did you mean 'batch_tokens'?"],

@@ -71,6 +71,12 @@ def eval_command(
     for run_dir, status, values in rows:
         table.add_row(run_dir, status, *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in values])
     print_table(table, console)
+    grid_dir = runs if runs is not None else run.parent
+    if runs is not None or (grid_dir / "results.csv").exists():
+        from tgbench.results import refresh_results
+
+        if refresh_results(grid_dir):
+            console.print(f"results table updated: {grid_dir / 'results.csv'}", soft_wrap=True)
 
 
 def export_command(

@@ -124,14 +124,50 @@ def _matches(value: Any, annotation: Any) -> bool:
     return True  # an annotation this checker does not understand: the dataclass validates it
 
 
+_NOUNS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+          str: ("a string", "strings"), dict: ("a table", "tables")}
+_EXAMPLES = {bool: "true or false", int: "a whole number such as 3", float: "a number such as 0.1",
+             str: 'a quoted string such as "x"', dict: "a table such as { width = 64 }"}
+
+
+def describe_type(annotation: Any, plural: bool = False) -> str:
+    """A field annotation in words: `list[int]` -> "a list of integers", `int | None` -> "an integer"."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return " or ".join(describe_type(a, plural) for a in args)
+    if origin is list or annotation is list:
+        args = typing.get_args(annotation)
+        return "lists" if plural else f"a list of {describe_type(args[0], plural=True)}" if args else "a list"
+    if origin is dict:
+        annotation = dict
+    if annotation in _NOUNS:
+        return _NOUNS[annotation][1 if plural else 0]
+    return _type_name(annotation)
+
+
+def _example(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is list or annotation is list:
+        args = typing.get_args(annotation)
+        item = args[0] if args else None
+        sample = {int: "[64, 128]", float: "[0.1, 0.2]", str: '["a", "b"]'}.get(item, "[...]")
+        return f"{describe_type(annotation)} such as {sample}"
+    if origin is dict:
+        annotation = dict
+    return _EXAMPLES.get(annotation, describe_type(annotation))
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Coerce TOML values to the annotated type, or raise a UserError naming the key."""
+    """Coerce TOML values to the annotated type, or raise a UserError naming the key and the expected type."""
     if not _matches(value, annotation):
-        example = {"bool": "true or false", "int": "a whole number such as 3", "float": "a number such as 0.1",
-                   "str": 'a quoted string such as "x"'}.get(_type_name(annotation), _type_name(annotation))
+        got = type(value).__name__
+        if isinstance(value, list):
+            odd = sorted({type(v).__name__ for v in value})
+            got = f"a list of {', '.join(odd)}" if odd else "an empty list"
         raise UserError(
-            f"{where} = {value!r} has the wrong type ({type(value).__name__}); it must be {_type_name(annotation)}",
-            f"give {where} {example}",
+            f"{where} = {value!r} has the wrong type ({got}); it must be {describe_type(annotation)}",
+            f"give {where} {_example(annotation)}",
         )
     if annotation is float and isinstance(value, int):
         return float(value)

@@ -71,6 +71,14 @@ class GridConfig:
             if not values or any((not isinstance(v, int)) or v <= 0 for v in values):
                 raise UserError(f"{name} = {values} must be a non-empty list of positive integers",
                                 f"fix {name} in the grid file")
+        if not self.seeds:
+            raise UserError("seeds = [] names no seed", "give seeds = [0] or more seeds")
+        for name in ("widths", "budgets", "seeds"):
+            values = getattr(self, name)
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:  # a repeated value gives repeated run ids: one run directory for two runs
+                raise UserError(f"{name} = {values} lists {', '.join(map(str, repeated))} more than once",
+                                f"list each value of {name} once")
         if self.layers <= 0 or self.head_dim <= 0:
             raise UserError(f"layers = {self.layers} and head_dim = {self.head_dim} must be positive",
                             "fix them in the grid file")
@@ -129,7 +137,32 @@ def expand(grid: GridConfig) -> list[RunSpec]:
                 run_id = _slug(f"{entry.label}-w{width}-l{grid.layers}-D{tokens}-s{seed}")
                 specs.append(RunSpec(run_id, entry.label, entry.adapter, entry.variant, width, grid.layers,
                                      heads, tokens, seed, config))
+    _check_unique_labels(grid)
     return specs
+
+
+def _check_unique_labels(grid: GridConfig) -> None:
+    """Two [[models]] entries with one label would write one run directory twice (one run silently lost)."""
+    first: dict[str, int] = {}
+    for index, entry in enumerate(grid.models):
+        slug = _slug(entry.label)
+        if slug not in first:
+            first[slug] = index
+            continue
+        other = grid.models[first[slug]]
+        differ = sorted(k for k in {*entry.options, *other.options} if entry.options.get(k) != other.options.get(k))
+        how = f"they differ only in {', '.join(differ)}" if differ else "they are identical"
+        raise UserError(
+            f"models[{first[slug]}] and models[{index}] both give run ids '{slug}-w...' (adapter "
+            f"'{entry.adapter}', variant '{entry.variant}'; {how}): one run directory would hold both",
+            f"give each of them a distinct variant = \"...\" (e.g. variant = \"{_variant_hint(entry, differ)}\"), "
+            "or delete the duplicate entry")
+
+
+def _variant_hint(entry: ModelEntry, differ: list[str]) -> str:
+    if differ:
+        return _slug(f"{differ[0]}{entry.options.get(differ[0], 'default')}")
+    return "b"
 
 
 def load_grid(path: Path | None = None, preset: str | None = None) -> GridConfig:

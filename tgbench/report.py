@@ -8,6 +8,7 @@ plots, sortable tables and provenance. Every string read from a file is escaped 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tomllib
@@ -21,7 +22,15 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tgbench.plots import Band, Series, colours, plot
-from tgbench.results import REVERSAL_KEYS, done_rows, grid_variants, ordered_labels, read_results, run_dirs
+from tgbench.results import (
+    REVERSAL_KEYS,
+    done_rows,
+    grid_variants,
+    ordered_labels,
+    read_results,
+    refresh_results,
+    run_dirs,
+)
 from tgbench.runs import RunDir, write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -766,5 +775,7 @@ def write_report(grid_dir: Path, output: Path | None = None) -> Path:
         raise UserError(f"grid directory '{grid_dir}' does not exist",
                         "give the --out directory of `tgbench train-grid`")
     output = Path(output) if output is not None else grid_dir / "report.html"
+    with contextlib.suppress(OSError):  # a read-only grid: render_report rebuilds a stale table in memory
+        refresh_results(grid_dir)
     write_text(output, render_report(grid_dir))
     return output

@@ -154,12 +154,57 @@ def write_results(grid_dir: Path) -> pd.DataFrame:
     return frame
 
 
+# The files a results row is read from (collect_row); a newer one makes results.csv stale.
+ROW_SOURCES = ("config.toml", "summary.json", "DONE", "FAILED")
+
+
+def _mtime_ns(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def results_stale(grid_dir: Path) -> bool:
+    """True when results.csv is missing, unreadable, lists other runs than the grid directory holds, or is
+    older than a file its rows are read from (a run's config, summary, DONE/FAILED mark or eval/*.json).
+    A results.csv without run directories beside it is taken as it is."""
+    grid_dir = Path(grid_dir)
+    csv = grid_dir / "results.csv"
+    written = _mtime_ns(csv)
+    if not written:
+        return True
+    runs = run_dirs(grid_dir)
+    if not runs:
+        return False  # a results.csv without its run directories (copied on its own) is all there is
+    try:
+        listed = pd.read_csv(csv, usecols=["run_id"], dtype=str, keep_default_na=False)["run_id"]
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return True
+    if sorted(listed) != sorted(d.name for d in runs):
+        return True
+    for run_dir in runs:
+        sources = [run_dir / name for name in ROW_SOURCES] + list((run_dir / "eval").glob("*.json"))
+        if any(_mtime_ns(path) > written for path in sources):
+            return True
+    return _mtime_ns(grid_dir / "grid.toml") > written
+
+
+def refresh_results(grid_dir: Path) -> bool:
+    """Rewrite results.csv when it is stale (see `results_stale`); `eval` and `report` call this, so a table
+    written before an evaluation is never rendered. Returns whether it was rewritten."""
+    if not results_stale(grid_dir) or not run_dirs(grid_dir):
+        return False
+    write_results(grid_dir)
+    return True
+
+
 def read_results(grid_dir: Path, grid: dict[str, Any]) -> pd.DataFrame:
-    """results.csv when readable, else the table rebuilt in memory from the run directories; every column
-    present, labels filled in, and `loss` / `loss_is_val` added (see `fit_loss`)."""
+    """results.csv when readable and current, else the table rebuilt in memory from the run directories; every
+    column present, labels filled in, and `loss` / `loss_is_val` added (see `fit_loss`)."""
     csv = Path(grid_dir) / "results.csv"
     results = None
-    if csv.is_file():
+    if csv.is_file() and not results_stale(grid_dir):
         try:
             results = pd.read_csv(csv, dtype={"variant": str, "label": str, "run_id": str, "status": str},
                                   keep_default_na=False, na_values=[""])

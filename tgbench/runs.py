@@ -7,6 +7,7 @@
 <run>/eval/<task>.json   lm-eval-shaped results
 <run>/summary.json       final figures of the run
 <run>/FAILED | DONE      written last
+<run>/LOCK               while a training session writes the directory: its pid (see `run_lock`)
 ```
 
 Every file is replaced atomically (temp file in the same directory, fsync, `os.replace`), so an
@@ -101,6 +102,85 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# -- one writer per run directory ----------------------------------------------------------------
+LOCK_NAME = "LOCK"
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").split()[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, warn=None) -> Iterator[None]:
+    """Hold `<run_dir>/LOCK` while a training session writes the directory (grid workers included).
+
+    The lock is an advisory `flock` on a file holding the writer's pid: the kernel releases it when the
+    process dies however it dies, so a lock left behind by a crash is simply taken over (with a
+    warning naming the dead pid). The file is removed on a clean exit, and so is a directory this
+    call created that is still empty (a refused run writes nothing).
+
+    Raises:
+        UserError: another live process holds the lock (the message names its pid).
+    """
+    import fcntl
+
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise unwritable(run_dir, err) from err
+    path = run_dir / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as err:
+            raise unwritable(run_dir, err) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = _lock_holder(path)
+            raise UserError(
+                f"run directory '{run_dir}' is in use by process {holder} (lock {path}); two trainings cannot "
+                "write one run directory",
+                f"wait for process {holder} to finish (or stop it), or train into another --out directory",
+            ) from None
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # the holder removed it between our open and flock
+            same_file = False
+        if same_file:
+            break
+        os.close(fd)  # we locked a file its last holder had just removed: lock the new one
+    stale = os.read(fd, 256).decode("utf-8", "replace").split()
+    if stale and warn is not None:
+        warn(f"took over the lock of process {stale[0]} in {run_dir} (it ended without releasing it)")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {platform.node()}\n".encode(), 0)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)  # closing releases the flock
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only succeeds while empty
+
+
+def unwritable(path: Path, err: OSError) -> UserError:
+    """The error for an output path that cannot be created or written (a file in the way, /proc, no permission)."""
+    reason = {errno.ENOTDIR: "a file is in the way", errno.EEXIST: "a file is in the way",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "read-only file system", errno.ENOENT: "no such directory"}.get(
+        err.errno, err.strerror or type(err).__name__)
+    return UserError(f"cannot write '{path}': {reason} ({err.filename or path})",
+                     "choose an output path in a writable directory (e.g. --out runs/NAME)")
 
 
 # -- provenance ------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from tgbench.runs import (
     latest_good_checkpoint,
     provenance,
     read_json,
+    run_lock,
     save_checkpoint,
     write_json,
 )
@@ -330,12 +331,16 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
     device = resolve_device(config.train.device, dist_info)
     init_process_group(dist_info, device)
     run = RunDir(out)
-    skipped = _existing_run(run, config, resume, dist_info)
-    if skipped is not None:
-        return skipped
-    session = _start(config, run, resume, dist_info, device, corpus, progress, on_log, labels or {})
-    _run_epochs(session, progress)
-    return _finish(session)
+    # One writer per run directory (rank 0 writes for a whole torchrun job); --jobs workers take it too.
+    lock = run_lock(run.path, warn=lambda m: console.print(f"[yellow]{m}")) if dist_info.is_main else \
+        contextlib.nullcontext()
+    with lock:
+        skipped = _existing_run(run, config, resume, dist_info)
+        if skipped is not None:
+            return skipped
+        session = _start(config, run, resume, dist_info, device, corpus, progress, on_log, labels or {})
+        _run_epochs(session, progress)
+        return _finish(session)
 
 
 def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distributed) -> RunResult | None:
