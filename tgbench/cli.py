@@ -50,7 +50,7 @@ def parse_assignments(items: list[str] | None) -> dict[str, Any]:
 
 
 CorpusOpt = Annotated[str | None, typer.Option(
-    "--corpus", help="embedded | PATH | hf:NAME[:CONFIG]", show_default="embedded")]
+    "--corpus", help="embedded | kjv | PATH | hf:NAME[:CONFIG]", show_default="embedded")]
 TokenizerOpt = Annotated[str | None, typer.Option(
     "--tokenizer", help="gpt2 | bpe-N (trained on the train split)", show_default="gpt2")]
 SplitterOpt = Annotated[str | None, typer.Option("--splitter", help="syntok | blingfire | sat", show_default="syntok")]
@@ -133,7 +133,7 @@ def train(
 
 @data_app.command("stats")
 def data_stats(
-    source: Annotated[str, typer.Argument(help="embedded | PATH | hf:NAME[:CONFIG]")] = "embedded",
+    source: Annotated[str, typer.Argument(help="embedded | kjv | PATH | hf:NAME[:CONFIG]")] = "embedded",
     tokenizer: TokenizerOpt = None,
     splitter: SplitterOpt = None,
 ) -> None:

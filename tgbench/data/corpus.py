@@ -58,7 +58,7 @@ class DataConfig:
     """Which corpus, and how it becomes token ids.
 
     Attributes:
-        corpus: "embedded", a path (WikiText dir/file, .txt plain text, .jsonl), or
+        corpus: "embedded", "kjv", a path (WikiText dir/file, .txt plain text, .jsonl), or
             "hf:NAME[:CONFIG]" for a `datasets` hub name.
         splitter: Sentence splitter: "syntok", "blingfire" or "sat".
         tokenizer: "gpt2" (GPT-2 BPE) or "bpe-<N>" (byte-level BPE trained on the train split).
@@ -227,16 +227,16 @@ def source_identity(corpus: str) -> Any:
     """What identifies the source's content: the hub name, or each file's path, size and mtime."""
     if corpus.startswith("hf:"):
         return {"hf": corpus[3:]}
-    if corpus != "embedded" and not Path(corpus).expanduser().exists():
+    if corpus not in sources.NAMED_CORPORA and not Path(corpus).expanduser().exists():
         raise UserError(
             f"corpus path not found: {Path(corpus).expanduser()}",
-            "pass an existing WikiText directory/file, .txt or .jsonl file, 'embedded' or 'hf:NAME'",
+            "pass an existing WikiText directory/file, .txt or .jsonl file, 'embedded', 'kjv' or 'hf:NAME'",
         )
     identity = []
     for file in sources.source_files(corpus):
         st = file.stat()
         identity.append({"path": str(file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"embedded" if corpus == "embedded" else "files": identity}
+    return {corpus if corpus in sources.NAMED_CORPORA else "files": identity}
 
 
 def corpus_key(config: DataConfig) -> str:

