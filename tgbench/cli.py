@@ -93,14 +93,15 @@ def train(
     compile_: Annotated[bool | None, typer.Option(
         "--compile/--no-compile", help="torch.compile the training step.", show_default="no-compile")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Model option KEY=VALUE (repeatable), e.g. detach_memory=true.")] = None,
+        "--set", help="KEY=VALUE (repeatable): a model option (detach_memory=true), or a training or data "
+                      "setting (train.warmup_fraction=0.05, data.splitter=blingfire).")] = None,
     resume: Annotated[str, typer.Option(help="auto (resume / skip if DONE) | never (start over)")] = "auto",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Train one model and write its run directory."""
     import dataclasses
 
-    from tgbench.config import RunConfig, load_run_config
+    from tgbench.config import RunConfig, apply_run_settings, load_run_config
     from tgbench.train import train as run_training
 
     run_config = load_run_config(config) if config else RunConfig()
@@ -110,7 +111,6 @@ def train(
     for key, value in (("width", width), ("layers", layers), ("heads", heads), ("context", context)):
         if value is not None:
             options[key] = value
-    options.update(parse_assignments(set_))
     train_updates = {k: v for k, v in dict(tokens=tokens, epochs=epochs, batch_tokens=batch_tokens, lr=lr,
                                              seed=seed, device=device, dtype=dtype,
                                              grad_accumulation=grad_accumulation, compile=compile_).items()
@@ -121,6 +121,7 @@ def train(
         data=_data_config(run_config.data, corpus, tokenizer, splitter),
         train=dataclasses.replace(run_config.train, **train_updates),
     )
+    run_config = apply_run_settings(run_config, parse_assignments(set_))
     result = run_training(run_config, out, resume=resume, progress=progress)
     if result.status == "skipped":
         console.print(f"{out} is already DONE with these settings (use --resume never to retrain)", soft_wrap=True)
@@ -183,11 +184,15 @@ def train_grid(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a compute estimate.")] = False,
     executor: Annotated[str, typer.Option(help="local | slurm | slurm-local")] = "local",
     progress: Annotated[bool, typer.Option(help="Show the live table.")] = True,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Grid setting KEY=VALUE over the file (repeatable), by dotted key: "
+                      "train.warmup_fraction=0.05, data.tokenizer=bpe-4096, seeds=[0,1]; recorded in grid.toml "
+                      "and every run's config.toml.")] = None,
 ) -> None:
     """Train every run of a grid (skips DONE runs, resumes interrupted ones, reruns failed ones)."""
     from tgbench.grid import dry_run_table, load_grid, run_grid
 
-    grid = load_grid(config, preset)
+    grid = load_grid(config, preset, settings=parse_assignments(set_))
     if dry_run:
         rows = dry_run_table(grid)
         table = Table(title=f"grid '{grid.name}': {len(rows)} runs")

@@ -245,6 +245,39 @@ def to_toml(settings: dict[str, Any]) -> str:
     return tomli_w.dumps(clean(settings))
 
 
+GRID_CONTROLLED_TRAIN_KEYS = ("tokens", "seed")  # a grid sets these per run from its budgets and seeds
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `raw["a"]["b"] = value` for `dotted = "a.b"`, creating tables on the way (a `--set` on a file)."""
+    *tables, key = dotted.split(".")
+    node = raw
+    for name in tables:
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {dotted}: '{name}' is not a table", f"set {name} itself, e.g. --set {name}=...")
+        node = child
+    node[key] = value
+
+
+def apply_run_settings(config: RunConfig, assignments: dict[str, Any]) -> RunConfig:
+    """A run config with `--set` assignments applied: `train.X` / `data.X` go to those tables (checked like a
+    config file's keys), any other key is a model option.
+
+    Args:
+        config: The run's settings so far.
+        assignments: Parsed `--set KEY=VALUE` pairs, e.g. {"train.warmup_fraction": 0.05, "detach_memory": True}.
+    """
+    raw = config.to_dict()
+    for key, value in assignments.items():
+        table, _, name = key.partition(".")
+        if table in ("train", "data") and name:
+            set_path(raw, key, value)
+        else:
+            raw["model_options"][key.removeprefix("model.")] = value
+    return RunConfig.from_dict(raw)
+
+
 def load_run_config(path: Path) -> RunConfig:
     raw = read_toml(path)
     raw = {k: v for k, v in raw.items() if k != "meta"}  # provenance written beside the settings

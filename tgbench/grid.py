@@ -20,7 +20,15 @@ from typing import Any
 import pandas as pd
 
 from tgbench.adapter import heads_for
-from tgbench.config import RunConfig, TrainConfig, from_dict, read_toml, to_toml
+from tgbench.config import (
+    GRID_CONTROLLED_TRAIN_KEYS,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    read_toml,
+    set_path,
+    to_toml,
+)
 from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
 from tgbench.results import RESULT_COLUMNS, REVERSAL_KEYS, collect_row, write_results  # noqa: F401 (re-exported)
@@ -31,11 +39,20 @@ PRESETS = ("smoke", "demo", "cpu-study", "paper-data", "paper-params", "paper-ab
 
 @dataclass
 class ModelEntry:
-    """One architecture of the grid: an adapter plus fixed options (a variant is a named option set)."""
+    """One architecture of the grid: an adapter plus fixed options (a variant is a named option set).
+
+    Attributes:
+        adapter: Adapter name or reference.
+        variant: Name of this option set (the label becomes adapter/variant).
+        options: Fields of the adapter's config.
+        train: Training settings of this model only, over the grid's [train] (e.g. {lr = 1e-3}); a tuning
+            stage sets `lr` the same way. `tokens` and `seed` come from the grid's budgets and seeds.
+    """
 
     adapter: str
     variant: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -84,6 +101,8 @@ class GridConfig:
                             "fix them in the grid file")
         if not self.models:
             raise UserError("the grid names no models", "add [[models]] tables with adapter = \"gpt2\" etc.")
+        for index, entry in enumerate(self.models):
+            model_train(self, entry, f"models[{index}].train")  # unknown keys and bad values fail here
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "grid") -> GridConfig:
@@ -94,8 +113,23 @@ class GridConfig:
         return dataclasses.asdict(self)
 
 
+def model_train(grid: GridConfig, entry: ModelEntry, where: str = "") -> TrainConfig:
+    """A model's training settings: the grid's [train] with the model's own `train` table over it."""
+    where = where or f"models[{grid.models.index(entry)}].train"
+    for key in GRID_CONTROLLED_TRAIN_KEYS:
+        if key in entry.train:
+            raise UserError(f"{where}.{key} cannot be set per model: the grid sets it for every run",
+                            "use the grid's budgets and seeds" if key == "tokens" else "use the grid's seeds")
+    return from_dict(TrainConfig, {**dataclasses.asdict(grid.train), **entry.train}, where)
+
+
 @dataclass
 class RunSpec:
+    """One run of a grid (or of its tuning sweep): where it goes, what it is, and its settings.
+
+    `meta` is provenance written into the run's config.toml beside `label` and `variant` (e.g. `lr_source`).
+    """
+
     run_id: str
     label: str
     adapter: str
@@ -106,14 +140,21 @@ class RunSpec:
     tokens: int
     seed: int
     config: RunConfig
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
 
 
-def expand(grid: GridConfig) -> list[RunSpec]:
-    """Every run of the grid, in a stable order (budget-major so small runs come first)."""
+def expand(grid: GridConfig, lr_for=None) -> list[RunSpec]:
+    """Every run of the grid, in a stable order (budget-major so small runs come first).
+
+    Args:
+        grid: The grid.
+        lr_for: `(entry, width, tokens) -> float | None`, a tuned learning rate for a model's run (None: the
+            model's own or the grid's); it is applied as the model's `train.lr` override.
+    """
     reference = grid.reference_width or max(grid.widths)
     if grid.design == "axes" and reference not in grid.widths:
         raise UserError(f"reference_width = {reference} is not one of widths {grid.widths}",
@@ -130,13 +171,10 @@ def expand(grid: GridConfig) -> list[RunSpec]:
     for tokens, width in cells:
         for seed in grid.seeds:
             for entry in grid.models:
-                heads = heads_for(width, grid.head_dim)
-                options = {"width": width, "layers": grid.layers, "heads": heads, **entry.options}
-                train = dataclasses.replace(grid.train, tokens=tokens, seed=seed)
-                config = RunConfig(model=entry.adapter, model_options=options, data=grid.data, train=train)
-                run_id = _slug(f"{entry.label}-w{width}-l{grid.layers}-D{tokens}-s{seed}")
-                specs.append(RunSpec(run_id, entry.label, entry.adapter, entry.variant, width, grid.layers,
-                                     heads, tokens, seed, config))
+                tuned = lr_for(entry, width, tokens) if lr_for is not None else None
+                spec = run_spec(grid, entry, width, tokens, seed, lr=tuned)
+                spec.run_id = _slug(f"{entry.label}-w{width}-l{grid.layers}-D{tokens}-s{seed}")
+                specs.append(spec)
     _check_unique_labels(grid)
     return specs
 
@@ -165,8 +203,36 @@ def _variant_hint(entry: ModelEntry, differ: list[str]) -> str:
     return "b"
 
 
-def load_grid(path: Path | None = None, preset: str | None = None) -> GridConfig:
-    """Read a grid file or a shipped preset, validating every key and value."""
+def run_spec(grid: GridConfig, entry: ModelEntry, width: int, tokens: int, seed: int,
+             lr: float | None = None) -> RunSpec:
+    """One model's run at (width, tokens, seed); `lr` (tuned, or a sweep point) overrides its learning rate.
+
+    The run's config.toml records `lr_source`: "tuned" when `lr` is given, "model" when the model's
+    `train` table sets it, "grid" when it is the grid's [train] lr.
+    """
+    heads = heads_for(width, grid.head_dim)
+    options = {"width": width, "layers": grid.layers, "heads": heads, **entry.options}
+    overrides = dict(entry.train)
+    source = "model" if "lr" in overrides else "grid"
+    if lr is not None:
+        overrides["lr"], source = float(lr), "tuned"
+    train = dataclasses.replace(model_train(grid, dataclasses.replace(entry, train=overrides),
+                                            f"models[{grid.models.index(entry)}].train"), tokens=tokens, seed=seed)
+    config = RunConfig(model=entry.adapter, model_options=options, data=grid.data, train=train)
+    meta = {"lr_source": source, "train_overrides": sorted(overrides)}
+    return RunSpec("", entry.label, entry.adapter, entry.variant, width, grid.layers, heads, tokens, seed,
+                   config, meta)
+
+
+def load_grid(path: Path | None = None, preset: str | None = None,
+              settings: dict[str, Any] | None = None) -> GridConfig:
+    """Read a grid file or a shipped preset, validating every key and value.
+
+    Args:
+        path: A grid TOML file.
+        preset: Or the name of a shipped preset.
+        settings: `--set` assignments over the file, by dotted key (e.g. {"train.warmup_fraction": 0.05}).
+    """
     if (path is None) == (preset is None):
         raise UserError("give either a grid file or --preset NAME", f"presets: {', '.join(PRESETS)}")
     if preset is not None:
@@ -178,6 +244,8 @@ def load_grid(path: Path | None = None, preset: str | None = None) -> GridConfig
         raw, source = tomllib.loads(text), f"preset {preset}"
     else:
         raw, source = read_toml(path), str(path)
+    for key, value in (settings or {}).items():
+        set_path(raw, key, value)
     grid = GridConfig.from_dict(raw, source)
     validate_models(grid)
     return grid
@@ -243,7 +311,7 @@ def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, o
     resume = "never" if run_dir.failed or changed else "auto"
     try:
         result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log,
-                       labels={"label": spec.label, "variant": spec.variant})
+                       labels={"label": spec.label, "variant": spec.variant, **spec.meta})
     except TrainingFailed as err:
         from rich.console import Console
 

@@ -64,6 +64,10 @@ METRICS: dict[str, Metric] = {
     "tokens_per_s": Metric("tokens/s", "training", False, ",.0f"),
     "sentences_per_s": Metric("sentences/s", "training", False, ",.1f"),
     "peak_memory_mb": Metric("peak memory", "MB", True, ",.0f"),
+    "lr": Metric("LR", "peak", fmt=".3g"),
+    "lr_source": Metric("LR from", fmt="text"),
+    "max_grad_norm": Metric("max grad norm", "before clipping", fmt=".3g"),
+    "clipped_fraction": Metric("clipped", "of steps", fmt=".0%"),
     "reversal_normal_margin": Metric("margin (normal)", "nats", False),
     "reversal_reversed_margin": Metric("margin (reversed)", "nats", False),
     "reversal_normal_error_rate": Metric("error (normal)", "", True, ".1%"),
@@ -71,7 +75,8 @@ METRICS: dict[str, Metric] = {
 }
 RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps",
                "best_val_loss", "test_loss", "test_ppl", "word_perplexity", "bits_per_byte", "tokens_per_s",
-               "sentences_per_s", "peak_memory_mb", "reversal_normal_margin", "reversal_reversed_margin"]
+               "sentences_per_s", "peak_memory_mb", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
+               "reversal_normal_margin", "reversal_reversed_margin"]
 
 # The paper's numbers (paper.md section 5), shown beside the reproduction.
 PAPER = {"data": (1.05, 1.08), "params": (1.33, 1.42), "ppl": (23.2, 24.0, "50M tokens, 85M params")}

@@ -28,6 +28,7 @@ RESULT_COLUMNS = [
     "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
     "steps", "tokens_seen", VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "word_perplexity",
     "bits_per_byte", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "config_hash",
+    "lr", "lr_source", "max_grad_norm", "clipped_fraction",
 ]
 REVERSAL_KEYS = [f"{c}_{m}" for c in ("normal", "reversed") for m in ("target_nll", "distractor_nll", "margin",
                                                                         "error_rate")]
@@ -93,6 +94,8 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "word_perplexity": ppl.get("word_perplexity"), "bits_per_byte": ppl.get("bits_per_byte"),
         "tokens_per_s": summary.get("tokens_per_s"), "sentences_per_s": summary.get("sentences_per_s"),
         "peak_memory_mb": summary.get("peak_memory_mb"), "config_hash": config.hash(),
+        "lr": config.train.lr, "lr_source": meta.get("lr_source"),
+        "max_grad_norm": summary.get("max_grad_norm"), "clipped_fraction": summary.get("clipped_fraction"),
     }
     for key in REVERSAL_KEYS:
         row[f"reversal_{key}"] = reversal.get(key)
@@ -206,7 +209,8 @@ def read_results(grid_dir: Path, grid: dict[str, Any]) -> pd.DataFrame:
     results = None
     if csv.is_file() and not results_stale(grid_dir):
         try:
-            results = pd.read_csv(csv, dtype={"variant": str, "label": str, "run_id": str, "status": str},
+            results = pd.read_csv(csv, dtype={"variant": str, "label": str, "run_id": str, "status": str,
+                                              "lr_source": str},
                                   keep_default_na=False, na_values=[""])
         except (OSError, ValueError, pd.errors.EmptyDataError):
             results = None

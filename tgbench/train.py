@@ -206,6 +206,9 @@ class Window:
     lexical_tokens: int = 0
     sentences: int = 0
     steps: int = 0
+    grad_norm: Any = 0.0  # sum of the steps' gradient norms before clipping
+    grad_norm_max: Any = 0.0
+    clipped: Any = 0  # steps whose norm exceeded grad_clip
 
 
 @dataclass
@@ -237,7 +240,9 @@ class TrainState:
     def from_dict(cls, raw: dict[str, Any]) -> TrainState:
         acc = raw.get("acc") or {}
         window = Window(float(acc.get("loss", 0.0)), float(acc.get("lexical_nll", 0.0)),
-                        int(acc.get("lexical_tokens", 0)), int(acc.get("sentences", 0)), int(acc.get("steps", 0)))
+                        int(acc.get("lexical_tokens", 0)), int(acc.get("sentences", 0)), int(acc.get("steps", 0)),
+                        float(acc.get("grad_norm", 0.0)), float(acc.get("grad_norm_max", 0.0)),
+                        int(acc.get("clipped", 0)))
         return cls(int(raw["step"]), int(raw["epoch"]), int(raw["batch"]), int(raw["tokens"]),
                    raw.get("best_val_loss"), window)
 
@@ -306,7 +311,7 @@ def steps_in_epoch(n_batches: int, batches_per_step: int) -> int:
 # -- one session ------------------------------------------------------------------------------------------
 def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool = True,
           corpus=None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          labels: dict[str, str] | None = None) -> RunResult:
+          labels: dict[str, Any] | None = None) -> RunResult:
     """Train one run into directory `out` (under torchrun: one process's share of it).
 
     Args:
@@ -318,8 +323,8 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         corpus: An already loaded `EncodedCorpus` (grids load it once); loaded from
             `config.data` when None.
         on_log: Called with every metrics record as it is written (a grid's live table).
-        labels: The run's ``label`` and ``variant`` in its grid, recorded in its config.toml (the results
-            table reads them from there).
+        labels: The run's ``label`` and ``variant`` in its grid and other provenance (``lr_source``,
+            ``train_overrides``), recorded in its config.toml's [meta] (the results table reads them there).
 
     Returns:
         The run's status and final figures.
@@ -370,7 +375,7 @@ def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distri
 
 
 def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, device: torch.device, corpus,
-           progress: bool, on_log, labels: dict[str, str]) -> Session:
+           progress: bool, on_log, labels: dict[str, Any]) -> Session:
     """Build the model, data, optimiser and schedule, and restore the latest checkpoint when resuming."""
     from tgbench.data import load_corpus
 
@@ -495,8 +500,13 @@ def _step(session: Session, step_batches: Sequence[Batch]) -> None:
         window.lexical_nll += lexical_nll_sum.detach().float()
         window.lexical_tokens += lexical_tokens
         window.sentences += batch.sentences
+    # The norm before clipping is a diagnostic of every run (spikes, divergence), clipped or not.
+    norm = torch.nn.utils.clip_grad_norm_(session.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+    norm = norm.detach().float()
+    window.grad_norm += norm
+    window.grad_norm_max = torch.maximum(torch.as_tensor(window.grad_norm_max, device=norm.device), norm)
     if tc.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(session.model.parameters(), tc.grad_clip)
+        window.clipped += (norm > tc.grad_clip).int()
     session.optimizer.step()
     session.optimizer.zero_grad(set_to_none=True)
     session.lr = session.scheduler.get_last_lr()[0]
@@ -537,10 +547,14 @@ def _log_window(session: Session) -> dict[str, Any]:
     state = session.state
     loss_sum, nll, tokens, sentences = _window_totals(session)
     elapsed = max(time.perf_counter() - session.window_start, 1e-9)
-    steps = max(state.window.steps, 1)
+    window = state.window
+    steps = max(window.steps, 1)
     record = {
         "step": state.step, "epoch": state.epoch, "tokens": state.tokens, "lr": session.lr,
         "train_loss": loss_sum / steps, "train_lexical_loss": nll / max(tokens, 1),
+        # the same on every process: DDP has averaged the gradients before the norm is taken
+        "grad_norm": float(window.grad_norm) / steps, "grad_norm_max": float(window.grad_norm_max),
+        "clipped_fraction": float(window.clipped) / steps,
         "tokens_per_s": tokens / elapsed, "sentences_per_s": sentences / elapsed,
         "peak_memory_mb": peak_memory_mb(session.device),
     }
@@ -628,6 +642,7 @@ def _finish(session: Session) -> RunResult:
         "adapter": session.config.model, "n_params": session.n_params, "steps": state.step, "tokens": state.tokens,
         "best_val_loss": state.best_val_loss, "best_val_ppl": math.exp(min(state.best_val_loss, 50)),
         "final_train_lexical_loss": train_records[-1]["train_lexical_loss"] if train_records else None,
+        **gradient_summary(train_records),
         "tokens_per_s": _median([r["tokens_per_s"] for r in train_records]),
         "sentences_per_s": _median([r["sentences_per_s"] for r in train_records]),
         "peak_memory_mb": peak_memory_mb(session.device), "wall_s_this_session": time.perf_counter() - session.started,
@@ -641,6 +656,26 @@ def _finish(session: Session) -> RunResult:
 
         dist.barrier()  # no process leaves before DONE is written
     return RunResult(run.path, "done", state.best_val_loss, state.step, summary)
+
+
+def gradient_summary(records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """`max_grad_norm` (before clipping) and `clipped_fraction` (of all steps) over a run's training records.
+
+    Each record covers the steps since the one before it, so its clipped fraction is weighted by that count.
+    Records written before these diagnostics existed give None.
+    """
+    with_norms = [r for r in records if r.get("grad_norm_max") is not None]
+    if not with_norms:
+        return {"max_grad_norm": None, "clipped_fraction": None}
+    previous, clipped, steps = 0, 0.0, 0
+    for record in records:
+        count = record["step"] - previous
+        previous = record["step"]
+        if record.get("clipped_fraction") is not None:
+            clipped += record["clipped_fraction"] * count
+            steps += count
+    return {"max_grad_norm": max(float(r["grad_norm_max"]) for r in with_norms),
+            "clipped_fraction": clipped / steps if steps else None}
 
 
 def _median(values: list[float]) -> float | None:
