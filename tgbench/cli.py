@@ -188,6 +188,9 @@ def train_grid(
         "--set", help="Grid setting KEY=VALUE over the file (repeatable), by dotted key: "
                       "train.warmup_fraction=0.05, data.tokenizer=bpe-4096, seeds=[0,1]; recorded in grid.toml "
                       "and every run's config.toml.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        help="Runs at once on this machine, each in its own process: on CPU each gets cores / N threads, with "
+             "CUDA each its own GPU.", show_default="the grid's train.jobs; 0 = the GPU count, else 1")] = None,
 ) -> None:
     """Train every run of a grid (skips DONE runs, resumes interrupted ones, reruns failed ones)."""
     from tgbench.grid import dry_run_table, load_grid, run_grid
@@ -205,7 +208,7 @@ def train_grid(
         console.print(f"total compute ~{sum(r['pflops'] for r in rows):.3f} PFLOP (6 N D, attention ignored)")
         return
     target = out or Path("runs") / grid.name
-    frame = run_grid(grid, target, executor=executor, progress=progress)
+    frame = run_grid(grid, target, executor=executor, progress=progress, jobs=jobs)
     counts = frame["status"].value_counts().to_dict()
     console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
     if counts.get("failed"):
@@ -377,7 +380,8 @@ def main() -> None:
         from tgbench.train import Interrupted, TrainingFailed
 
         if isinstance(err, Interrupted):
-            print_error(f"signal {err.signum}; checkpoint written in {err.run_dir}/checkpoints",
+            where = ", ".join(f"{d}/checkpoints" for d in err.run_dirs) or f"{err.run_dir} (no run had started)"
+            print_error(f"signal {err.signum}; checkpoint written in {where}",
                         "resume with the same command (--resume auto)", label="interrupted")
             sys.exit(130)
         if isinstance(err, TrainingFailed):

@@ -48,12 +48,13 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     grad_accumulation: int = 1  # batches per optimiser step per process (under torchrun: x world size)
     compile: bool = False  # torch.compile the training step (speed only: not part of the config hash)
+    jobs: int = 0  # a grid's runs at once on this machine (`train-grid --jobs`); 0 = the GPU count, else 1
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_tokens", "eval_tokens", "log_every", "checkpoint_every", "grad_accumulation"):
             if getattr(self, name) <= 0:
                 raise UserError(f"train.{name} = {getattr(self, name)} must be positive", f"set train.{name} > 0")
-        for name in ("tokens", "eval_every", "threads"):
+        for name in ("tokens", "eval_every", "threads", "jobs"):
             if getattr(self, name) < 0:
                 raise UserError(f"train.{name} = {getattr(self, name)} must not be negative", f"set train.{name} >= 0")
         if self.lr <= 0:
@@ -83,7 +84,7 @@ class RunConfig:
     def hash(self) -> str:
         """Stable hash of everything that changes the numbers (what a grid compares to skip runs)."""
         settings = self.to_dict()
-        for volatile in ("device", "threads", "compile"):
+        for volatile in ("device", "threads", "compile", "jobs"):
             settings["train"].pop(volatile, None)
         if settings["train"].get("grad_accumulation") == 1:  # runs from before the setting keep their hash
             settings["train"].pop("grad_accumulation")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -81,7 +82,41 @@ def autocast_context(device: torch.device, dtype: str):
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: allocated GPU memory on CUDA, resident set size on CPU."""
+    """Peak memory of this process: allocated GPU memory on CUDA; on CPU the peak resident set size.
+
+    On Linux the CPU figure is VmHWM, the peak since the process started (a fresh worker's own, unlike
+    `ru_maxrss`, which a spawned child inherits from its parent) or since `reset_peak_memory`.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    peak_kib = _proc_status_kib("VmHWM")
+    if peak_kib is None:
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    return peak_kib / 1024
+
+
+def reset_peak_memory() -> None:
+    """Start measuring peak memory afresh (GPU: torch's peak stats; Linux CPU: VmHWM via /proc/self/clear_refs).
+
+    Where the CPU peak cannot be reset (other systems, a restricted /proc), `peak_memory_mb` keeps
+    reporting the process's peak so far.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # 5: reset the peak resident set size to the current one (Linux >= 4.0)
+    except OSError:
+        pass
+
+
+def _proc_status_kib(field: str) -> float | None:
+    """A `kB` field of /proc/self/status (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -325,18 +325,21 @@ def _slurm_entry(spec: RunSpec, grid_dir: str) -> str:
 
 
 def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: bool = True,
-             slurm: dict[str, Any] | None = None) -> pd.DataFrame:
+             slurm: dict[str, Any] | None = None, jobs: int | None = None) -> pd.DataFrame:
     """Run every run of the grid into `out` and regenerate `results.csv`.
 
     Args:
         grid: The grid.
         out: Grid directory (`grid.toml`, one directory per run, `results.csv`).
-        executor: "local" (one run after another, in this process) or "slurm" (one submitit job per run;
-            "slurm-local" uses submitit's local executor, for testing).
+        executor: "local" (on this machine: one run after another, or `jobs` at once) or "slurm" (one
+            submitit job per run; "slurm-local" uses submitit's local executor, for testing).
         progress: Show the live table.
         slurm: submitit parameters (partition, timeout_min, gpus_per_node, ...).
+        jobs: Runs at once on this machine (see `tgbench.parallel`); None = the grid's `train.jobs`
+            (0 there = the GPU count with CUDA, else 1).
     """
     from tgbench.data import load_corpus
+    from tgbench.parallel import execute, resolve_jobs
 
     check_data(grid.data)  # before any directory is made or run trained
     out.mkdir(parents=True, exist_ok=True)
@@ -346,16 +349,12 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
         return _run_submitit(specs, out, executor, slurm or {})
     if executor != "local":
         raise unknown_name("executor", executor, ("local", "slurm", "slurm-local"))
-    corpus = load_corpus(grid.data, progress=progress)
-    board = _Board(specs, out)
+    jobs = resolve_jobs(grid.train.jobs if jobs is None else jobs, specs)
+    # One process: the corpus is loaded once for every run. Workers read it from the cache execute() fills.
+    corpus = load_corpus(grid.data, progress=progress) if jobs == 1 else None
+    board = _Board(specs, out, jobs)
     with board.live(progress):
-        for spec in specs:
-            board.state[spec.run_id] = "running"
-            board.refresh()
-            status = run_one(spec, out, corpus=corpus, progress=False,
-                             on_log=lambda record, run_id=spec.run_id: board.update(run_id, record))
-            board.state[spec.run_id] = status
-            board.refresh()
+        execute(specs, out, jobs=jobs, board=board, corpus=corpus, progress=progress)
     board.print_final(progress)
     return write_results(out)
 
@@ -377,11 +376,13 @@ def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[s
 
 
 class _Board:
-    """The live table: every run's state, tokens and loss."""
+    """The live table: every run's state, where it runs, tokens and loss (several runs at once with --jobs)."""
 
-    def __init__(self, specs: list[RunSpec], out: Path) -> None:
+    def __init__(self, specs: list[RunSpec], out: Path, jobs: int = 1) -> None:
         self.specs = specs
+        self.jobs = jobs
         self.state = {s.run_id: RunDir(out / s.run_id).status() for s in specs}
+        self.where: dict[str, str] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         self._live = None
         self._last = 0.0
@@ -406,10 +407,19 @@ class _Board:
         if enabled and not Console().is_terminal:
             print_table(self.table())
 
+    def start(self, run_id: str, where: str) -> None:
+        self.state[run_id] = "running"
+        self.where[run_id] = where
+        self.refresh()
+
     def update(self, run_id: str, record: dict[str, Any]) -> None:
         self.latest.setdefault(run_id, {}).update(record)
         if time.monotonic() - self._last > 0.5:
             self.refresh()
+
+    def finish(self, run_id: str, status: str) -> None:
+        self.state[run_id] = status
+        self.refresh()
 
     def refresh(self) -> None:
         self._last = time.monotonic()
@@ -419,20 +429,24 @@ class _Board:
     def table(self):
         from rich.table import Table
 
-        table = Table(title="grid", show_lines=False)
-        for column in ("run", "state", "tokens", "train loss", "val loss"):
+        running = sum(state == "running" for state in self.state.values())
+        title = "grid" if self.jobs == 1 else f"grid: {running} of {self.jobs} workers busy"
+        table = Table(title=title, show_lines=False)
+        columns = ("run", "state", "tokens", "train loss", "val loss") + (("where",) if self.jobs > 1 else ())
+        for column in columns:
             # Run ids fold onto a second line on a narrow terminal rather than being cut.
-            table.add_column(column, justify="right" if column != "run" else "left",
+            table.add_column(column, justify="left" if column in ("run", "where") else "right",
                              overflow="fold" if column == "run" else "ellipsis")
         colours = {"done": "green", "skipped": "green", "failed": "red", "running": "yellow"}
         for spec in self.specs:
             record = self.latest.get(spec.run_id, {})
             state = self.state[spec.run_id]
-            table.add_row(
-                spec.run_id, f"[{colours.get(state, 'white')}]{state}",
-                f"{record.get('tokens', 0):,}/{spec.tokens:,}",
-                _fmt(record.get("train_lexical_loss")), _fmt(record.get("val_loss")),
-            )
+            cells = [spec.run_id, f"[{colours.get(state, 'white')}]{state}",
+                     f"{record.get('tokens', 0):,}/{spec.tokens:,}",
+                     _fmt(record.get("train_lexical_loss")), _fmt(record.get("val_loss"))]
+            if self.jobs > 1:
+                cells.append(self.where.get(spec.run_id, "") if state == "running" else "")
+            table.add_row(*cells)
         return table
 
 

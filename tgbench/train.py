@@ -64,11 +64,12 @@ class TrainingFailed(Exception):
 
 
 class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was written."""
+    """SIGINT/SIGTERM arrived; a checkpoint was written (in `run_dir`, or in each of a grid's `run_dirs`)."""
 
-    def __init__(self, signum: int, run_dir: Path) -> None:
+    def __init__(self, signum: int, run_dir: Path, run_dirs: list[Path] | None = None) -> None:
         self.signum = signum
         self.run_dir = run_dir
+        self.run_dirs = [run_dir] if run_dirs is None else run_dirs
         super().__init__(f"interrupted by signal {signum}")
 
 
