@@ -13,6 +13,7 @@ from lm_eval.api.instance import Instance
 from typer.testing import CliRunner
 
 from tgbench import evaluate as ev
+from tgbench import lmeval, scoring
 from tgbench.cli_eval import eval_command
 from tgbench.config import RunConfig, TrainConfig
 from tgbench.data.corpus import DataConfig
@@ -60,7 +61,7 @@ def instance(kind, args, i=0):
 
 def test_loglikelihood_scores_the_continuation_after_the_context_sentences(loaded):
     tok, adapter = loaded.corpus.tokenizer, loaded.adapter
-    lm = ev.TGBenchLM(loaded=loaded, progress=False)
+    lm = lmeval.TGBenchLM(loaded=loaded, progress=False)
     context, continuation = "The son of Anna is Tom. The father of Tom is", " Anna"
     (ll, greedy), (ll_empty, _) = lm.loglikelihood(
         [instance("loglikelihood", (context, continuation)), instance("loglikelihood", ("", "Tom went"), 1)])
@@ -83,14 +84,14 @@ def test_continuation_tokens_are_the_difference_of_encodings_or_encoded_alone():
             return [self.encode(t) for t in texts]
 
     data = DataConfig(splitter="blingfire", max_sentence_tokens=64, min_fragment_tokens=1)
-    doc, n = ev.continuation_document("Hi there. Say a", "b", Chars(), data)
+    doc, n = scoring.continuation_document("Hi there. Say a", "b", Chars(), data)
     assert n == 1 and doc[-1][-1] == ord("b")  # "a"+"b" merges to "X": continuation encoded alone
-    doc, n = ev.continuation_document("Hi there. Say", " cd", Chars(), data)
+    doc, n = scoring.continuation_document("Hi there. Say", " cd", Chars(), data)
     assert n == 3 and [chr(c) for c in doc[-1][-3:]] == [" ", "c", "d"] and len(doc) == 2
 
 
 def test_rolling_equals_score_of_the_corpus_document(loaded):
-    lm = ev.TGBenchLM(loaded=loaded, progress=False, batch_size=2)
+    lm = lmeval.TGBenchLM(loaded=loaded, progress=False, batch_size=2)
     documents = loaded.corpus.splits["test"].documents()[:3]
     texts = [ppl_task.document_text(doc, loaded.corpus.tokenizer) for doc in documents]
     rolled = lm.loglikelihood_rolling([instance("loglikelihood_rolling", (t,), i) for i, t in enumerate(texts)])
@@ -99,7 +100,7 @@ def test_rolling_equals_score_of_the_corpus_document(loaded):
 
 
 def test_generate_until_is_greedy_generation_cut_at_the_stop_string(loaded):
-    lm = ev.TGBenchLM(loaded=loaded, progress=False)
+    lm = lmeval.TGBenchLM(loaded=loaded, progress=False)
     tok = loaded.corpus.tokenizer
     (free,) = lm.generate_until([instance("generate_until", ("The son of Anna is", {"max_gen_toks": 12}))])
     new = loaded.adapter.generate(loaded.model, [np.array(tok.encode("The son of Anna is"))], loaded.vocab,
@@ -109,7 +110,7 @@ def test_generate_until_is_greedy_generation_cut_at_the_stop_string(loaded):
     (cut,) = lm.generate_until([instance("generate_until", ("The son of Anna is", {"until": [stop],
                                                                                    "max_gen_toks": 12}))])
     assert stop not in cut and free.startswith(cut)
-    assert ev.cut_at("abc. def\n\nx", ["\n\n", "."]) == "abc"
+    assert lmeval.cut_at("abc. def\n\nx", ["\n\n", "."]) == "abc"
 
 
 def test_ppl_metrics_use_lm_eval_aggregations():
@@ -125,7 +126,7 @@ def test_direct_ppl_equals_the_lm_eval_tg_ppl_task(loaded):
     direct, n, total = ppl_task.evaluate_ppl(loaded, progress=False)
     assert n == total == len(loaded.corpus.splits["test"])
     assert direct["tokens"] == loaded.corpus.splits["test"].lexical_tokens
-    through = ev.lm_eval_task(loaded, "tg_ppl", progress=False)["results"]["tg_ppl"]
+    through = lmeval.lm_eval_task(loaded, "tg_ppl", progress=False)["results"]["tg_ppl"]
     for key in ("lexical_loss", "lexical_ppl", "word_perplexity", "bits_per_byte"):
         assert through[f"{key},none"] == pytest.approx(direct[key], rel=1e-6), key
     assert through["tokens,none"] == direct["tokens"]
@@ -141,8 +142,10 @@ def test_eval_writes_results_and_skips_when_current(run_dir, tmp_path):
     assert status == "done" and path == run_dir / "eval" / "ppl.json"
     saved = json.loads(path.read_text())
     for key in ("lexical_loss", "lexical_ppl", "word_perplexity", "bits_per_byte", "tokens"):
-        assert isinstance(saved["results"]["tg_ppl"][key], (int, float))
-    assert saved["versions"] == {"tg_ppl": ev.TASK_VERSIONS["tg_ppl"]}
+        assert isinstance(saved["results"]["ppl"][key], (int, float))
+    assert saved["versions"] == {"ppl": ppl_task.PerplexityTask.version}
+    schema = {m["name"]: m for m in saved["metrics"]}
+    assert schema["lexical_loss"]["higher_is_better"] is False and schema["tokens"]["higher_is_better"] is None
     sidecar = json.loads((run_dir / "checkpoints" / "best.json").read_text())
     assert saved["checkpoint"] == {"name": "best", "step": sidecar["state"]["step"], "sha256": sidecar["sha256"]}
     assert {"configs", "n_samples", "date"} <= set(saved)
@@ -155,7 +158,7 @@ def test_eval_writes_results_and_skips_when_current(run_dir, tmp_path):
     path.write_text(json.dumps(saved))
     assert ev.eval_run(run_dir, "ppl", device="cpu", limit=2, progress=False)[0] == "done"
     saved["checkpoint"]["sha256"] = json.loads(path.read_text())["checkpoint"]["sha256"]
-    saved["versions"] = {"tg_ppl": 0}  # as if written by an older version of the task
+    saved["versions"] = {"ppl": 0}  # as if written by an older version of the task
     path.write_text(json.dumps(saved))
     assert ev.eval_run(run_dir, "ppl", device="cpu", limit=2, progress=False)[0] == "done"
 
@@ -172,14 +175,14 @@ def test_eval_command_over_a_grid_writes_reversal_results(run_dir, tmp_path):
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     saved = json.loads((run_dir / "eval" / "reversal.json").read_text())
-    metrics = saved["results"]["tg_reversal"]
+    metrics = saved["results"]["reversal"]
     for cond in ("normal", "reversed"):
         for name in ("target_nll", "distractor_nll", "margin", "error_rate"):
             assert math.isfinite(metrics[f"{cond}_{name}"]) and math.isfinite(metrics[f"{cond}_{name}_stderr"])
         assert metrics[f"{cond}_margin"] == pytest.approx(
             metrics[f"{cond}_distractor_nll"] - metrics[f"{cond}_target_nll"])
-    assert saved["reversal"]["pairs"] == 20 and saved["n_samples"]["tg_reversal"]["effective"] == 20
-    rows = (run_dir / "eval" / "tg_reversal_items.csv").read_text().splitlines()
+    assert saved["reversal"]["pairs"] == 20 and saved["n_samples"]["reversal"]["effective"] == 20
+    rows = (run_dir / "eval" / "reversal_items.csv").read_text().splitlines()
     assert len(rows) == 21 and rows[0].startswith("pair,father,son,normal_target_logprob")
     again = CliRunner().invoke(app, ["--task", "tg_reversal", "--runs", str(grid), "--limit", "20"])
     assert again.exit_code == 0 and "skipped" in again.output
@@ -189,8 +192,8 @@ def test_eval_command_over_a_grid_writes_reversal_results(run_dir, tmp_path):
 
 def test_any_lm_eval_task_yaml_runs_and_unknown_names_are_explained(run_dir, tmp_path, monkeypatch):
     # lm-eval's ~14,000 built-in YAMLs take tens of seconds to index: leave them out here.
-    local_only = ev.task_manager
-    monkeypatch.setattr(ev, "task_manager", lambda paths=(), defaults=False, metadata=None:
+    local_only = lmeval.task_manager
+    monkeypatch.setattr(lmeval, "task_manager", lambda paths=(), defaults=False, metadata=None:
                         local_only(paths, False, metadata))
     (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in (
         "The son of Anna is Tom.", "Mary went to the market with John. They came back.")) + "\n")
@@ -205,7 +208,7 @@ def test_any_lm_eval_task_yaml_runs_and_unknown_names_are_explained(run_dir, tmp
     status, _, _ = ev.eval_run(run_dir, "my_rolling", include_paths=[tmp_path], device="cpu", progress=False)
     assert status == "skipped"
     with pytest.raises(UserError, match="did you mean 'tg_reversal'"):
-        ev.resolve_task("tg_reversl")
+        lmeval.resolve_task("tg_reversl")
 
 
 def test_lm_eval_cli_adds_the_task_folder_and_hands_over(monkeypatch):
@@ -213,20 +216,29 @@ def test_lm_eval_cli_adds_the_task_folder_and_hands_over(monkeypatch):
 
     seen = []
     monkeypatch.setattr(sys, "argv", ["tgbench-lm-eval"])
-    ev.lm_eval_cli(["--model", "tgbench", "--tasks", "tg_reversal"], run=lambda: seen.append(list(sys.argv)))
-    assert seen[0][-2:] == ["--include_path", str(ev.TASKS_DIR)]
-    ev.lm_eval_cli(["--model", "tgbench", "--include_path", "x"], run=lambda: seen.append(list(sys.argv)))
+    lmeval.lm_eval_cli(["--model", "tgbench", "--tasks", "tg_reversal"], run=lambda: seen.append(list(sys.argv)))
+    assert seen[0][-2:] == ["--include_path", str(lmeval.TASKS_DIR)]
+    lmeval.lm_eval_cli(["--model", "tgbench", "--include_path", "x"], run=lambda: seen.append(list(sys.argv)))
     assert seen[1][-1] == "x"
     from lm_eval.api.registry import get_model
 
-    assert get_model("tgbench") is ev.TGBenchLM
+    assert get_model("tgbench") is lmeval.TGBenchLM
 
 
 def test_task_yaml_versions_match_the_direct_tasks():
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    for name, version in ev.TASK_VERSIONS.items():
-        assert load_yaml(ev.TASKS_DIR / name / f"{name}.yaml", resolve_func=False)["metadata"]["version"] == version
+    from tgbench.registry import TASK_ALIASES, get_task
+
+    assert set(TASK_ALIASES) == set(lmeval.local_lm_eval_tasks())
+    for name, alias in TASK_ALIASES.items():
+        yaml = load_yaml(lmeval.TASKS_DIR / name / f"{name}.yaml", resolve_func=False)
+        assert yaml["metadata"]["version"] == get_task(alias).version
+        # the twin's metrics and directions are the direct task's
+        declared = {m.name: m.higher_is_better for m in lmeval.config_metrics(yaml)}
+        direct = {m.name: m.higher_is_better for m in get_task(alias).metrics}
+        assert {k: v for k, v in declared.items() if k in direct and direct[k] is not None} == \
+            {k: v for k, v in direct.items() if k in declared and v is not None}
 
 
 @pytest.mark.slow
@@ -235,7 +247,7 @@ def test_tg_runs_through_the_same_paths(tmp_path):
     run_dir = tiny_run(tmp_path, model="tg")
     run = load_run(run_dir, device="cpu")
     direct, _, _ = ppl_task.evaluate_ppl(run, progress=False)
-    through = ev.lm_eval_task(run, "tg_ppl", progress=False)["results"]["tg_ppl"]
+    through = lmeval.lm_eval_task(run, "tg_ppl", progress=False)["results"]["tg_ppl"]
     assert through["lexical_loss,none"] == pytest.approx(direct["lexical_loss"], rel=1e-5)
     metrics, rows, _ = reversal_task.evaluate_reversal(run, limit=10, progress=False)
     assert len(rows) == 10 and all(math.isfinite(v) for v in metrics.values())
@@ -243,7 +255,7 @@ def test_tg_runs_through_the_same_paths(tmp_path):
 
 
 def test_model_args_device_wins_over_the_lm_eval_cli_default(run_dir):
-    from tgbench.evaluate import TGBenchLM
+    from tgbench.lmeval import TGBenchLM
 
     lm = TGBenchLM.create_from_arg_obj({"run": str(run_dir), "device": "cpu"}, {"device": "cuda:0", "batch_size": 4})
     assert next(lm.run.model.parameters()).device.type == "cpu"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from corpora import write_family_corpus
 
-from tgbench import evaluate as ev
+from tgbench import lmeval as ev
 from tgbench.errors import UserError
 
 transformers = pytest.importorskip("transformers")

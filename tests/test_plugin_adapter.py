@@ -51,7 +51,7 @@ def test_external_lstm_adapter_trains_scores_and_evaluates_through_the_cli(tmp_p
     assert (tmp_path / "run" / "DONE").exists()
     evaluated = runner.invoke(app, ["eval", "--task", "ppl", "--run", str(tmp_path / "run")])
     assert evaluated.exit_code == 0, evaluated.output
-    ppl = json.loads((tmp_path / "run" / "eval" / "ppl.json").read_text())["results"]["tg_ppl"]
+    ppl = json.loads((tmp_path / "run" / "eval" / "ppl.json").read_text())["results"]["ppl"]
     assert 1.0 < ppl["lexical_ppl"] < 300  # learned something: chance is the 304-token vocabulary
 
     from tgbench.runs import load_run

@@ -24,7 +24,7 @@ from tgbench.report import (
 )
 from tgbench.results import RESULT_COLUMNS
 
-SECTIONS = ("verdict", "scaling", "curves", "reversal", "runs", "ablations", "fits", "throughput",
+SECTIONS = ("verdict", "scaling", "curves", "task-ppl", "task-reversal", "runs", "ablations", "fits", "throughput",
             "provenance")
 
 
@@ -39,7 +39,7 @@ def html() -> str:
 
 
 def _section(html: str, name: str) -> str:
-    match = re.search(rf'<section id="{name}">(.*?)</section>', html, re.S)
+    match = re.search(rf'<section id="{name}"[^>]*>(.*?)</section>', html, re.S)
     assert match, f"section {name} missing"
     return match.group(1)
 
@@ -47,8 +47,9 @@ def _section(html: str, name: str) -> str:
 def test_every_section_and_plot_present(html):
     for name in SECTIONS:
         _section(html, name)
-    # 2 scaling + 2 multiplier + 5 training-curve cells + 4 reversal plots (NLL x 2, margin, error rate)
-    assert html.count("<svg") == 13
+    # 2 scaling + 2 multiplier + 5 training-curve cells + 2 ppl plots (word PPL, bits/byte)
+    # + 4 reversal plots (NLL x 2, margin, error rate)
+    assert html.count("<svg") == 15
     assert "0.5 = chance" in html
     assert html.count("no data to plot yet") == 0
     runs = _section(html, "runs")
@@ -114,7 +115,7 @@ def test_without_fits_json(grid_copy):
     verdict = _section(html, "verdict")
     assert "missing" in verdict and "fits.json is missing" in verdict
     assert "No fits: fits.json missing" in _section(html, "fits")
-    assert html.count("<svg") == 13  # plots still drawn, without fitted curves
+    assert html.count("<svg") == 15  # plots still drawn, without fitted curves
 
 
 def test_failed_fits_render_as_fit_failed(grid_copy):
@@ -251,7 +252,7 @@ def test_verdicts_cover_every_label_against_tg():
 @pytest.mark.parametrize(("rate", "seeds", "expected"), [(0.5, 1, True), (0.52, 1, True), (0.56, 1, False),
                                                          (0.52, 3, False), (0.1, 2, False)])
 def test_reversal_error_at_chance(rate, seeds, expected):
-    from tgbench.report import _at_chance
+    from tgbench.tasks.tg_reversal.report import at_chance as _at_chance
 
     assert _at_chance(rate, seeds) is expected
 

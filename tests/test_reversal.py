@@ -6,7 +6,7 @@ import re
 import pytest
 from corpora import write_family_corpus
 
-from tgbench import evaluate as ev
+from tgbench import lmeval as ev
 from tgbench.errors import UserError
 from tgbench.tasks.tg_reversal import task as reversal_task
 

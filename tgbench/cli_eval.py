@@ -14,16 +14,13 @@ from tgbench.errors import UserError
 
 console = Console()
 
-# The keys shown in the summary table for the built-in tasks (every metric is in the JSON).
-SUMMARY_KEYS = {
-    "tg_ppl": ("lexical_ppl", "word_perplexity", "bits_per_byte", "tokens"),
-    "tg_reversal": ("normal_margin", "normal_error_rate", "reversed_margin", "reversed_error_rate"),
-}
+SUMMARY_COLUMNS = 4  # metrics shown in the summary table (every metric is in the JSON and in results.csv)
 
 
 def eval_command(
     task: Annotated[str, typer.Option(
-        help="ppl | reversal (aliases tg_ppl, tg_reversal), any lm-eval task name, or a task YAML path.")],
+        help="ppl | reversal (aliases tg_ppl, tg_reversal), a plug-in task (name, module:Class or "
+             "path/to/file.py:Class), any lm-eval task name, or a task YAML path.")],
     run: Annotated[Path | None, typer.Option(help="One run directory.")] = None,
     runs: Annotated[Path | None, typer.Option(
         help="A grid directory: every subdirectory holding config.toml and DONE is evaluated.")] = None,
@@ -37,6 +34,8 @@ def eval_command(
 ) -> None:
     """Evaluate a run (or every run of a grid) and write lm-eval-shaped results to <run>/eval/TASK.json."""
     from tgbench.evaluate import eval_run, grid_runs
+    from tgbench.registry import get_task
+    from tgbench.task import metric_values
 
     if (run is None) == (runs is None):
         raise UserError("give exactly one of --run and --runs", "tgbench eval --task ppl --run runs/single")
@@ -47,23 +46,24 @@ def eval_command(
     run_dirs = [run] if run is not None else grid_runs(runs)
     if not run_dirs:
         raise UserError(f"no finished runs (config.toml and DONE) under '{runs}'", "train the grid first")
-    table = Table(title=f"eval {task}")
+    the_task = get_task(task, include_path or ())
+    table = Table(title=f"eval {the_task.name}")
     table.add_column("run")
     table.add_column("status")
     columns: tuple[str, ...] = ()
     corpora: dict = {}
     rows = []
     for run_dir in run_dirs:
-        status, path, results = eval_run(run_dir, task, checkpoint=checkpoint, include_paths=include_path or (),
-                                         limit=limit, device=device, force=force, corpora=corpora)
+        status, path, results = eval_run(run_dir, the_task, checkpoint=checkpoint,
+                                         include_paths=include_path or (), limit=limit, device=device, force=force,
+                                         corpora=corpora)
         if results is None:
             import json
 
             results = json.loads(path.read_text(encoding="utf-8"))
-        name = results.get("task", task)
-        metrics = results.get("results", {}).get(name, {})
-        columns = SUMMARY_KEYS.get(name) or tuple(
-            k for k, v in metrics.items() if isinstance(v, (int, float)) and "stderr" not in k)[:4]
+        metrics = metric_values(results.get("results", {}).get(the_task.name, {}))
+        scored = [m.name for m in the_task.metrics if m.higher_is_better is not None and m.name in metrics]
+        columns = tuple(scored or metrics)[:SUMMARY_COLUMNS]
         rows.append((str(run_dir), status, [metrics.get(k) for k in columns]))
         console.print(f"{status}: {path}")
     for column in columns:

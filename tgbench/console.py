@@ -33,3 +33,30 @@ def print_table(table: Table, console: Console | None = None) -> None:
         console.print(table, crop=False)
     finally:
         console.width = width
+
+
+def progress_bar(enabled: bool = True, unit: str = "", extra: tuple = (), console: Console | None = None,
+                 transient: bool = True):
+    """The one progress bar of tgbench: description, bar, done/total [unit], extra columns, elapsed, remaining.
+
+    Args:
+        enabled: False gives a disabled bar (same API, prints nothing).
+        unit: Word after the counts ("documents", "steps").
+        extra: More Rich columns, e.g. ``TextColumn("loss {task.fields[loss]:.3f}")``.
+        console: Where it draws (default: stderr, so stdout stays clean for results).
+        transient: Remove the bar when done.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    if unit:
+        columns.append(TextColumn(unit))
+    columns += [*extra, TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=console or err, disable=not enabled, transient=transient)

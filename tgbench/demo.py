@@ -11,7 +11,7 @@ console = Console()
 
 
 def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
-    """Train the `demo` grid, evaluate every run (ppl, reversal), fit, and write the report.
+    """Train the `demo` grid, evaluate every run on the built-in tasks (ppl, reversal), fit, write the report.
 
     Every stage skips what is already done, so an interrupted demo continues where it stopped.
 
@@ -20,6 +20,7 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
     """
     from tgbench.evaluate import eval_run, grid_runs
     from tgbench.grid import load_grid, run_grid
+    from tgbench.registry import BUILTIN_TASKS, get_task
     from tgbench.report import write_report
     from tgbench.results import write_results
     from tgbench.tasks.scaling import write_fits
@@ -28,12 +29,13 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
     grid = load_grid(preset=preset)
     console.rule(f"[bold]1/4 training the '{preset}' grid into {out}")
     run_grid(grid, out, progress=progress)
-    console.rule("[bold]2/4 evaluating every run (lexical perplexity, reversal probe)")
+    tasks = [get_task(name) for name in BUILTIN_TASKS]
+    console.rule(f"[bold]2/4 evaluating every run ({', '.join(t.name for t in tasks)})")
     corpora: dict = {}  # one corpus load for every run
-    for task in ("ppl", "reversal"):
+    for task in tasks:
         for run_dir in grid_runs(out):
             status, path, _ = eval_run(run_dir, task, corpora=corpora, progress=False)
-            console.print(f"  {task:9s} {run_dir.name}: {status}", soft_wrap=True)
+            console.print(f"  {task.name:9s} {run_dir.name}: {status}", soft_wrap=True)
     console.rule("[bold]3/4 fitting scaling laws")
     _print_results(write_results(out))
     fits = write_fits(out, n_resamples=100)

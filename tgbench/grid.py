@@ -1,9 +1,10 @@
-"""Grids of paired runs: expansion, execution (local or Slurm), resume, and `results.csv`.
+"""Grids of paired runs: expansion, execution (local or Slurm) and resume.
 
 A grid TOML names adapters (with variants such as ablation switches), widths, token budgets and
 seeds, plus shared data and training settings. `expand` turns it into `RunSpec`s; `run_grid`
 trains them one after another (or submits one Slurm job per run through submitit), skipping runs
 that are DONE with the same config hash, resuming interrupted ones and rerunning failed ones.
+`run_grid` ends by writing the grid's results table (`tgbench.results.write_results`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tgbench.config import (
 )
 from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
-from tgbench.results import RESULT_COLUMNS, REVERSAL_KEYS, collect_row, write_results  # noqa: F401 (re-exported)
+from tgbench.results import write_results
 from tgbench.runs import RunDir, write_text
 
 PRESETS = ("smoke", "demo", "cpu-study", "paper-data", "paper-params", "paper-ablations")
@@ -224,6 +225,14 @@ def run_spec(grid: GridConfig, entry: ModelEntry, width: int, tokens: int, seed:
                    config, meta)
 
 
+def grid_variants(grid: dict[str, Any]) -> dict[str, str]:
+    """run_id -> variant from a grid file's content ({} when it cannot be expanded)."""
+    try:
+        return {s.run_id: s.variant for s in expand(GridConfig.from_dict(grid))}
+    except (UserError, TypeError, ValueError, KeyError):
+        return {}
+
+
 def load_grid(path: Path | None = None, preset: str | None = None,
               settings: dict[str, Any] | None = None) -> GridConfig:
     """Read a grid file or a shipped preset, validating every key and value.
@@ -356,7 +365,7 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
     with board.live(progress):
         execute(specs, out, jobs=jobs, board=board, corpus=corpus, progress=progress)
     board.print_final(progress)
-    return write_results(out)
+    return write_results(out, {spec.run_id: spec.variant for spec in specs})
 
 
 def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[str, Any]) -> pd.DataFrame:
@@ -372,7 +381,7 @@ def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[s
     jobs = [ex.submit(_slurm_entry, spec, str(out)) for spec in specs]
     for job in jobs:
         job.result()
-    return write_results(out)
+    return write_results(out, {spec.run_id: spec.variant for spec in specs})
 
 
 class _Board:

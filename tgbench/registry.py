@@ -1,9 +1,10 @@
-"""Find adapters by name, lm-eval style.
+"""Find adapters and tasks by name, lm-eval style.
 
-Three ways in:
+Three ways in, for both:
   * built-ins, registered lazily as "module:Class" strings (nothing is imported until used);
-  * third-party packages through the entry-point group ``tgbench.adapters``;
+  * third-party packages through the entry-point groups ``tgbench.adapters`` and ``tgbench.tasks``;
   * a direct reference ``package.module:Class`` or ``path/to/file.py:Class``.
+A task name that is none of these is an lm-eval task name or YAML path (`tgbench.lmeval.LMEvalTask`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from typing import TYPE_CHECKING
 
 from tgbench.adapter import Adapter
 from tgbench.errors import UserError, unknown_name
+from tgbench.task import Task
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tgbench.config import RunConfig
 
 ENTRY_POINT_GROUP = "tgbench.adapters"
+TASK_ENTRY_POINT_GROUP = "tgbench.tasks"
 
 BUILTIN_ADAPTERS: dict[str, str] = {
     "gpt2": "tgbench.models.gpt2:GPT2Adapter",
@@ -32,6 +37,12 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "tg": "tgbench.models.tg:TGAdapter",
     "tg-span": "tgbench.models.tg:TGSpanAdapter",
 }
+BUILTIN_TASKS: dict[str, str] = {
+    "ppl": "tgbench.tasks.tg_ppl.task:PerplexityTask",
+    "reversal": "tgbench.tasks.tg_reversal.task:ReversalTask",
+}
+# The names of the built-in tasks' lm-eval twins (tasks/tg_*/tg_*.yaml) mean the direct task.
+TASK_ALIASES = {"tg_ppl": "ppl", "tg_reversal": "reversal"}
 
 
 @dataclass(frozen=True)
@@ -41,31 +52,41 @@ class AdapterEntry:
     origin: str  # "built-in", "entry point (<dist>)", or "reference"
 
 
-def _entry_points() -> dict[str, AdapterEntry]:
+def _entry_points(group: str = ENTRY_POINT_GROUP) -> dict[str, AdapterEntry]:
     found = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in importlib.metadata.entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else "?"
         found[ep.name] = AdapterEntry(ep.name, ep.value, f"entry point ({dist})")
     return found
 
 
-def available() -> dict[str, AdapterEntry]:
-    """Every adapter known by name: built-ins that import, then entry points."""
+def _available(builtins: dict[str, str], group: str) -> dict[str, AdapterEntry]:
     entries = {}
-    for name, target in BUILTIN_ADAPTERS.items():
+    for name, target in builtins.items():
         module = target.split(":")[0]
         if importlib.util.find_spec(module) is not None:
             entries[name] = AdapterEntry(name, target, "built-in")
-    entries.update(_entry_points())
+    entries.update(_entry_points(group))
     return entries
 
 
-def _load_reference(reference: str) -> type:
+def available() -> dict[str, AdapterEntry]:
+    """Every adapter known by name: built-ins that import, then entry points."""
+    return _available(BUILTIN_ADAPTERS, ENTRY_POINT_GROUP)
+
+
+def available_tasks() -> dict[str, AdapterEntry]:
+    """Every tgbench task known by name: built-ins, then entry points (lm-eval's tasks are not listed)."""
+    return _available(BUILTIN_TASKS, TASK_ENTRY_POINT_GROUP)
+
+
+def _load_reference(reference: str, base: type = Adapter, kind: str = "adapter",
+                    docs: str = "docs/adapters.md") -> type:
     location, _, attr = reference.rpartition(":")
     if location.endswith(".py") or "/" in location:
         path = Path(location)
         if not path.is_file():
-            raise UserError(f"adapter file '{path}' does not exist", "give an existing path/to/file.py:Class")
+            raise UserError(f"{kind} file '{path}' does not exist", "give an existing path/to/file.py:Class")
         module_name = f"tgbench_user_{path.stem}_{abs(hash(path.resolve()))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec is not None and spec.loader is not None
@@ -76,16 +97,56 @@ def _load_reference(reference: str) -> type:
         try:
             module = importlib.import_module(location)
         except ModuleNotFoundError as err:
-            raise UserError(f"cannot import adapter module '{location}' ({err})",
+            raise UserError(f"cannot import {kind} module '{location}' ({err})",
                             "check the module is installed, or give path/to/file.py:Class") from err
     try:
         cls = getattr(module, attr)
     except AttributeError as err:
-        raise UserError(f"'{location}' has no attribute '{attr}'", "name the adapter class after the colon") from err
-    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
-        raise UserError(f"'{reference}' is not a tgbench Adapter subclass",
-                        "subclass tgbench.adapter.Adapter (see docs/adapters.md)")
+        raise UserError(f"'{location}' has no attribute '{attr}'", f"name the {kind} class after the colon") from err
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UserError(f"'{reference}' is not a tgbench {base.__name__} subclass",
+                        f"subclass {base.__module__}.{base.__name__} (see {docs})")
     return cls
+
+
+def _is_reference(name: str) -> bool:
+    """`module:Class` or `path/file.py:Class` (a Windows drive letter alone is not one)."""
+    location, colon, attr = name.rpartition(":")
+    return bool(colon and location and attr.isidentifier() and len(location) > 1)
+
+
+def get_task(name: str, include_paths: Sequence[Path] = ()) -> Task:
+    """The task a name means: a tgbench task (built-in, entry point, `module:Class`, `path.py:Class`), else
+    the lm-eval task of that name or YAML path, wrapped as a `Task`.
+
+    Raises:
+        UserError: for a name that is neither (lists tgbench's tasks and the local lm-eval ones).
+    """
+    name = TASK_ALIASES.get(name, name)
+    if _is_reference(name):
+        cls = _load_reference(name, Task, "task", "docs/tasks.md")
+    else:
+        entries = available_tasks()
+        if name not in entries:
+            from tgbench.lmeval import LMEvalTask
+
+            return LMEvalTask(name, include_paths, also_known=sorted({*entries, *TASK_ALIASES}))
+        cls = _load_reference(entries[name].target, Task, "task", "docs/tasks.md")
+    if not cls.name:
+        raise UserError(f"task class '{name}' sets no `name`", "give the class a name = \"...\" (docs/tasks.md)")
+    return cls()
+
+
+def task_class(name: str) -> type[Task] | None:
+    """The class of a registered tgbench task (built-in or entry point), or None (lm-eval tasks, unknown names,
+    or a plug-in that does not import here): the report asks this for a task's own section."""
+    entry = available_tasks().get(TASK_ALIASES.get(name, name))
+    if entry is None:
+        return None
+    try:
+        return _load_reference(entry.target, Task, "task", "docs/tasks.md")
+    except UserError:
+        return None
 
 
 def get_adapter_class(name: str) -> type[Adapter]:

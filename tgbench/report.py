@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,13 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from tgbench.grid import grid_variants
 from tgbench.plots import Band, Series, colours, plot
-from tgbench.results import (
-    REVERSAL_KEYS,
-    done_rows,
-    grid_variants,
-    ordered_labels,
-    read_results,
-    refresh_results,
-    run_dirs,
-)
-from tgbench.runs import RunDir, write_text
+from tgbench.results import done_rows, ordered_labels, read_results, refresh_results, task_schemas
+from tgbench.runs import RunDir, list_runs, write_text
+from tgbench.sections import Section, TaskView, axis_cells, fmt_number
+from tgbench.sections import num as _num
+from tgbench.task import Metric as TaskMetric
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIT_FORM = "kaplan"  # the paper's form L(x) = (x_c / x)^alpha; the saturating form is in the fits table
@@ -59,8 +54,6 @@ METRICS: dict[str, Metric] = {
     "best_val_loss": Metric("best val loss", "nats/token", True),
     "test_loss": Metric("test loss", "nats/token", True),
     "test_ppl": Metric("test PPL", "lexical", True, ".2f"),
-    "word_perplexity": Metric("word PPL", "", True, ".2f"),
-    "bits_per_byte": Metric("bits/byte", "", True),
     "tokens_per_s": Metric("tokens/s", "training", False, ",.0f"),
     "sentences_per_s": Metric("sentences/s", "training", False, ",.1f"),
     "peak_memory_mb": Metric("peak memory", "MB", True, ",.0f"),
@@ -68,15 +61,11 @@ METRICS: dict[str, Metric] = {
     "lr_source": Metric("LR from", fmt="text"),
     "max_grad_norm": Metric("max grad norm", "before clipping", fmt=".3g"),
     "clipped_fraction": Metric("clipped", "of steps", fmt=".0%"),
-    "reversal_normal_margin": Metric("margin (normal)", "nats", False),
-    "reversal_reversed_margin": Metric("margin (reversed)", "nats", False),
-    "reversal_normal_error_rate": Metric("error (normal)", "", True, ".1%"),
-    "reversal_reversed_error_rate": Metric("error (reversed)", "", True, ".1%"),
 }
+# The runs table: settings, training and the primary (lexical) numbers; every task has its own section.
 RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps",
-               "best_val_loss", "test_loss", "test_ppl", "word_perplexity", "bits_per_byte", "tokens_per_s",
-               "sentences_per_s", "peak_memory_mb", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
-               "reversal_normal_margin", "reversal_reversed_margin"]
+               "best_val_loss", "test_loss", "test_ppl", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "lr",
+               "lr_source", "max_grad_norm", "clipped_fraction"]
 
 # The paper's numbers (paper.md section 5), shown beside the reproduction.
 PAPER = {"data": (1.05, 1.08), "params": (1.33, 1.42), "ppl": (23.2, 24.0, "50M tokens, 85M params")}
@@ -96,32 +85,9 @@ PAPER_ABLATIONS = [
 ]
 
 
-def _num(value: Any) -> float | None:
-    """A finite float, or None for empty cells, NaN and non-numbers."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def fmt_value(value: Any, key: str = "", fmt: str | None = None) -> str:
     """Display text of one value under the schema (or an explicit format); "missing" for empty cells."""
-    spec = fmt or (METRICS[key].fmt if key in METRICS else ".4g")
-    if spec == "text":
-        return "missing" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-    number = _num(value)
-    if number is None:
-        return "missing"
-    if spec == "si":
-        from tgbench.plots import fmt_si
-
-        return fmt_si(number)
-    if spec == "d":
-        return f"{int(round(number)):d}"
-    if spec.endswith("f") and abs(number) >= 1e5:  # e.g. the word perplexity of an untrained model
-        spec = ",.0f"
-    return format(number, spec)
+    return fmt_number(value, fmt or (METRICS[key].fmt if key in METRICS else ".4g"))
 
 
 def _fmt_x(value: float | None) -> str:
@@ -139,6 +105,7 @@ class GridFiles:
     fits: dict[str, Any] | None
     fits_error: str
     runs: dict[str, RunDir]
+    tasks: dict[str, list[TaskMetric]] = field(default_factory=dict)  # every task that ran, with its metrics
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -158,25 +125,13 @@ def load_grid_files(grid_dir: Path) -> GridFiles:
         grid = tomllib.loads((grid_dir / "grid.toml").read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError):
         grid = {}
-    runs = {d.name: RunDir(d) for d in run_dirs(grid_dir)}
-    results = read_results(grid_dir, grid)
+    runs = {d.name: RunDir(d) for d in list_runs(grid_dir)}
+    results = read_results(grid_dir, grid_variants(grid))
     fits, fits_error = _read_json(grid_dir / "fits.json")
-    return GridFiles(grid_dir, grid, results, fits, fits_error, runs)
+    return GridFiles(grid_dir, grid, results, fits, fits_error, runs, task_schemas(grid_dir))
 
 
-def _axis_cells(frame: pd.DataFrame) -> tuple[tuple | None, int | None]:
-    """The data-axis group (width, layers) and the parameter-axis budget with the most distinct x values."""
-    done = done_rows(frame)
-    best_data, best_params = None, None
-    for key, g in done.groupby(["width", "layers"]):
-        score = (g["tokens"].nunique(), key[0])
-        if g["tokens"].nunique() >= 2 and (best_data is None or score > best_data[0]):
-            best_data = (score, key)
-    for tokens, g in done.groupby("tokens"):
-        score = (g["width"].nunique(), tokens)
-        if g["width"].nunique() >= 2 and (best_params is None or score > best_params[0]):
-            best_params = (score, tokens)
-    return (best_data[1] if best_data else None), (best_params[1] if best_params else None)
+_axis_cells = axis_cells
 
 
 # -- the verdict ---------------------------------------------------------------------------------------------
@@ -450,70 +405,6 @@ def curve_plots(files: GridFiles, palette: dict[str, str], limit: int = 12) -> l
     return out
 
 
-def reversal_plots(files: GridFiles, palette: dict[str, str]) -> list:
-    """Target and distractor NLL per condition against D, and the margins, on the data axis."""
-    data_group, _ = _axis_cells(files.results)
-    frame = done_rows(files.results)
-    if data_group is not None:
-        frame = frame[(frame["width"] == data_group[0]) & (frame["layers"] == data_group[1])]
-    if not frame[[f"reversal_{k}" for k in REVERSAL_KEYS]].notna().any().any():
-        return []  # no reversal evaluation at all: the template says so instead of three empty plots
-    out = []
-    for cond in ("normal", "reversed"):
-        series = []
-        for label in ordered_labels(frame["label"]):
-            g = frame[frame["label"] == label]
-            for what, dashed in (("target_nll", False), ("distractor_nll", True)):
-                pts = _mean_by(g, "tokens", f"reversal_{cond}_{what}")
-                series.append(Series(f"{label} {what.split('_')[0]}", palette[label], pts, [], pts, dashed))
-        out.append(plot(series, title=f"Reversal probe ({cond}): NLL of target and distractor",
-                        xlabel="training tokens D", ylabel="NLL (nats)",
-                        note="solid: target, dashed: distractor"))
-    series = []
-    for label in ordered_labels(frame["label"]):
-        g = frame[frame["label"] == label]
-        for cond, dashed in (("normal", False), ("reversed", True)):
-            pts = _mean_by(g, "tokens", f"reversal_{cond}_margin")
-            series.append(Series(f"{label} {cond}", palette[label], pts, [], pts, dashed))
-    out.append(plot(series, title="Reversal probe: margin (distractor - target NLL)",
-                    xlabel="training tokens D", ylabel="margin (nats)", bands=[Band(0.0, 0.0, "0 = chance")],
-                    note="negative margin = the distractor is preferred"))
-    series, at_chance = [], []
-    for label in ordered_labels(frame["label"]):
-        g = frame[frame["label"] == label]
-        for cond, dashed in (("normal", False), ("reversed", True)):
-            pts = _mean_by(g, "tokens", f"reversal_{cond}_error_rate")
-            series.append(Series(f"{label} {cond}", palette[label], pts, [], pts, dashed))
-            for tokens, rate in pts:
-                seeds = int(g.loc[g["tokens"] == tokens, f"reversal_{cond}_error_rate"].notna().sum())
-                if _at_chance(rate, seeds):
-                    at_chance.append(f"{label} {cond} at D = {fmt_value(tokens, fmt='si')}")
-    note = ("at chance (within the 95% binomial band of 0.5): " + ", ".join(at_chance) if at_chance
-            else "no point is at chance (all outside the 95% binomial band of 0.5)")
-    out.append(plot(series, title="Reversal probe: error rate (distractor preferred)",
-                    xlabel="training tokens D", ylabel="error rate", bands=[Band(0.5, 0.5, "0.5 = chance")],
-                    note=note))
-    return out
-
-
-def _at_chance(error_rate: float, seeds: int) -> bool:
-    """Whether an error rate averaged over `seeds` evaluations of the probe is within the 95% binomial band of
-    chance (0.5), assuming every evaluation scored the probe's full REVERSAL_PAIRS pairs per condition."""
-    from tgbench.tasks.tg_reversal.task import REVERSAL_PAIRS
-
-    n = max(seeds, 1) * REVERSAL_PAIRS
-    return abs(error_rate - 0.5) <= 1.96 * math.sqrt(0.25 / n)
-
-
-def _mean_by(g: pd.DataFrame, x_col: str, y_col: str) -> list[tuple[float, float]]:
-    pts = []
-    for x, gx in g.groupby(x_col):
-        ys = [v for v in (_num(v) for v in gx[y_col]) if v is not None]
-        if ys:
-            pts.append((float(x), float(np.mean(ys))))
-    return pts
-
-
 # -- tables --------------------------------------------------------------------------------------------------
 def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
     """Every run with display text, sort keys and the best value of each scored column marked."""
@@ -641,24 +532,19 @@ def throughput_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
 
 
-def reversal_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Reversal margins and error rates per (model, D) on the data axis, mean over seeds."""
-    data_group, _ = _axis_cells(frame)
-    done = done_rows(frame)
-    if data_group is not None:
-        done = done[(done["width"] == data_group[0]) & (done["layers"] == data_group[1])]
-    rows = []
-    for (label, tokens), g in done.groupby(["label", "tokens"]):
-        row = {"label": label, "tokens": fmt_value(tokens, fmt="si")}
-        for cond in ("normal", "reversed"):
-            for what, spec in (("target_nll", ".3f"), ("distractor_nll", ".3f"), ("margin", ".3f"),
-                               ("error_rate", ".1%")):
-                values = [_num(v) for v in g[f"reversal_{cond}_{what}"]]
-                row[f"{cond}_{what}"] = fmt_value(_mean(values), fmt=spec)
-        rows.append(row)
-    if all(v == "missing" for row in rows for k, v in row.items() if k not in ("label", "tokens")):
-        return []  # no run has a reversal evaluation: the template says so once
-    return rows
+def task_sections(files: GridFiles, labels: list[str], palette: dict[str, str]) -> list[Section]:
+    """One section per task that ran: the registered task's own (`Task.report_section`), else the generic one."""
+    from tgbench.registry import task_class
+    from tgbench.sections import generic_section
+
+    data_group, param_tokens = axis_cells(files.results)
+    out = []
+    for task, metrics in files.tasks.items():
+        cls = task_class(task)
+        view = TaskView(task, list(metrics), files.results, labels, palette, data_group, param_tokens,
+                        description=cls.description if cls is not None else "")
+        out.append(cls().report_section(view) if cls is not None else generic_section(view))
+    return out
 
 
 # -- provenance ----------------------------------------------------------------------------------------------
@@ -678,7 +564,7 @@ def provenance(files: GridFiles) -> dict[str, Any]:
             seen[key][value] = seen[key].get(value, 0) + 1
         if run.done:
             done_dates.append((run.path / "DONE").read_text(encoding="utf-8").strip())
-            for task in ("ppl", "reversal"):
+            for task in files.tasks:
                 data, _ = _read_json(run.eval_dir / f"{task}.json")
                 if data is None:
                     missing_eval.append({"run": name, "task": task})
@@ -758,13 +644,12 @@ def render_report(grid_dir: Path) -> str:
         "scaling_plots": [] if empty else scaling_plots(files, palette),
         "multiplier_plots": multiplier_plots(pair_verdicts, palette) if pair_verdicts else [],
         "curve_plots": [] if empty else curve_plots(files, palette),
-        "reversal_plots": [] if empty else reversal_plots(files, palette),
+        "task_sections": [] if empty else task_sections(files, labels, palette),
         "runs": runs_table(frame) if not empty else None,
         "ablations": ablation_table(frame) if not empty else [],
         "fits": fits_table(files.fits),
         "fits_status": "present" if files.fits else f"fits.json {files.fits_error}",
         "throughput": throughput_table(frame) if not empty else [],
-        "reversal": reversal_table(frame) if not empty else [],
         "provenance": provenance(files),
         "fit_form": FIT_FORM,
     }

@@ -4,6 +4,10 @@
 row is read from a run directory, what a run's label is (adapter, or adapter/variant), which runs count
 (status "done"), and which loss the fits and the report use (the test loss, else the best validation
 loss). The grid writes the table; the fits (tasks/scaling.py) and the report read it.
+
+Columns: the run's settings and training summary (`RESULT_COLUMNS`), then ``<task>.<metric>`` for every
+task that ran on any run (one per metric of its ``eval/<task>.json``). ``test_loss`` / ``test_ppl`` are the
+primary numbers: the ``ppl`` task's lexical loss and perplexity (also in ``ppl.lexical_loss``).
 """
 
 from __future__ import annotations
@@ -16,23 +20,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tgbench.runs import RunDir, read_json, write_text
+from tgbench.runs import RunDir, list_runs, read_json, write_text
+from tgbench.task import Metric, metric_schema, metric_values
 
 # metric names that more than one module reads
 TEST_LOSS = "test_loss"
 VAL_LOSS = "best_val_loss"
 TEST_PPL = "test_ppl"
 DONE = "done"
+PRIMARY_TASK = "ppl"  # the task whose lexical loss is test_loss (the fits and the verdict)
 
 RESULT_COLUMNS = [
     "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
-    "steps", "tokens_seen", VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "word_perplexity",
-    "bits_per_byte", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "config_hash",
-    "lr", "lr_source", "max_grad_norm", "clipped_fraction",
+    "steps", "tokens_seen", VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "tokens_per_s", "sentences_per_s",
+    "peak_memory_mb", "config_hash", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
 ]
-REVERSAL_KEYS = [f"{c}_{m}" for c in ("normal", "reversed") for m in ("target_nll", "distractor_nll", "margin",
-                                                                        "error_rate")]
-ALL_COLUMNS = RESULT_COLUMNS + [f"reversal_{k}" for k in REVERSAL_KEYS]
 LABEL_ORDER = {"tg": 0, "gpt2": 1}  # reading order: tg first, then gpt2, then the rest alphabetically
 
 
@@ -68,6 +70,45 @@ def fit_loss(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     return loss, source
 
 
+def task_column(task: str, metric: str) -> str:
+    """The results.csv column of one task metric."""
+    return f"{task}.{metric}"
+
+
+def split_task_column(column: str) -> tuple[str, str] | None:
+    """(task, metric) of a ``<task>.<metric>`` column, None for the other columns."""
+    task, dot, metric = str(column).partition(".")
+    return (task, metric) if dot and task and metric else None
+
+
+def task_order(tasks: Iterable[str]) -> list[str]:
+    """Tasks in reading order: the built-ins in their registry order, then the rest alphabetically."""
+    from tgbench.registry import BUILTIN_TASKS
+
+    builtin = list(BUILTIN_TASKS)
+    return sorted(set(tasks), key=lambda t: (builtin.index(t) if t in builtin else len(builtin), t))
+
+
+def eval_files(run: RunDir) -> dict[str, dict[str, Any]]:
+    """task -> the parsed ``eval/<task>.json`` of one run (files without lm-eval-shaped results are skipped)."""
+    out = {}
+    if not run.eval_dir.is_dir():
+        return out
+    for path in sorted(run.eval_dir.glob("*.json")):
+        data = read_json(path)
+        if isinstance(data, dict) and isinstance(data.get("results"), dict):
+            out[path.stem] = data
+    return out
+
+
+def task_results(data: dict[str, Any]) -> dict[str, float]:
+    """The metric values of one ``eval/<task>.json`` (its ``results[task]``, see `metric_values`)."""
+    results = data.get("results") or {}
+    name = data.get("task")
+    entry = results.get(name) if name in results else next(iter(results.values()), {})
+    return metric_values(entry if isinstance(entry, dict) else {})
+
+
 def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
     """One results row from a run directory's files (missing files give empty cells).
 
@@ -79,8 +120,8 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
     config = run.read_config()
     meta = run.read_meta()
     summary = read_json(run.summary_path)
-    ppl = read_json(run.eval_dir / "ppl.json").get("results", {}).get("tg_ppl", {})
-    reversal = read_json(run.eval_dir / "reversal.json").get("results", {}).get("tg_reversal", {})
+    evals = {task: task_results(data) for task, data in eval_files(run).items()}
+    ppl = evals.get(PRIMARY_TASK, {})
     options = config.model_options
     variant = str(meta.get("variant", variant or ""))
     row = {
@@ -91,34 +132,33 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "status": run.status(), "steps": summary.get("steps"), "tokens_seen": summary.get("tokens"),
         VAL_LOSS: summary.get("best_val_loss"), "best_val_ppl": summary.get("best_val_ppl"),
         TEST_LOSS: ppl.get("lexical_loss"), TEST_PPL: ppl.get("lexical_ppl"),
-        "word_perplexity": ppl.get("word_perplexity"), "bits_per_byte": ppl.get("bits_per_byte"),
         "tokens_per_s": summary.get("tokens_per_s"), "sentences_per_s": summary.get("sentences_per_s"),
         "peak_memory_mb": summary.get("peak_memory_mb"), "config_hash": config.hash(),
         "lr": config.train.lr, "lr_source": meta.get("lr_source"),
         "max_grad_norm": summary.get("max_grad_norm"), "clipped_fraction": summary.get("clipped_fraction"),
     }
-    for key in REVERSAL_KEYS:
-        row[f"reversal_{key}"] = reversal.get(key)
+    for task in task_order(evals):
+        for metric, value in evals[task].items():
+            row[task_column(task, metric)] = value
     return row
 
 
-def grid_variants(grid: dict[str, Any]) -> dict[str, str]:
-    """run_id -> variant from a grid file's content ({} when it cannot be expanded)."""
-    from tgbench.errors import UserError
-    from tgbench.grid import GridConfig, expand
+def task_schemas(grid_dir: Path) -> dict[str, list[Metric]]:
+    """task -> its metrics (name, direction, format) as recorded in the runs' ``eval/<task>.json``, in reading
+    order; files written before the schema was recorded take it from the registered task's class."""
+    from tgbench.registry import task_class
 
-    try:
-        return {s.run_id: s.variant for s in expand(GridConfig.from_dict(grid))}
-    except (UserError, TypeError, ValueError, KeyError):
-        return {}
-
-
-def run_dirs(grid_dir: Path) -> list[Path]:
-    """The run directories of a grid (subdirectories holding a config.toml), sorted by name."""
-    grid_dir = Path(grid_dir)
-    if not grid_dir.is_dir():
-        return []
-    return [d for d in sorted(grid_dir.iterdir()) if d.is_dir() and (d / "config.toml").exists()]
+    found: dict[str, list[Metric]] = {}
+    for run_dir in list_runs(grid_dir):
+        for task, data in eval_files(RunDir(run_dir)).items():
+            if task in found and "metrics" not in data:
+                continue
+            schema = metric_schema(data)
+            if "metrics" not in data and (cls := task_class(task)) is not None:
+                schema = list(cls.metrics)
+            if task not in found or "metrics" in data:
+                found[task] = schema
+    return {task: found[task] for task in task_order(found)}
 
 
 def build_results(grid_dir: Path, variants: dict[str, str] | None = None, skip_broken: bool = False) -> pd.DataFrame:
@@ -131,27 +171,33 @@ def build_results(grid_dir: Path, variants: dict[str, str] | None = None, skip_b
     """
     variants = variants or {}
     rows = []
-    for run_dir in run_dirs(grid_dir):
+    for run_dir in list_runs(grid_dir):
         try:
             rows.append(collect_row(run_dir, variants.get(run_dir.name)))
         except Exception:  # noqa: BLE001 - a broken run dir is shown by its absence in the report
             if not skip_broken:
                 raise
-    return pd.DataFrame(rows, columns=ALL_COLUMNS)
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS + task_columns(rows))
 
 
-def write_results(grid_dir: Path) -> pd.DataFrame:
-    """Regenerate `results.csv` from the run directories of a grid (one row per run)."""
-    import tomllib
+def task_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The ``<task>.<metric>`` columns of some rows: tasks in reading order, metrics in first-seen order."""
+    seen: dict[str, list[str]] = {}
+    for row in rows:
+        for column in row:
+            if (parts := split_task_column(column)) and column not in seen.setdefault(parts[0], []):
+                seen[parts[0]].append(column)
+    return [column for task in task_order(seen) for column in seen[task]]
 
+
+def write_results(grid_dir: Path, variants: dict[str, str] | None = None) -> pd.DataFrame:
+    """Regenerate `results.csv` from the run directories of a grid (one row per run).
+
+    Args:
+        grid_dir: The grid directory.
+        variants: run_id -> variant for runs whose files do not record it (`tgbench.grid.grid_variants`).
+    """
     grid_dir = Path(grid_dir)
-    grid_file = grid_dir / "grid.toml"
-    variants = {}
-    if grid_file.exists():
-        try:
-            variants = grid_variants(tomllib.loads(grid_file.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError):
-            variants = {}
     frame = build_results(grid_dir, variants)
     write_text(grid_dir / "results.csv", frame.to_csv(index=False))
     return frame
@@ -177,7 +223,7 @@ def results_stale(grid_dir: Path) -> bool:
     written = _mtime_ns(csv)
     if not written:
         return True
-    runs = run_dirs(grid_dir)
+    runs = list_runs(grid_dir)
     if not runs:
         return False  # a results.csv without its run directories (copied on its own) is all there is
     try:
@@ -196,13 +242,13 @@ def results_stale(grid_dir: Path) -> bool:
 def refresh_results(grid_dir: Path) -> bool:
     """Rewrite results.csv when it is stale (see `results_stale`); `eval` and `report` call this, so a table
     written before an evaluation is never rendered. Returns whether it was rewritten."""
-    if not results_stale(grid_dir) or not run_dirs(grid_dir):
+    if not results_stale(grid_dir) or not list_runs(grid_dir):
         return False
     write_results(grid_dir)
     return True
 
 
-def read_results(grid_dir: Path, grid: dict[str, Any]) -> pd.DataFrame:
+def read_results(grid_dir: Path, variants: dict[str, str] | None = None) -> pd.DataFrame:
     """results.csv when readable and current, else the table rebuilt in memory from the run directories; every
     column present, labels filled in, and `loss` / `loss_is_val` added (see `fit_loss`)."""
     csv = Path(grid_dir) / "results.csv"
@@ -215,8 +261,8 @@ def read_results(grid_dir: Path, grid: dict[str, Any]) -> pd.DataFrame:
         except (OSError, ValueError, pd.errors.EmptyDataError):
             results = None
     if results is None:
-        results = build_results(grid_dir, grid_variants(grid), skip_broken=True)
-    for column in ALL_COLUMNS:
+        results = build_results(grid_dir, variants, skip_broken=True)
+    for column in RESULT_COLUMNS:
         if column not in results.columns:
             results[column] = None
     results["variant"] = results["variant"].fillna("")

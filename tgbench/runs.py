@@ -20,6 +20,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -84,8 +86,29 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """A JSON-ready copy: NaN/inf -> None, numpy scalars and arrays -> Python numbers and lists, tuples ->
+    lists, keys -> str, anything else unknown -> str."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [json_safe(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    return str(obj)
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n")
+    """Write `obj` as indented JSON atomically (non-finite floats become null, see `json_safe`)."""
+    write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -456,6 +479,20 @@ def latest_good_checkpoint(directory: Path, warn=print) -> Checkpoint | None:
         except CorruptCheckpoint as err:
             warn(f"corrupted checkpoint skipped: {err}")
     return None
+
+
+def list_runs(grid_dir: Path, finished: bool = False) -> list[Path]:
+    """The run directories of a grid (subdirectories holding a config.toml), sorted by name.
+
+    Args:
+        grid_dir: The grid directory; a missing one has no runs.
+        finished: Only runs marked DONE.
+    """
+    grid_dir = Path(grid_dir)
+    if not grid_dir.is_dir():
+        return []
+    return [d for d in sorted(grid_dir.iterdir())
+            if d.is_dir() and (d / "config.toml").exists() and (not finished or (d / "DONE").exists())]
 
 
 @dataclass

@@ -1,7 +1,10 @@
-"""tg_ppl: the lexical perplexity of a run's test split, and the metrics both evaluation paths report.
+"""ppl: the lexical perplexity of a run's test split, and the metrics both evaluation paths report.
 
-`evaluate_ppl` scores the encoded test documents directly through `Adapter.score` (exact token ids);
-`ppl_dataset` hands lm-eval the same documents as text for the YAML task in this folder.
+`PerplexityTask` (registered as ``ppl``) scores the encoded test documents directly through
+`Adapter.score` (exact token ids) with `evaluate_ppl`; `ppl_dataset` hands lm-eval the same documents as
+text for the YAML task in this folder (``tg_ppl``, which gives the same numbers through
+`loglikelihood_rolling` on each test document's decoded text). Its lexical loss is the primary number of
+a grid (results.csv's ``test_loss``, the fits and the verdict); the other metrics are secondary.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from tgbench.adapter import Document
-from tgbench.evaluate import DEFAULT_BATCH_SIZE, run_corpus, run_from, score_documents
+from tgbench.scoring import run_corpus, run_from, score_documents
+from tgbench.task import DEFAULT_BATCH_SIZE, Metric, Task, TaskResult
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -61,7 +65,7 @@ def evaluate_ppl(run, limit: int | None = None, batch_size: int = DEFAULT_BATCH_
         (metrics, documents evaluated, documents in the split).
     """
     documents = first_test_documents(run.corpus, limit)
-    scores = score_documents(run, documents, batch_size=batch_size, description="tg_ppl", progress=progress)
+    scores = score_documents(run, documents, batch_size=batch_size, description="ppl", progress=progress)
     texts = [document_text(doc, run.corpus.tokenizer) for doc in documents]
     metrics = ppl_metrics(
         [float(s.double().sum()) for s in scores], [len(s) for s in scores],
@@ -80,3 +84,33 @@ def ppl_dataset(**kwargs: Any):
         rows.append({"doc": index, "text": document_text(doc, corpus.tokenizer),
                      "tokens": int(sum(len(s) for s in doc))})
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+class PerplexityTask(Task):
+    """Lexical perplexity of the run's own test split (every document, one stream each)."""
+
+    name = "ppl"
+    version = 1  # must equal `metadata.version` in tg_ppl.yaml
+    description = "lexical perplexity of the run's test split (word tokens only, boundary tokens excluded)"
+    metrics = (
+        Metric("lexical_loss", False, ".4f", "weighted_nll", "test loss", "nats/token"),
+        Metric("lexical_ppl", False, ".2f", "weighted_perplexity", "test PPL", "lexical"),
+        Metric("word_perplexity", False, ".2f", "weighted_perplexity", "word PPL"),
+        Metric("bits_per_byte", False, ".4f", "bits_per_byte", "bits/byte"),
+        Metric("tokens", None, "d", "sum", "tokens", "scored"),
+    )
+
+    def evaluate(self, run, *, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: bool = True) -> TaskResult:
+        metrics, n, original = evaluate_ppl(run, limit, batch_size, progress)
+        return TaskResult(metrics, {"original": original, "effective": n},
+                          {"output_type": "loglikelihood_rolling", "test_split": "test"})
+
+    def report_section(self, view):
+        from tgbench.sections import generic_section
+
+        # The lexical loss and perplexity are the primary numbers: the scaling plots and the verdict show them.
+        section = generic_section(view, plotted=("word_perplexity", "bits_per_byte"), title="Perplexity (ppl)")
+        section.notes.insert(0, "Test loss and test PPL are plotted in Scaling and compared in the verdict; "
+                                "word perplexity and bits per byte are shown here.")
+        return section

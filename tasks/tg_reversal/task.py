@@ -1,7 +1,8 @@
-"""tg_reversal: the in-context father/son probe (paper section 6), its items and its metric.
+"""reversal: the in-context father/son probe (paper section 6), its items, its metric and its report section.
 
-`evaluate_reversal` scores every item directly through `Adapter.score`; `reversal_dataset` hands lm-eval
-the same items for the YAML task in this folder. `item_metrics` is the probe's metric, used by both.
+`ReversalTask` (registered as ``reversal``) scores every item directly through `Adapter.score` with
+`evaluate_reversal`; `reversal_dataset` hands lm-eval the same items for the YAML task in this folder
+(``tg_reversal``, a two-choice task). `item_metrics` is the probe's metric, used by both.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 import tgbench
 from tgbench.adapter import Document
 from tgbench.errors import UserError
-from tgbench.evaluate import DEFAULT_BATCH_SIZE, as_document, run_corpus, run_from, score_documents
+from tgbench.scoring import as_document, run_corpus, run_from, score_documents
+from tgbench.task import DEFAULT_BATCH_SIZE, Metric, Task, TaskResult
 
 NAMES_FILE = Path(tgbench.__file__).parent / "data" / "names.txt"
 REVERSAL_PAIRS = 1000  # father/son pairs, i.e. items per condition
@@ -153,7 +155,7 @@ def evaluate_reversal(run, limit: int | None = None, seed: int = REVERSAL_SEED,
     pairs = sample_pairs(names, REVERSAL_PAIRS, seed)[:limit]  # the lm-eval task's first 2 * limit rows
     items = reversal_items(pairs)
     documents = [doc for item in items for doc in reversal_documents(item, tokenizer)]
-    scores = score_documents(run, documents, batch_size=batch_size, description="tg_reversal",
+    scores = score_documents(run, documents, batch_size=batch_size, description="reversal",
                              progress=progress)
     rows = [{"pair": i, "father": f, "son": s} for i, (f, s) in enumerate(pairs)]
     for k, item in enumerate(items):
@@ -185,3 +187,36 @@ def reversal_dataset(**kwargs: Any):
     pairs = sample_pairs(single_token_names(corpus.tokenizer), n, int(kwargs.get("seed", REVERSAL_SEED)))
     rows = [item.as_doc() for item in reversal_items(pairs)]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+ITEMS_CSV = "reversal_items.csv"
+
+
+class ReversalTask(Task):
+    """The in-context reversal probe: "The son of F is S." then "The son of F is" / "The father of S is"."""
+
+    name = "reversal"
+    version = 1  # must equal `metadata.version` in tg_reversal.yaml
+    description = "in-context father/son probe (paper section 6): target vs distractor name, both directions"
+    metrics = tuple(
+        metric
+        for cond in CONDITIONS
+        for metric in (
+            Metric(f"{cond}_target_nll", False, ".3f", "mean", f"{cond} target NLL", "nats"),
+            Metric(f"{cond}_distractor_nll", None, ".3f", "mean", f"{cond} distractor NLL", "nats"),
+            Metric(f"{cond}_margin", True, ".3f", "mean", f"{cond} margin", "nats"),
+            Metric(f"{cond}_error_rate", False, ".1%", "mean", f"{cond} error rate"),
+        )
+    )
+
+    def evaluate(self, run, *, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 progress: bool = True) -> TaskResult:
+        metrics, rows, counts = evaluate_reversal(run, limit, batch_size=batch_size, progress=progress)
+        return TaskResult(metrics, {"original": REVERSAL_PAIRS, "effective": counts["pairs"]},
+                          {"output_type": "multiple_choice", "seed": REVERSAL_SEED, "pairs": counts["pairs"]},
+                          extra={"reversal": counts, "items_csv": ITEMS_CSV}, files={ITEMS_CSV: rows_to_csv(rows)})
+
+    def report_section(self, view):
+        from tgbench.tasks.tg_reversal.report import reversal_section
+
+        return reversal_section(view)
