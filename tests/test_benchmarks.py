@@ -67,7 +67,8 @@ def test_bench_runs_one_benchmark_by_name(capsys):
     results = run_benchmarks("padding", quick=True)
     assert list(results) == ["padding"]
     assert last_json(capsys)["benchmark"] == "padding"
-    assert set(BENCHMARKS) == {"train_throughput", "score_throughput", "padding", "memory", "data_pipeline", "compile"}
+    assert set(BENCHMARKS) == {"train_throughput", "score_throughput", "padding", "memory", "data_pipeline", "compile",
+                               "grid_throughput"}
 
 
 @pytest.mark.slow
@@ -122,3 +123,18 @@ def test_data_pipeline_quick_encodes_its_generated_corpus_alike_serially_and_in_
     for key in ("mb_per_s_serial", "mb_per_s_parallel", "speedup_parallel_vs_serial"):
         assert math.isfinite(printed[key]) and printed[key] > 0, key
     assert printed["bpe_training"]["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_grid_throughput_quick_trains_the_grid_both_ways_and_prints_the_ratio(capsys):
+    from benchmarks import grid_throughput
+
+    grid_throughput.main(quick=True)
+    printed = last_json(capsys)
+    assert printed["benchmark"] == "grid_throughput" and printed["grid"]["runs"] == 4
+    for name in ("jobs1", "jobs2"):
+        (sample,) = printed["samples"][name]
+        assert sample["jobs"] == int(name[-1]) and sample["done"] == sample["runs"] == 4
+        assert sample["training_tokens"] > 0 and all(m > 0 for m in sample["run_peak_memory_mb"])
+    assert printed["samples"]["jobs1"][0]["training_tokens"] == printed["samples"]["jobs2"][0]["training_tokens"]
+    assert printed["ratio_jobs2_vs_jobs1"] == pytest.approx(printed["wall_s_jobs1"] / printed["wall_s_jobs2"])

@@ -15,7 +15,9 @@ import typer
 
 from tgbench.errors import UserError, unknown_name
 
-BENCHMARKS = ("train_throughput", "score_throughput", "padding", "memory", "data_pipeline", "compile")
+BENCHMARKS = ("train_throughput", "score_throughput", "padding", "memory", "data_pipeline", "compile",
+              "grid_throughput")
+NO_DEVICE = ("padding", "data_pipeline", "grid_throughput")  # counts slots / CPU data work / whole grids
 
 
 def _import(name: str):
@@ -43,7 +45,7 @@ def run_benchmarks(name: str = "all", quick: bool = False, device: str = "auto")
     for n in names:
         module = _import(n)
         kwargs: dict[str, Any] = {"quick": quick}
-        if n not in ("padding", "data_pipeline"):  # padding only counts slots, data_pipeline runs on CPUs
+        if n not in NO_DEVICE:
             kwargs["device"] = device
         results[n] = module.main(**kwargs)
     return results

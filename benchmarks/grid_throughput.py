@@ -1,0 +1,134 @@
+"""Grid throughput: the demo grid's first budget trained one run at a time (all cores) and two at once.
+
+The grid is the `demo` preset restricted to its smallest budget (TG and GPT-2, width 128 x 4 layers,
+2 seeds: 4 runs of 2 epochs). Each contender trains those 4 runs into a fresh directory through
+`tgbench.grid.run_grid`, exactly as `tgbench train-grid` does:
+
+- `jobs1`: one run after another in this process, each with every core (`train.threads = cores`);
+- `jobs2`: two runs at once in worker processes (`--jobs 2`), each with `cores // 2` threads; worker
+  start-up (a fresh interpreter, imports, the corpus read from its cache) is part of its time.
+
+Figures per contender: wall time of the whole grid, and training throughput summed over runs (the
+lexical training tokens of every run / wall time). `ratio_jobs2_vs_jobs1` is jobs1's wall time over
+jobs2's (runs per hour, two at once against one at a time), median over repetitions in which the two
+alternate. Each run's own median tokens/s (summary.json) is reported too.
+
+Run: `python -m benchmarks.grid_throughput [--quick] [--repeats 1]`; `--quick` trains toy models on a tiny
+generated corpus (a smoke test; the figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import alternate, emit, median, print_table
+from tgbench.grid import GridConfig, expand, load_grid, run_grid
+from tgbench.parallel import cpu_cores
+from tgbench.runs import read_json
+
+QUICK_WORDS = ["red", "blue", "tree", "house", "river", "sings", "walks", "quickly", "old", "the", "a", "cat"]
+
+
+def quick_corpus(path: Path, n_docs: int = 120) -> Path:
+    """A tiny plain-text corpus (documents of 3-6 sentences, blank lines between them)."""
+    rng = np.random.default_rng(0)
+    docs = []
+    for _ in range(n_docs):
+        sentences = [" ".join(rng.choice(QUICK_WORDS, int(rng.integers(4, 9)))).capitalize() + "."
+                     for _ in range(int(rng.integers(3, 7)))]
+        docs.append(" ".join(sentences))
+    path.write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    return path
+
+
+def demo_first_budget(quick: bool, workdir: Path) -> GridConfig:
+    """The demo preset at its smallest budget (or toy sizes on a generated corpus when quick)."""
+    grid = load_grid(preset="demo")
+    grid = dataclasses.replace(grid, budgets=[min(grid.budgets)])
+    if quick:
+        corpus = quick_corpus(workdir / "corpus.txt")
+        data = dataclasses.replace(grid.data, corpus=str(corpus), tokenizer="bpe-300", splitter="blingfire",
+                                   cache_dir=str(workdir / "cache"), valid_fraction=0.1, test_fraction=0.1)
+        train = dataclasses.replace(grid.train, batch_tokens=128, eval_tokens=300, eval_every=0, epochs=1)
+        models = [dataclasses.replace(m, options={**m.options, **({"context": 64} if "context" in m.options else {}),
+                                                  **({"stream_start": 4, "memory_slots": 4} if m.adapter == "tg"
+                                                     else {})})
+                  for m in grid.models]
+        grid = dataclasses.replace(grid, widths=[16], layers=1, head_dim=8, budgets=[600], data=data, train=train,
+                                   models=models)
+    return grid
+
+
+def train_once(grid: GridConfig, jobs: int, root: Path) -> dict[str, Any]:
+    """Train the whole grid into a fresh directory with `jobs` runs at once; its wall time and token counts."""
+    out = Path(tempfile.mkdtemp(prefix=f"jobs{jobs}-", dir=root))
+    threads = cpu_cores() if jobs == 1 else 0  # jobs > 1: the executor divides the cores
+    grid = dataclasses.replace(grid, train=dataclasses.replace(grid.train, threads=threads, jobs=jobs))
+    started = time.perf_counter()
+    frame = run_grid(grid, out, progress=False, jobs=jobs)
+    seconds = time.perf_counter() - started
+    summaries = [read_json(out / spec.run_id / "summary.json") for spec in expand(grid)]
+    record = {"jobs": jobs, "seconds": seconds, "runs": len(frame), "done": int((frame["status"] == "done").sum()),
+              "training_tokens": sum(int(s.get("tokens", 0)) for s in summaries),
+              "run_tokens_per_s": [s.get("tokens_per_s") for s in summaries],
+              "run_peak_memory_mb": [s.get("peak_memory_mb") for s in summaries]}
+    record["tokens_per_s"] = record["training_tokens"] / seconds
+    shutil.rmtree(out, ignore_errors=True)
+    return record
+
+
+def main(quick: bool = False, repeats: int = 1) -> dict[str, Any]:
+    """Run the benchmark, print a table and the final JSON line; returns the figures."""
+    from tgbench.data import load_corpus
+
+    root = Path(tempfile.mkdtemp(prefix="grid-throughput-"))
+    try:
+        grid = demo_first_budget(quick, root)
+        load_corpus(grid.data, progress=False)  # the cache is warm before anything is timed
+        samples: dict[str, list[dict[str, Any]]] = {"jobs1": [], "jobs2": []}
+
+        def contender(name: str, jobs: int):
+            def go() -> float:
+                samples[name].append(train_once(grid, jobs, root))
+                return samples[name][-1]["seconds"]
+            return go
+
+        alternate({"jobs1": contender("jobs1", 1), "jobs2": contender("jobs2", 2)}, repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    wall = {name: median([s["seconds"] for s in runs]) for name, runs in samples.items()}
+    tps = {name: median([s["tokens_per_s"] for s in runs]) for name, runs in samples.items()}
+    result = {
+        "benchmark": "grid_throughput", "quick": quick, "repeats": repeats, "cores": cpu_cores(),
+        "grid": {"preset": "demo", "budget": grid.budgets[0], "widths": grid.widths, "layers": grid.layers,
+                 "models": [m.label for m in grid.models], "seeds": grid.seeds, "epochs": grid.train.epochs,
+                 "runs": len(expand(grid))},
+        "wall_s_jobs1": wall["jobs1"], "wall_s_jobs2": wall["jobs2"],
+        "tokens_per_s_jobs1": tps["jobs1"], "tokens_per_s_jobs2": tps["jobs2"],
+        "ratio_jobs2_vs_jobs1": wall["jobs1"] / wall["jobs2"],
+        "samples": samples,
+    }
+    rows = [(name, len(expand(grid)), wall[name], tps[name], wall["jobs1"] / wall[name]) for name in samples]
+    print_table(f"demo grid, first budget ({len(expand(grid))} runs), {cpu_cores()} cores, median of {repeats}",
+                ["contender", "runs", "wall s", "training tokens/s (all runs)", "runs/hour vs jobs1"], rows)
+    return emit(result)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    main(quick=args.quick, repeats=args.repeats)
+
+
+if __name__ == "__main__":
+    cli()
