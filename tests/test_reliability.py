@@ -41,7 +41,7 @@ from tgbench.runs import RunDir, latest_good_checkpoint, load_run, read_checkpoi
 from tgbench.train import Interrupted, TrainingFailed, train
 
 CLI = [sys.executable, "-m", "tgbench.cli"]
-TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session")
+TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session", "time")
 NAN_ADAPTER = f"{Path(__file__).resolve().parent / 'fixtures_nan_adapter.py'}:NaNGPT2Adapter"
 TINY_GPT2 = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.1, "attention_dropout": 0.1}
 

@@ -54,6 +54,9 @@ CorpusOpt = Annotated[str | None, typer.Option(
 TokenizerOpt = Annotated[str | None, typer.Option(
     "--tokenizer", help="gpt2 | bpe-N (trained on the train split)", show_default="gpt2")]
 SplitterOpt = Annotated[str | None, typer.Option("--splitter", help="syntok | blingfire | sat", show_default="syntok")]
+LoggerOpt = Annotated[list[str] | None, typer.Option(
+    "--logger", help="Also log to tensorboard (event files in the run dir) or wandb (offline unless WANDB_MODE "
+                     "is set); repeatable. metrics.jsonl (csv) is always written.", show_default="csv")]
 
 
 def _data_config(base, corpus, tokenizer, splitter):
@@ -96,7 +99,9 @@ def train(
         "--set", help="KEY=VALUE (repeatable): a model option (detach_memory=true), or a training or data "
                       "setting (train.warmup_fraction=0.05, data.splitter=blingfire).")] = None,
     resume: Annotated[str, typer.Option(help="auto (resume / skip if DONE) | never (start over)")] = "auto",
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Show progress: a bar on a terminal, timestamped lines when stdout is a file.")] = True,
+    logger: LoggerOpt = None,
 ) -> None:
     """Train one model and write its run directory."""
     import dataclasses
@@ -122,7 +127,7 @@ def train(
         train=dataclasses.replace(run_config.train, **train_updates),
     )
     run_config = apply_run_settings(run_config, parse_assignments(set_))
-    result = run_training(run_config, out, resume=resume, progress=progress)
+    result = run_training(run_config, out, resume=resume, progress=progress, loggers=logger or ())
     if result.status == "skipped":
         console.print(f"{out} is already DONE with these settings (use --resume never to retrain)", soft_wrap=True)
     import math
@@ -183,7 +188,10 @@ def train_grid(
     out: Annotated[Path | None, typer.Option(help="Grid directory.", show_default="runs/<grid name>")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a compute estimate.")] = False,
     executor: Annotated[str, typer.Option(help="local | slurm | slurm-local")] = "local",
-    progress: Annotated[bool, typer.Option(help="Show the live table.")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Show the live table on a terminal; a timestamped line per run start/finish when stdout is a file.")
+    ] = True,
+    logger: LoggerOpt = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Grid setting KEY=VALUE over the file (repeatable), by dotted key: "
                       "train.warmup_fraction=0.05, data.tokenizer=bpe-4096, seeds=[0,1]; recorded in grid.toml "
@@ -208,7 +216,7 @@ def train_grid(
         console.print(f"total compute ~{sum(r['pflops'] for r in rows):.3f} PFLOP (6 N D, attention ignored)")
         return
     target = out or Path("runs") / grid.name
-    frame = run_grid(grid, target, executor=executor, progress=progress, jobs=jobs)
+    frame = run_grid(grid, target, executor=executor, progress=progress, jobs=jobs, loggers=logger or ())
     counts = frame["status"].value_counts().to_dict()
     console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
     if counts.get("failed"):

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,7 @@ from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
 from tgbench.results import write_results
 from tgbench.runs import RunDir, write_text
+from tgbench.tracking import check_loggers, duration, grid_line, make_trackers
 
 PRESETS = ("smoke", "demo", "cpu-study", "paper-data", "paper-params", "paper-ablations")
 
@@ -129,6 +131,7 @@ class RunSpec:
     """One run of a grid (or of its tuning sweep): where it goes, what it is, and its settings.
 
     `meta` is provenance written into the run's config.toml beside `label` and `variant` (e.g. `lr_source`).
+    `loggers` are the run's trackers besides metrics.jsonl ("tensorboard", "wandb"; not part of its settings).
     """
 
     run_id: str
@@ -142,6 +145,7 @@ class RunSpec:
     seed: int
     config: RunConfig
     meta: dict[str, Any] = field(default_factory=dict)
+    loggers: tuple[str, ...] = ()
 
 
 def _slug(text: str) -> str:
@@ -320,7 +324,7 @@ def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, o
     resume = "never" if run_dir.failed or changed else "auto"
     try:
         result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log,
-                       labels={"label": spec.label, "variant": spec.variant, **spec.meta})
+                       labels={"label": spec.label, "variant": spec.variant, **spec.meta}, loggers=spec.loggers)
     except TrainingFailed as err:
         from rich.console import Console
 
@@ -329,12 +333,13 @@ def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, o
     return result.status
 
 
-def _slurm_entry(spec: RunSpec, grid_dir: str) -> str:
+def _slurm_entry(spec: RunSpec, grid_dir: str) -> str:  # spec.loggers travel with the spec
     return run_one(spec, Path(grid_dir), progress=False)
 
 
 def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: bool = True,
-             slurm: dict[str, Any] | None = None, jobs: int | None = None) -> pd.DataFrame:
+             slurm: dict[str, Any] | None = None, jobs: int | None = None,
+             loggers: Sequence[str] = ()) -> pd.DataFrame:
     """Run every run of the grid into `out` and regenerate `results.csv`.
 
     Args:
@@ -342,17 +347,20 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
         out: Grid directory (`grid.toml`, one directory per run, `results.csv`).
         executor: "local" (on this machine: one run after another, or `jobs` at once) or "slurm" (one
             submitit job per run; "slurm-local" uses submitit's local executor, for testing).
-        progress: Show the live table.
+        progress: Show the live table on a terminal; when stdout is not one, a timestamped line per run start
+            and finish with the count done/total, and the final table.
         slurm: submitit parameters (partition, timeout_min, gpus_per_node, ...).
         jobs: Runs at once on this machine (see `tgbench.parallel`); None = the grid's `train.jobs`
             (0 there = the GPU count with CUDA, else 1).
+        loggers: Trackers of every run besides metrics.jsonl ("tensorboard", "wandb"; see tgbench.tracking).
     """
     from tgbench.data import load_corpus
     from tgbench.parallel import execute, resolve_jobs
 
     check_data(grid.data)  # before any directory is made or run trained
     out.mkdir(parents=True, exist_ok=True)
-    specs = expand(grid)
+    make_trackers(loggers, plain_lines=False)  # a missing tensorboard / wandb fails before the first run
+    specs = [dataclasses.replace(spec, loggers=tuple(check_loggers(loggers))) for spec in expand(grid)]
     write_text(out / "grid.toml", to_toml(grid.to_dict()))
     if executor in ("slurm", "slurm-local"):
         return _run_submitit(specs, out, executor, slurm or {})
@@ -395,6 +403,9 @@ class _Board:
         self.latest: dict[str, dict[str, Any]] = {}
         self._live = None
         self._last = 0.0
+        self.plain = False  # timestamped lines instead of the live table (stdout is not a terminal)
+        self._started: dict[str, float] = {}
+        self._finished: set[str] = set()
 
     def live(self, enabled: bool):
         """A live-updating table on a terminal; in a log the final table is printed once (`print_final`)."""
@@ -404,6 +415,7 @@ class _Board:
         from rich.live import Live
 
         if not enabled or not Console().is_terminal:
+            self.plain = enabled
             return nullcontext()
         self._live = Live(self.table(), refresh_per_second=2, transient=False)
         return self._live
@@ -417,8 +429,13 @@ class _Board:
             print_table(self.table())
 
     def start(self, run_id: str, where: str) -> None:
+        """A run starts: the table shows it running; a log gets `[done/total] RUN start`."""
         self.state[run_id] = "running"
         self.where[run_id] = where
+        self._started[run_id] = time.monotonic()
+        if self.plain:
+            grid_line("start" if self.jobs == 1 else f"start ({where})", run_id, self.finished_count(),
+                      len(self.specs))
         self.refresh()
 
     def update(self, run_id: str, record: dict[str, Any]) -> None:
@@ -427,8 +444,20 @@ class _Board:
             self.refresh()
 
     def finish(self, run_id: str, status: str) -> None:
+        """A run ends with `status`: a log gets `[done/total] RUN STATUS: val_loss ..., wall time`."""
         self.state[run_id] = status
+        self._finished.add(run_id)
+        if self.plain:
+            record = self.latest.get(run_id, {})
+            detail = [f"val_loss {_fmt(record['val_loss'])}"] if record.get("val_loss") is not None else []
+            if run_id in self._started:
+                detail.append(duration(time.monotonic() - self._started[run_id]))
+            grid_line(status, run_id, self.finished_count(), len(self.specs), ", ".join(detail))
         self.refresh()
+
+    def finished_count(self) -> int:
+        """Runs of this grid that are over in this session (done, skipped, failed or interrupted)."""
+        return len(self._finished)
 
     def refresh(self) -> None:
         self._last = time.monotonic()

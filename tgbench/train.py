@@ -53,6 +53,7 @@ from tgbench.runs import (
     save_checkpoint,
     write_json,
 )
+from tgbench.tracking import RunInfo, Tracker, make_trackers, stdout_is_terminal, timestamp
 
 console = Console(stderr=True)
 
@@ -280,6 +281,7 @@ class Session:
     steps_per_epoch: list[int]
     n_params: int
     on_log: Callable[[dict[str, Any]], None] | None
+    trackers: list[Tracker] = field(default_factory=list)  # plain lines, TensorBoard, W&B (rank 0 only)
     state: TrainState = field(default_factory=TrainState)
     window_start: float = 0.0
     lr: float = 0.0
@@ -312,7 +314,7 @@ def steps_in_epoch(n_batches: int, batches_per_step: int) -> int:
 # -- one session ------------------------------------------------------------------------------------------
 def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool = True,
           corpus=None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          labels: dict[str, Any] | None = None) -> RunResult:
+          labels: dict[str, Any] | None = None, loggers: Sequence[str] = ()) -> RunResult:
     """Train one run into directory `out` (under torchrun: one process's share of it).
 
     Args:
@@ -320,18 +322,22 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         out: Run directory (created).
         resume: "auto" resumes from the latest good checkpoint when the config matches and skips a
             DONE run; "never" starts over (clears the directory's checkpoints and metrics).
-        progress: Show a Rich progress bar.
+        progress: Show progress: a Rich progress bar on a terminal, timestamped plain lines (run start, every
+            log step, validation, checkpoint, finish) when stdout is not a terminal (a log file, a cluster job).
         corpus: An already loaded `EncodedCorpus` (grids load it once); loaded from
             `config.data` when None.
         on_log: Called with every metrics record as it is written (a grid's live table).
         labels: The run's ``label`` and ``variant`` in its grid and other provenance (``lr_source``,
             ``train_overrides``), recorded in its config.toml's [meta] (the results table reads them there).
+        loggers: Trackers besides metrics.jsonl (always written): "tensorboard", "wandb" (see tgbench.tracking).
 
     Returns:
         The run's status and final figures.
     """
     if resume not in ("auto", "never"):
         raise UserError(f"--resume {resume!r} is not a mode", "use --resume auto or --resume never")
+    plain_lines = progress and not stdout_is_terminal()
+    trackers = make_trackers(loggers, plain_lines)  # a missing tensorboard / wandb fails before any work
     config = resolved(config)  # every model setting, defaults included, is recorded and hashed
     dist_info = distributed_from_env()
     device = resolve_device(config.train.device, dist_info)
@@ -345,8 +351,29 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         if skipped is not None:
             return skipped
         session = _start(config, run, resume, dist_info, device, corpus, progress, on_log, labels or {})
-        _run_epochs(session, progress)
-        return _finish(session)
+        if dist_info.is_main:
+            session.trackers = trackers
+        return _tracked(session, progress and not plain_lines)
+
+
+def _tracked(session: Session, progress_bar: bool) -> RunResult:
+    """The session's epochs and finish, with every tracker told how it went (closed whatever happens)."""
+    meta = session.run.read_meta() if session.dist.is_main else {}
+    info = RunInfo(session.run.path, session.config.to_dict(), meta, session.total_steps, session.state.step)
+    status = "failed"
+    try:
+        for tracker in session.trackers:
+            tracker.start(info)
+        _run_epochs(session, progress_bar)
+        result = _finish(session)
+        status = "done"
+        return result
+    except Interrupted:
+        status = "interrupted"
+        raise
+    finally:
+        for tracker in session.trackers:
+            tracker.close(status)
 
 
 def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distributed) -> RunResult | None:
@@ -568,10 +595,14 @@ def _log_window(session: Session) -> dict[str, Any]:
 
 
 def _write_record(session: Session, record: dict[str, Any]) -> None:
+    """Append a record to metrics.jsonl with its wall-clock `time`, then hand it to the grid and the trackers."""
     if session.dist.is_main:
+        record.setdefault("time", timestamp())
         session.run.append_metrics(record)
         if session.on_log is not None:
             session.on_log(record)
+        for tracker in session.trackers:
+            tracker.log(record)
 
 
 def _check_finite(session: Session) -> None:
@@ -621,6 +652,8 @@ def _save(session: Session, name: str, keep_previous: bool = False, with_optimiz
                "n_params": session.n_params, "config_hash": session.config.hash()}
     save_checkpoint(session.run.checkpoints, name, session.model, sidecar,
                     session.optimizer if with_optimizer else None, keep_previous=keep_previous)
+    for tracker in session.trackers:
+        tracker.checkpoint(name, session.state.step)
 
 
 def _fail(session: Session, record: dict[str, Any], key: str = "train_loss") -> None:
@@ -630,7 +663,7 @@ def _fail(session: Session, record: dict[str, Any], key: str = "train_loss") -> 
             else "no checkpoint had been written yet")
     message = f"{what} loss became {record[key]} at step {state.step}; {kept}"
     if session.dist.is_main:
-        run.append_metrics({**record, "error": message})
+        _write_record(session, {**record, "error": message})
         run.mark("FAILED", message + "\n")
     raise TrainingFailed(message)
 
@@ -652,6 +685,8 @@ def _finish(session: Session) -> RunResult:
     if session.dist.is_main:
         write_json(run.summary_path, summary)
         run.mark("DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+        for tracker in session.trackers:
+            tracker.finish(summary)
     if session.dist.enabled:
         import torch.distributed as dist
 
