@@ -28,7 +28,7 @@ from tgbench.grid import GridConfig, expand, load_grid, run_grid
 from tgbench.parallel import Slot, cpu_cores, execute, plan_slots, resolve_jobs
 from tgbench.runs import RunDir
 
-TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session")
+TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session", "time")
 NAN_ADAPTER = f"{Path(__file__).resolve().parent / 'fixtures_nan_adapter.py'}:NaNGPT2Adapter"
 
 
