@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab, heads_for
+from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, Vocab, heads_for
 from tgbench.errors import UserError
 
 
@@ -285,6 +285,10 @@ class GPT2Adapter(Adapter):
             lexical_nll_sum=nll[lexical].sum().detach(),
             lexical_tokens=batch.lexical_tokens,
         )
+
+    def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext:
+        """Its context window: no token is predicted from more than `context` tokens."""
+        return EffectiveContext(float(self.config.context), "window")
 
     def attention_mask(self, ids: torch.Tensor, vocab_base: int) -> torch.Tensor | None:
         """Extra attention restriction for (B, T) inputs; None = plain causal attention."""

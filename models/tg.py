@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tgbench.adapter import Adapter, Batch, Document, LossParts, Vocab, heads_for
+from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, MemoryReads, Vocab, heads_for
 from tgbench.data.split import cap_and_merge
 from tgbench.errors import UserError
 from tgbench.models.gpt2 import cross_entropy
@@ -818,6 +818,29 @@ class TGAdapter(Adapter):
             groups.append(current)
         return groups
 
+    # -- what the model can see ---------------------------------------------------------------
+    def memory_reads(self, documents, vocab, *, epoch=None) -> MemoryReads:
+        """Slots read: the t-th unit of a stream (0-based) reads min(t, memory_slots) slots, nothing without
+        `use_memory`. Training streams are the epoch's chunks of S units; scoring reads each document as one."""
+        if epoch is None:
+            lengths = [len(self.units(doc, vocab)) for doc in documents]
+        else:
+            lengths = [len(stream) for stream in self.streams(documents, vocab, epoch)]
+        M = self.config.memory_slots
+        n = np.asarray(lengths, dtype=np.int64)
+        sentences = int(n.sum())
+        if not self.config.use_memory:
+            return MemoryReads(0, sentences, 0)
+        # sum_{t < n} min(t, M) = M(M-1)/2 + M(n-M) for n > M, else n(n-1)/2
+        filling = np.minimum(n, M)
+        slots = filling * (filling - 1) // 2 + M * np.maximum(n - M, 0)
+        return MemoryReads(int(slots.sum()), sentences, int(np.maximum(n - M, 0).sum()))
+
+    def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext:
+        """The memory span: memory_slots sentences of the corpus's mean length (0 without `use_memory`)."""
+        span = self.config.memory_slots * mean_sentence_tokens if self.config.use_memory else 0.0
+        return EffectiveContext(float(span), "memory")
+
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         t = batch.tensors
         out = model.run(t, batch.meta["steps"])
@@ -963,6 +986,11 @@ class TGSpanAdapter(TGAdapter):
 
     def data_config(self, data):
         return data  # spans ignore sentence boundaries, so the sentence cap does not apply
+
+    def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext:
+        """The memory span in spans: memory_slots x span_tokens (0 without `use_memory`)."""
+        span = self.config.memory_slots * self.config.span_tokens if self.config.use_memory else 0
+        return EffectiveContext(float(span), "memory")
 
     def units(self, document: Document, vocab: Vocab) -> list[np.ndarray]:
         return split_spans(document, vocab, self.config.span_tokens)

@@ -114,6 +114,47 @@ class LossParts:
     lexical_tokens: int
 
 
+@dataclass
+class MemoryReads:
+    """How much of a sentence memory a layout of documents reads (a count of the layout, not of the weights).
+
+    Attributes:
+        slots: Memory slots read, summed over every sentence (unit) of the layout.
+        sentences: Sentences (units) in the layout.
+        full: Sentences that read a full memory (every slot in use).
+    """
+
+    slots: int = 0
+    sentences: int = 0
+    full: int = 0
+
+    @property
+    def per_sentence(self) -> float:
+        """Mean memory slots read per sentence."""
+        return self.slots / max(self.sentences, 1)
+
+    @property
+    def full_fraction(self) -> float:
+        """Share of sentences that read a full memory."""
+        return self.full / max(self.sentences, 1)
+
+    def __add__(self, other: MemoryReads) -> MemoryReads:
+        return MemoryReads(self.slots + other.slots, self.sentences + other.sentences, self.full + other.full)
+
+
+@dataclass(frozen=True)
+class EffectiveContext:
+    """How much preceding text a model can draw on when it predicts a token, in tokens.
+
+    Attributes:
+        tokens: A token window's length, or a sentence memory's span (slots x tokens per sentence).
+        kind: "window" (a fixed window of tokens, GPT-2) or "memory" (a memory of sentence vectors, TG).
+    """
+
+    tokens: float
+    kind: str
+
+
 class Adapter(ABC):
     """The contract between tgbench and one architecture.
 
@@ -219,6 +260,20 @@ class Adapter(ABC):
         stop: Sequence[Sequence[int]] = (),
     ) -> list[int]:
         """Greedy continuation of `prompt` (sentences of content ids); returns new content ids."""
+
+    # -- what the model can see -------------------------------------------------------------
+    def memory_reads(self, documents: Sequence[Document], vocab: Vocab, *, epoch: int | None = None
+                     ) -> MemoryReads | None:
+        """Memory slots the model reads when `documents` are laid out for training in `epoch` (0-based), or
+        for scoring when `epoch` is None. None (the default) for models without a sentence memory."""
+        return None
+
+    def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext | None:
+        """The most preceding text the model can draw on, given the corpus's mean tokens per sentence.
+
+        None (the default) when the adapter does not say.
+        """
+        return None
 
     def n_params(self, model: nn.Module) -> int:
         """Non-embedding parameters (Kaplan convention): everything but token/position tables.

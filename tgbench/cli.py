@@ -143,8 +143,8 @@ def data_stats(
     tokenizer: TokenizerOpt = None,
     splitter: SplitterOpt = None,
 ) -> None:
-    """Documents, sentences, tokens and splitting events per split."""
-    from tgbench.data import DataConfig, corpus_stats, load_corpus
+    """Documents, sentences, tokens and splitting events per split, and how long documents and sentences are."""
+    from tgbench.data import DataConfig, corpus_stats, document_shape, load_corpus, mean_sentence_tokens
 
     corpus = load_corpus(_data_config(DataConfig(), source, tokenizer, splitter))
     stats = corpus_stats(corpus)
@@ -161,6 +161,23 @@ def data_stats(
     table.caption = ("re-split: sentences over the token cap cut into fragments; merged: fragments under the "
                      "minimum joined to a neighbour; dropped: documents with too few sentences")
     print_table(table, console)
+    shape = Table(title="document shape: sentences per document, tokens per sentence")
+    shape.add_column("split")
+    for header in ("docs", "sent/doc mean", "median", "p90", "max", "tok/sent mean", "median", "p90"):
+        shape.add_column(header, justify="right")
+    for split in stats:
+        s = document_shape(corpus.splits[split])
+        shape.add_row(split, f"{s.documents:,}", *[f"{v:.1f}" for v in (s.sentences_mean, s.sentences_median,
+                                                                         s.sentences_p90)],
+                      f"{s.sentences_max:,}", *[f"{v:.1f}" for v in (s.tokens_mean, s.tokens_median, s.tokens_p90)])
+    from tgbench.models.tg import TGConfig
+
+    tg = TGConfig()
+    shape.caption = (f"a sentence memory is used only from a document's second sentence on; TG's default memory holds "
+                     f"{tg.memory_slots} sentences ({tg.memory_slots} x {mean_sentence_tokens(corpus):.1f} = "
+                     f"{tg.memory_slots * mean_sentence_tokens(corpus):,.0f} tokens of this corpus) and trains on "
+                     f"streams of {tg.stream_start}")
+    print_table(shape, console)
     console.print(f"cache key {corpus.key}")
 
 

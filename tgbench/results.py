@@ -29,11 +29,14 @@ VAL_LOSS = "best_val_loss"
 TEST_PPL = "test_ppl"
 DONE = "done"
 PRIMARY_TASK = "ppl"  # the task whose lexical loss is test_loss (the fits and the verdict)
+MEMORY_TRAIN = "memory_slots_train"
 
 RESULT_COLUMNS = [
     "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
     "steps", "tokens_seen", VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "tokens_per_s", "sentences_per_s",
     "peak_memory_mb", "config_hash", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
+    # Memory slots a sentence-memory model read per sentence in training (summary.json; evaluation: the ppl task).
+    MEMORY_TRAIN,
 ]
 LABEL_ORDER = {"tg": 0, "gpt2": 1}  # reading order: tg first, then gpt2, then the rest alphabetically
 
@@ -136,6 +139,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "peak_memory_mb": summary.get("peak_memory_mb"), "config_hash": config.hash(),
         "lr": config.train.lr, "lr_source": meta.get("lr_source"),
         "max_grad_norm": summary.get("max_grad_norm"), "clipped_fraction": summary.get("clipped_fraction"),
+        MEMORY_TRAIN: summary.get("memory_slots_per_sentence"),
     }
     for task in task_order(evals):
         for metric, value in evals[task].items():

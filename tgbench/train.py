@@ -682,6 +682,7 @@ def _finish(session: Session) -> RunResult:
         "peak_memory_mb": peak_memory_mb(session.device), "wall_s_this_session": time.perf_counter() - session.started,
         "world_size": session.dist.world_size, "config_hash": session.config.hash(),
     }
+    summary.update(_training_memory_reads(session))
     if session.dist.is_main:
         write_json(run.summary_path, summary)
         run.mark("DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
@@ -712,6 +713,20 @@ def gradient_summary(records: Sequence[dict[str, Any]]) -> dict[str, float | Non
             steps += count
     return {"max_grad_norm": max(float(r["grad_norm_max"]) for r in with_norms),
             "clipped_fraction": clipped / steps if steps else None}
+
+
+def _training_memory_reads(session: Session) -> dict[str, float]:
+    """Memory slots read per sentence over every epoch's training layout ({} for models without a memory)."""
+    tc, total = session.config.train, None
+    for epoch in range(tc.epochs):
+        reads = session.adapter.memory_reads(epoch_documents(session.train_docs, tc.seed, epoch), session.vocab,
+                                             epoch=epoch)
+        if reads is None:
+            return {}
+        total = reads if total is None else total + reads
+    if total is None:
+        return {}
+    return {"memory_slots_per_sentence": total.per_sentence, "memory_full_fraction": total.full_fraction}
 
 
 def _median(values: list[float]) -> float | None:

@@ -19,6 +19,7 @@ import numpy as np
 from tgbench.adapter import Document
 from tgbench.scoring import run_corpus, run_from, score_documents
 from tgbench.task import DEFAULT_BATCH_SIZE, Metric, Task, TaskResult
+from tgbench.tasks.tg_ppl.positions import BUCKETS, loss_by_position, position_metrics
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -71,7 +72,25 @@ def evaluate_ppl(run, limit: int | None = None, batch_size: int = DEFAULT_BATCH_
         [float(s.double().sum()) for s in scores], [len(s) for s in scores],
         [count_words(t) for t in texts], [len(t.encode("utf-8")) for t in texts],
     )
+    metrics.update(context_metrics(run, documents))
+    metrics["by_sentence_position"] = loss_by_position(documents, scores)  # a list: moved to the JSON's top level
+    metrics.update(position_metrics(metrics["by_sentence_position"]))
     return metrics, len(documents), len(run.corpus.splits["test"])
+
+
+def context_metrics(run, documents: Sequence[Document]) -> dict[str, float]:
+    """What the model could see while scoring: its effective context in tokens (at the test split's mean
+    sentence length) and, for models with a sentence memory, the memory slots read per sentence."""
+    out: dict[str, float] = {}
+    test = run.corpus.splits["test"]
+    context = run.adapter.effective_context(test.lexical_tokens / max(test.n_sentences, 1))
+    if context is not None:
+        out["effective_context_tokens"] = context.tokens
+    reads = run.adapter.memory_reads(documents, run.vocab)
+    if reads is not None:
+        out["memory_slots_per_sentence"] = reads.per_sentence
+        out["memory_full_fraction"] = reads.full_fraction
+    return out
 
 
 def ppl_dataset(**kwargs: Any):
@@ -90,7 +109,7 @@ class PerplexityTask(Task):
     """Lexical perplexity of the run's own test split (every document, one stream each)."""
 
     name = "ppl"
-    version = 1  # must equal `metadata.version` in tg_ppl.yaml
+    version = 2  # must equal `metadata.version` in tg_ppl.yaml (2: sentence positions, context, memory reads)
     description = "lexical perplexity of the run's test split (word tokens only, boundary tokens excluded)"
     metrics = (
         Metric("lexical_loss", False, ".4f", "weighted_nll", "test loss", "nats/token"),
@@ -98,13 +117,21 @@ class PerplexityTask(Task):
         Metric("word_perplexity", False, ".2f", "weighted_perplexity", "word PPL"),
         Metric("bits_per_byte", False, ".4f", "bits_per_byte", "bits/byte"),
         Metric("tokens", None, "d", "sum", "tokens", "scored"),
+        Metric("effective_context_tokens", None, ",.0f", "mean", "effective context", "tokens"),
+        Metric("memory_slots_per_sentence", None, ".2f", "mean", "memory read", "slots/sentence"),
+        Metric("memory_full_fraction", None, ".0%", "mean", "memory full", "of sentences"),
+        *(Metric(f"loss_sentence_{b}", False, ".4f", "weighted_nll", f"loss, sentence {b}", "nats/token")
+          for b in BUCKETS),
+        *(Metric(f"tokens_sentence_{b}", None, "d", "sum", f"tokens, sentence {b}") for b in BUCKETS),
     )
 
     def evaluate(self, run, *, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  progress: bool = True) -> TaskResult:
         metrics, n, original = evaluate_ppl(run, limit, batch_size, progress)
+        by_position = metrics.pop("by_sentence_position")
         return TaskResult(metrics, {"original": original, "effective": n},
-                          {"output_type": "loglikelihood_rolling", "test_split": "test"})
+                          {"output_type": "loglikelihood_rolling", "test_split": "test"},
+                          extra={"by_sentence_position": by_position})
 
     def report_section(self, view):
         from tgbench.sections import generic_section

@@ -2,12 +2,15 @@
 
 from tgbench.data.corpus import (
     DataConfig,
+    DocumentShape,
     EncodedCorpus,
     Split,
     SplitStats,
     corpus_key,
     corpus_stats,
+    document_shape,
     load_corpus,
+    mean_sentence_tokens,
 )
 from tgbench.data.sources import RawDocument, read_source
 from tgbench.data.split import cap_and_merge, split_sentences
@@ -15,6 +18,7 @@ from tgbench.data.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer, tr
 
 __all__ = [
     "DataConfig",
+    "DocumentShape",
     "EncodedCorpus",
     "RawDocument",
     "Split",
@@ -23,9 +27,11 @@ __all__ = [
     "cap_and_merge",
     "corpus_key",
     "corpus_stats",
+    "document_shape",
     "gpt2_tokenizer",
     "load_corpus",
     "load_tokenizer",
+    "mean_sentence_tokens",
     "read_source",
     "split_sentences",
     "train_bpe",

@@ -662,6 +662,51 @@ def load_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
     return corpus
 
 
+@dataclass
+class DocumentShape:
+    """How long a split's documents and sentences are (what decides whether a sentence memory fills).
+
+    Attributes:
+        documents: Documents in the split.
+        sentences_mean, sentences_median, sentences_p90, sentences_max: Sentences per document.
+        tokens_mean, tokens_median, tokens_p90: Lexical tokens per sentence.
+    """
+
+    documents: int = 0
+    sentences_mean: float = 0.0
+    sentences_median: float = 0.0
+    sentences_p90: float = 0.0
+    sentences_max: int = 0
+    tokens_mean: float = 0.0
+    tokens_median: float = 0.0
+    tokens_p90: float = 0.0
+
+
+def document_shape(split: Split) -> DocumentShape:
+    """Sentences per document and tokens per sentence of one split (numpy's linear-interpolation quantiles)."""
+    per_document = np.diff(split.document_offsets)
+    per_sentence = np.diff(split.sentence_offsets)
+    if len(per_document) == 0 or len(per_sentence) == 0:
+        return DocumentShape(documents=len(per_document))
+    return DocumentShape(
+        documents=len(per_document),
+        sentences_mean=float(per_document.mean()),
+        sentences_median=float(np.median(per_document)),
+        sentences_p90=float(np.quantile(per_document, 0.9)),
+        sentences_max=int(per_document.max()),
+        tokens_mean=float(per_sentence.mean()),
+        tokens_median=float(np.median(per_sentence)),
+        tokens_p90=float(np.quantile(per_sentence, 0.9)),
+    )
+
+
+def mean_sentence_tokens(corpus: EncodedCorpus, splits: Sequence[str] = SPLITS) -> float:
+    """Lexical tokens per sentence over the given splits together."""
+    tokens = sum(corpus.splits[name].lexical_tokens for name in splits)
+    sentences = sum(corpus.splits[name].n_sentences for name in splits)
+    return tokens / max(sentences, 1)
+
+
 def corpus_stats(corpus: EncodedCorpus) -> dict[str, SplitStats]:
     """Per-split statistics of an encoded corpus (for ``tgbench data stats``)."""
     return {name: corpus.stats[name] for name in SPLITS if name in corpus.stats}

@@ -1,0 +1,205 @@
+"""Long documents (issue 22): document shape in `data stats`, loss by sentence position, memory reads,
+effective context and the context-parity warning, and GPT-2's sliding-window scoring."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from corpora import write_family_corpus
+
+from tgbench.config import RunConfig, TrainConfig
+from tgbench.data.corpus import DataConfig, Split, document_shape, load_corpus
+from tgbench.registry import build_adapter
+from tgbench.tasks.tg_ppl import positions
+
+NAMES = ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack", "Lucy"]
+
+
+# -- sentence-position buckets (pure functions) ---------------------------------------------------------
+def test_bucket_boundaries_double():
+    expected = {1: "1", 2: "2", 3: "3-4", 4: "3-4", 5: "5-8", 8: "5-8", 9: "9-16", 16: "9-16", 17: "17-32",
+                32: "17-32", 33: "33+", 500: "33+"}
+    for k, name in expected.items():
+        assert positions.BUCKETS[positions.bucket_index(k)] == name, k
+    assert list(positions.bucket_index(np.array([1, 2, 3, 9, 40]))) == [0, 1, 2, 4, 6]
+    with pytest.raises(ValueError):
+        positions.bucket_index(0)
+
+
+def test_loss_by_position_maps_tokens_back_to_their_sentences():
+    # Two documents: sentence lengths 2, 1, 3 and 1, 2, 1, 1, 1 (positions 1..5).
+    docs = [[[1, 2], [3], [4, 5, 6]], [[7], [8, 9], [1], [2], [3]]]
+    logprobs = [np.array([-1.0, -3.0, -2.0, -4.0, -4.0, -4.0]), np.array([-5.0, -1.0, -1.0, -2.0, -6.0, -8.0])]
+    entries = positions.loss_by_position(docs, logprobs)
+    by = {e["bucket"]: e for e in entries}
+    assert [e["bucket"] for e in entries] == list(positions.BUCKETS)
+    assert by["1"] == {"bucket": "1", "tokens": 3, "loss": pytest.approx((1 + 3 + 5) / 3)}
+    assert by["2"] == {"bucket": "2", "tokens": 3, "loss": pytest.approx((2 + 1 + 1) / 3)}
+    assert by["3-4"] == {"bucket": "3-4", "tokens": 5, "loss": pytest.approx((12 + 2 + 6) / 5)}
+    assert by["5-8"] == {"bucket": "5-8", "tokens": 1, "loss": pytest.approx(8.0)}
+    assert by["33+"] == {"bucket": "33+", "tokens": 0, "loss": None}
+    total = sum(e["tokens"] for e in entries)
+    assert total == 12
+    assert sum(e["loss"] * e["tokens"] for e in entries if e["tokens"]) / total == pytest.approx(
+        -sum(float(s.sum()) for s in logprobs) / total)
+    with pytest.raises(ValueError, match="document 0 has 6 content tokens but 5 scores"):
+        positions.loss_by_position(docs[:1], [logprobs[0][:5]])
+    columns = positions.position_metrics(entries)
+    assert columns["tokens_sentence_3-4"] == 5 and columns["loss_sentence_33+"] is None
+    assert len(columns) == 2 * len(positions.BUCKETS)
+
+
+# -- data stats: the shape of documents --------------------------------------------------------------
+def test_document_shape_counts_sentences_per_document_and_tokens_per_sentence():
+    split = Split.from_documents([[[1, 2]], [[1], [2, 3, 4]], [[5, 6, 7, 8], [9], [1, 2]]])
+    shape = document_shape(split)
+    assert shape.documents == 3 and shape.sentences_max == 3
+    assert shape.sentences_mean == pytest.approx(2.0) and shape.sentences_median == 2.0
+    assert shape.sentences_p90 == pytest.approx(np.quantile([1, 2, 3], 0.9))
+    assert shape.tokens_mean == pytest.approx(13 / 6) and shape.tokens_median == pytest.approx(2.0)
+
+
+def test_data_stats_prints_the_document_shape_per_split(tmp_path, monkeypatch, capsys):
+    from tgbench.cli import main
+
+    corpus = write_family_corpus(tmp_path / "wiki.txt", NAMES, n_docs=30, per_doc=(2, 8))
+    monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "160")
+    monkeypatch.setattr(sys, "argv", ["tgbench", "data", "stats", str(corpus), "--tokenizer", "bpe-300",
+                                      "--splitter", "blingfire"])
+    try:
+        main()
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    output = capsys.readouterr().out
+    loaded = load_corpus(DataConfig(corpus=str(corpus), tokenizer="bpe-300", splitter="blingfire",
+                                    cache_dir=str(tmp_path / "cache")), progress=False)
+    assert "sent/doc mean" in output and "tok/sent mean" in output
+    for split in ("train", "valid", "test"):
+        shape = document_shape(loaded.splits[split])
+        row = next(line for line in output.splitlines() if line.strip("│┃ ").startswith(split)
+                   and f"{shape.sentences_mean:.1f}" in line)
+        for value in (shape.sentences_median, shape.sentences_p90, shape.tokens_mean, shape.tokens_p90):
+            assert f"{value:.1f}" in row, (split, value, row)
+
+
+# -- runs on long documents: positions, memory reads, effective context ------------------------------
+def long_run(root, model, **options):
+    """A tiny run on documents of 33-45 sentences (each line of the family corpus holds three)."""
+    write_family_corpus(root / "wiki.txt", NAMES, n_docs=30, per_doc=(11, 16))
+    base = dict(width=32, layers=2, heads=4, dropout=0.0, attention_dropout=0.0)
+    config = RunConfig(
+        model=model, model_options={**base, **options},
+        data=DataConfig(corpus=str(root / "wiki.txt"), tokenizer="bpe-300", splitter="blingfire",
+                        cache_dir=str(root / "cache"), valid_fraction=0.1, test_fraction=0.15),
+        train=TrainConfig(epochs=2, batch_tokens=512, eval_tokens=400, lr=3e-3, device="cpu", log_every=5),
+    )
+    from tgbench.train import train
+
+    return train(config, root / model, progress=False).run_dir
+
+
+@pytest.fixture(scope="module")
+def long_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("long")
+    tg = long_run(root, "tg", memory_slots=6, stream_start=10, stream_step=4, stream_every=1)
+    gpt2 = long_run(root, "gpt2", context=64, score_stride=32)
+    return {"tg": tg, "gpt2": gpt2}
+
+
+@pytest.mark.parametrize("model", ["tg", "gpt2"])
+def test_position_buckets_add_up_to_the_scored_tokens(long_runs, model):
+    from tgbench.evaluate import eval_run
+    from tgbench.results import collect_row
+
+    status, path, results = eval_run(long_runs[model], "ppl", device="cpu", progress=False)
+    assert status == "done"
+    saved = json.loads(path.read_text())
+    entries = saved["by_sentence_position"]
+    metrics = saved["results"]["tg_ppl"]
+    assert [e["bucket"] for e in entries] == list(positions.BUCKETS)
+    assert sum(e["tokens"] for e in entries) == metrics["tokens"]
+    assert entries[-1]["tokens"] > 0 and entries[0]["tokens"] > 0  # first sentences and the 33rd on
+    pooled = sum(e["loss"] * e["tokens"] for e in entries if e["tokens"]) / metrics["tokens"]
+    assert pooled == pytest.approx(metrics["lexical_loss"], rel=1e-9)
+    row = collect_row(long_runs[model])
+    assert sum(row[f"ppl.tokens_sentence_{b}"] for b in positions.BUCKETS) == metrics["tokens"]
+    assert row["ppl.loss_sentence_1"] == pytest.approx(entries[0]["loss"])
+    # The effective context: GPT-2's window; TG's memory span at the test split's sentence length.
+    if model == "gpt2":
+        assert metrics["effective_context_tokens"] == 64.0 and "memory_slots_per_sentence" not in metrics
+        assert row["memory_slots_train"] is None and "ppl.memory_slots_per_sentence" not in row
+    else:
+        from tgbench.runs import load_run
+
+        test = load_run(long_runs["tg"], device="cpu").corpus.splits["test"]
+        assert metrics["effective_context_tokens"] == pytest.approx(6 * test.lexical_tokens / test.n_sentences)
+        assert 0 < metrics["memory_slots_per_sentence"] <= 6 and 0 < metrics["memory_full_fraction"] < 1
+        assert row["ppl.memory_slots_per_sentence"] == pytest.approx(metrics["memory_slots_per_sentence"])
+        assert row["memory_slots_train"] > 0
+
+
+def _counted_reads(adapter, model, batches):
+    """Memory slots the model actually holds at every sentence step, counted inside `TG.step`."""
+    counted = {"slots": 0, "sentences": 0}
+    original = model.step
+
+    def step(inputs, memory, write=True):
+        counted["slots"] += memory.slots(adapter.config.memory_slots) * inputs.n_streams
+        counted["sentences"] += inputs.n_streams
+        return original(inputs, memory, write)
+
+    model.step = step
+    with torch.no_grad():
+        for batch in batches:
+            model.run(batch.tensors, batch.meta["steps"])
+    model.step = original
+    return counted
+
+
+@pytest.mark.parametrize("use_memory", [True, False])
+def test_tg_memory_reads_equal_what_the_model_reads(tiny_corpus, use_memory):
+    config = RunConfig(model="tg", model_options=dict(width=16, layers=2, heads=2, memory_slots=3,
+                                                     stream_start=4, stream_step=2, stream_every=1,
+                                                     use_memory=use_memory))
+    adapter = build_adapter(config)
+    vocab = tiny_corpus.vocab
+    model = adapter.build(vocab).eval()
+    docs = tiny_corpus.splits["train"].documents()
+    for epoch in (0, 2):
+        batches = adapter.batches(docs, vocab, batch_tokens=200, epoch=epoch, rng=np.random.default_rng(0))
+        batches = [b.to("cpu") for b in batches]
+        counted = _counted_reads(adapter, model, batches)
+        reads = adapter.memory_reads(docs, vocab, epoch=epoch)
+        assert reads.sentences == counted["sentences"] == sum(b.sentences for b in batches)
+        assert reads.slots == (counted["slots"] if use_memory else 0)
+    scoring = [b.to("cpu") for _, b in adapter.score_batches(docs, vocab)]
+    reads = adapter.memory_reads(docs, vocab)
+    counted = _counted_reads(adapter, model, scoring)
+    assert reads.sentences == counted["sentences"]
+    assert reads.slots == (counted["slots"] if use_memory else 0)
+    assert reads.per_sentence <= 3
+
+
+def test_training_summary_records_memory_slots_read(long_runs):
+    from tgbench.runs import RunDir, read_json
+
+    summary = read_json(RunDir(long_runs["tg"]).summary_path)
+    assert 0 < summary["memory_slots_per_sentence"] <= 6 and 0 < summary["memory_full_fraction"] < 1
+    assert "memory_slots_per_sentence" not in read_json(RunDir(long_runs["gpt2"]).summary_path)
+
+
+def test_effective_context_of_each_family():
+    mean_tokens = 25.0
+    gpt2 = build_adapter(RunConfig(model="gpt2", model_options={"context": 300}))
+    assert gpt2.effective_context(mean_tokens).tokens == 300 and gpt2.effective_context(mean_tokens).kind == "window"
+    tg = build_adapter(RunConfig(model="tg", model_options={"memory_slots": 40}))
+    assert tg.effective_context(mean_tokens).tokens == 1000 and tg.effective_context(mean_tokens).kind == "memory"
+    off = build_adapter(RunConfig(model="tg", model_options={"use_memory": False}))
+    assert off.effective_context(mean_tokens).tokens == 0
+    span = build_adapter(RunConfig(model="tg-span", model_options={"memory_slots": 8, "span_tokens": 25}))
+    assert span.effective_context(mean_tokens).tokens == 200
