@@ -120,7 +120,7 @@ def test_position_buckets_add_up_to_the_scored_tokens(long_runs, model):
     assert status == "done"
     saved = json.loads(path.read_text())
     entries = saved["by_sentence_position"]
-    metrics = saved["results"]["tg_ppl"]
+    metrics = saved["results"]["ppl"]
     assert [e["bucket"] for e in entries] == list(positions.BUCKETS)
     assert sum(e["tokens"] for e in entries) == metrics["tokens"]
     assert entries[-1]["tokens"] > 0 and entries[0]["tokens"] > 0  # first sentences and the 33rd on
