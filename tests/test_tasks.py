@@ -71,4 +71,4 @@ def test_results_have_a_column_per_task_metric():
     assert (done["test_loss"].dropna() == done["ppl.lexical_loss"].dropna()).all()
     schemas = task_schemas(grid)
     assert list(schemas) == ["ppl", "reversal"]  # files without a schema take the registered task's
-    assert {m.name: m.higher_is_better for m in schemas["reversal"]}["reversed_margin"] is True
+    assert {m.name: m.higher_is_better for m in schemas["reversal"].metrics}["reversed_margin"] is True

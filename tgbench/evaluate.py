@@ -60,8 +60,9 @@ def results_document(task: Task, result: TaskResult, data_config) -> dict[str, A
     """The lm-eval-shaped body of ``eval/<task>.json`` (lm-eval's own dict when lm-eval computed it)."""
     name = task.name
     schema = [m.to_dict() for m in task.metrics]
+    about = {"metrics": schema, "description": task.description, "task_reference": task.reference}
     if result.raw is not None:
-        return {**result.raw, "metrics": schema}
+        return {**result.raw, **about}
     config = {"task": name, "computed_by": f"{type(task).__module__}.{type(task).__qualname__}",
               "tokenizer": data_config.tokenizer, "splitter": data_config.splitter, "corpus": data_config.corpus,
               "metadata": {"version": task.version}, **result.config}
@@ -72,7 +73,7 @@ def results_document(task: Task, result: TaskResult, data_config) -> dict[str, A
         "higher_is_better": {name: {m.name: m.higher_is_better for m in task.metrics
                                     if m.higher_is_better is not None}},
         "n_samples": {name: result.n_samples},
-        "metrics": schema,
+        **about,
         **result.extra,
     }
 

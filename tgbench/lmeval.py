@@ -269,7 +269,7 @@ class LMEvalTask(Task):
     description = "an lm-eval task"
 
     def __init__(self, spec: str, include_paths: Sequence[Path] = (), also_known: Sequence[str] = ()) -> None:
-        self.spec = spec
+        self.spec = self.reference = spec
         self.include_paths = tuple(include_paths)
         self.also_known = tuple(also_known)
         if is_task_file(spec):
@@ -313,8 +313,11 @@ class LMEvalTask(Task):
         reported = (raw.get("higher_is_better") or {}).get(self.name) or {}
         declared = {m.name: m for m in self.metrics}
         schema = []
-        for key in values:
+        for key in list(values):
             base = key if key in declared or key in reported else key.rsplit("_", 1)[0]
+            if base not in declared and base not in reported:
+                del values[key]  # bookkeeping lm-eval adds (sample_len), not a metric of the task
+                continue
             known = declared.get(base, Metric(base))
             direction = reported.get(base, known.higher_is_better)
             schema.append(Metric(key, None if direction is None else bool(direction), known.fmt, known.aggregation))

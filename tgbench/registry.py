@@ -134,19 +134,25 @@ def get_task(name: str, include_paths: Sequence[Path] = ()) -> Task:
         cls = _load_reference(entries[name].target, Task, "task", "docs/tasks.md")
     if not cls.name:
         raise UserError(f"task class '{name}' sets no `name`", "give the class a name = \"...\" (docs/tasks.md)")
-    return cls()
+    task = cls()
+    task.reference = name  # how it was found: the report finds its section again through it
+    return task
 
 
-def task_class(name: str) -> type[Task] | None:
-    """The class of a registered tgbench task (built-in or entry point), or None (lm-eval tasks, unknown names,
-    or a plug-in that does not import here): the report asks this for a task's own section."""
+def task_class(name: str, reference: str = "") -> type[Task] | None:
+    """The class of a tgbench task: registered (built-in or entry point) under `name`, else the
+    `module:Class` / `path.py:Class` it was evaluated through (`reference`, recorded in eval/<task>.json).
+    None for lm-eval tasks, unknown names, and plug-ins that no longer import: the report asks this for a
+    task's own section and draws the generic one without it."""
     entry = available_tasks().get(TASK_ALIASES.get(name, name))
-    if entry is None:
+    target = entry.target if entry is not None else reference if _is_reference(reference) else ""
+    if not target:
         return None
     try:
-        return _load_reference(entry.target, Task, "task", "docs/tasks.md")
-    except UserError:
+        cls = _load_reference(target, Task, "task", "docs/tasks.md")
+    except (UserError, ImportError, SyntaxError, OSError):
         return None
+    return cls if cls.name == name else None
 
 
 def get_adapter_class(name: str) -> type[Adapter]:

@@ -22,11 +22,10 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from tgbench.grid import grid_variants
 from tgbench.plots import Band, Series, colours, plot
-from tgbench.results import done_rows, ordered_labels, read_results, refresh_results, task_schemas
+from tgbench.results import TaskInfo, done_rows, ordered_labels, read_results, refresh_results, task_schemas
 from tgbench.runs import RunDir, list_runs, write_text
 from tgbench.sections import Section, TaskView, axis_cells, fmt_number
 from tgbench.sections import num as _num
-from tgbench.task import Metric as TaskMetric
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIT_FORM = "kaplan"  # the paper's form L(x) = (x_c / x)^alpha; the saturating form is in the fits table
@@ -105,7 +104,7 @@ class GridFiles:
     fits: dict[str, Any] | None
     fits_error: str
     runs: dict[str, RunDir]
-    tasks: dict[str, list[TaskMetric]] = field(default_factory=dict)  # every task that ran, with its metrics
+    tasks: dict[str, TaskInfo] = field(default_factory=dict)  # every task that ran, with its metrics
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -539,10 +538,10 @@ def task_sections(files: GridFiles, labels: list[str], palette: dict[str, str]) 
 
     data_group, param_tokens = axis_cells(files.results)
     out = []
-    for task, metrics in files.tasks.items():
-        cls = task_class(task)
-        view = TaskView(task, list(metrics), files.results, labels, palette, data_group, param_tokens,
-                        description=cls.description if cls is not None else "")
+    for task, info in files.tasks.items():
+        cls = task_class(task, info.reference)
+        view = TaskView(task, list(info.metrics), files.results, labels, palette, data_group, param_tokens,
+                        description=info.description or (cls.description if cls is not None else ""))
         out.append(cls().report_section(view) if cls is not None else generic_section(view))
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +106,16 @@ def eval_files(run: RunDir) -> dict[str, dict[str, Any]]:
 
 
 def task_results(data: dict[str, Any]) -> dict[str, float]:
-    """The metric values of one ``eval/<task>.json`` (its ``results[task]``, see `metric_values`)."""
+    """The metric values of one ``eval/<task>.json`` (its ``results[task]``, see `metric_values`; only the
+    metrics of its schema when it records one)."""
     results = data.get("results") or {}
     name = data.get("task")
     entry = results.get(name) if name in results else next(iter(results.values()), {})
-    return metric_values(entry if isinstance(entry, dict) else {})
+    values = metric_values(entry if isinstance(entry, dict) else {})
+    if isinstance(data.get("metrics"), list):
+        names = {m.get("name") for m in data["metrics"] if isinstance(m, dict)}
+        values = {k: v for k, v in values.items() if k in names}
+    return values
 
 
 def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
@@ -147,21 +153,32 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
     return row
 
 
-def task_schemas(grid_dir: Path) -> dict[str, list[Metric]]:
-    """task -> its metrics (name, direction, format) as recorded in the runs' ``eval/<task>.json``, in reading
-    order; files written before the schema was recorded take it from the registered task's class."""
+@dataclass
+class TaskInfo:
+    """What the runs' ``eval/<task>.json`` files say about one task: its metrics (name, direction, format),
+    what it measures, and how it was found (`tgbench.registry.task_class` finds its own report section)."""
+
+    name: str
+    metrics: list[Metric]
+    description: str = ""
+    reference: str = ""
+
+
+def task_schemas(grid_dir: Path) -> dict[str, TaskInfo]:
+    """Every task evaluated on some run of the grid, in reading order, as its result files describe it.
+    Files written before the schema was recorded take it from the registered task's class."""
     from tgbench.registry import task_class
 
-    found: dict[str, list[Metric]] = {}
+    found: dict[str, TaskInfo] = {}
     for run_dir in list_runs(grid_dir):
         for task, data in eval_files(RunDir(run_dir)).items():
             if task in found and "metrics" not in data:
                 continue
+            reference = str(data.get("task_reference") or "")
             schema = metric_schema(data)
-            if "metrics" not in data and (cls := task_class(task)) is not None:
+            if "metrics" not in data and (cls := task_class(task, reference)) is not None:
                 schema = list(cls.metrics)
-            if task not in found or "metrics" in data:
-                found[task] = schema
+            found[task] = TaskInfo(task, schema, str(data.get("description") or ""), reference)
     return {task: found[task] for task in task_order(found)}
 
 

@@ -98,6 +98,7 @@ class Task(ABC):
     version: ClassVar[int | str] = 1
     metrics: ClassVar[tuple[Metric, ...]] = ()
     description: ClassVar[str] = ""
+    reference: str = ""  # how the registry found it ("ppl", "path/to/file.py:Class"); set by get_task
 
     def versions(self, run_dir: Path) -> dict[str, Any]:
         """{result name: version} that identifies the numbers this task writes (results are recomputed
