@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999933")
 _FIXED = {"tg": PALETTE[0], "gpt2": PALETTE[1], "gpt2-boundary": PALETTE[2], "gpt2-gist": PALETTE[3],
-          "tg-span": PALETTE[4]}
+          "tg-span": PALETTE[4], "rmt": PALETTE[5], "txl": PALETTE[7]}
 
 
 def colours(labels: Sequence[str]) -> dict[str, str]:

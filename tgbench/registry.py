@@ -36,6 +36,8 @@ BUILTIN_ADAPTERS: dict[str, str] = {
     "gpt2-gist": "tgbench.models.gpt2_gist:GPT2GistAdapter",
     "tg": "tgbench.models.tg:TGAdapter",
     "tg-span": "tgbench.models.tg:TGSpanAdapter",
+    "rmt": "tgbench.models.rmt:RMTAdapter",
+    "txl": "tgbench.models.txl:TXLAdapter",
 }
 BUILTIN_TASKS: dict[str, str] = {
     "ppl": "tgbench.tasks.tg_ppl.task:PerplexityTask",
