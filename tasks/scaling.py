@@ -93,13 +93,14 @@ from scipy.optimize import least_squares
 from tgbench.errors import UserError
 from tgbench.results import DONE, fit_loss, label_of, ordered_labels
 from tgbench.runs import write_text
+from tgbench.tasks.verdicts import comparison_pairs, grid_verdicts, seed_scheme
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
     from threadpoolctl import ThreadpoolController
 except ImportError:  # pragma: no cover
     ThreadpoolController = None
 
-FITS_VERSION = 2
+FITS_VERSION = 3
 FORMS = ("kaplan", "saturating")
 PARAM_NAMES = {
     "kaplan": ("x_c", "alpha"),
@@ -944,13 +945,16 @@ def _json_safe(obj):
     return obj
 
 
-def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None = None) -> list[tuple[str, str]]:
-    """The (A, B) pairs to compare: the given ones, checked, or the first label against every other one.
+def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None = None, *,
+                  reference: str | None = None, baselines: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The (A, B) pairs to compare: the given ones, checked, or the reference against every baseline.
 
     Args:
         labels: the labels in the results table (adapter, or adapter/variant).
-        pairs: pairs (A, B) to fit; None for the default: the first label of ``ordered_labels`` ("tg" when
-            present) against every other label.
+        pairs: pairs (A, B) to fit; None for the default (``verdicts.comparison_pairs``): ``reference`` ("tg"
+            when present, else the first label) against ``baselines`` (every other label).
+        reference: the default pairs' A.
+        baselines: the default pairs' B labels.
 
     Returns:
         The pairs, without duplicates, in the given order.
@@ -960,7 +964,7 @@ def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None =
     """
     known = ordered_labels(labels)
     if pairs is None:
-        return [(known[0], other) for other in known[1:]]
+        pairs = comparison_pairs(known, reference, baselines)
     example = f"--pair {known[0]},{known[1]}" if len(known) >= 2 else "--pair tg,gpt2"
     out: list[tuple[str, str]] = []
     for pair in pairs:
@@ -1018,9 +1022,34 @@ def _fit_axis_group(x: np.ndarray, y: np.ndarray, n_resamples: int,
     return {form: bootstrap_fit(x, y, form, n_resamples, rng, seeds=seeds) for form in FORMS}
 
 
+def _verdicts_of_rows(results: pd.DataFrame, rows: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                      leave_one_out: bool = True, with_power: bool = True) -> dict:
+    scheme, source = seed_scheme(results)
+    verdicts, power, notes = grid_verdicts(rows, pairs, scheme, leave_one_out, with_power)
+    return {"design": {"seed_scheme": scheme, "source": source}, "verdicts": verdicts, "power": power,
+            "notes": notes}
+
+
+def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, *,
+                   reference: str | None = None, baselines: Sequence[str] | None = None,
+                   leave_one_out: bool = True, with_power: bool = True) -> dict:
+    """The ``design``, ``verdicts`` and ``power`` of fits.json alone, by the code ``fit_grid`` runs.
+
+    For simulations of the decision rule: the same rows, pairs and tests as ``tgbench fit``, without the
+    curve fits. ``leave_one_out`` / ``with_power`` False skip ``sensitive_to`` / ``power`` (neither changes
+    the class).
+    """
+    notes: list[str] = []
+    rows, _ = _usable_rows(results, notes)
+    pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
+    out = _verdicts_of_rows(results, rows, pairs, leave_one_out, with_power)
+    out["notes"] = notes + out["notes"]
+    return out
+
+
 @_single_threaded
 def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
-             seed: int = 0) -> dict:
+             seed: int = 0, *, reference: str | None = None, baselines: Sequence[str] | None = None) -> dict:
     """Fit every label's data and parameter axes, the joint form, and the pairs' multipliers with intervals.
 
     Args:
@@ -1030,6 +1059,8 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
             None: the first label ("tg" when present) against every other label (``resolve_pairs``).
         n_resamples: bootstrap resamples per axis group (0 for none; at most MAX_RESAMPLES).
         seed: seed of the bootstrap; the output is deterministic for a seed.
+        reference: A of the default pairs (None: "tg" when present, else the first label).
+        baselines: B labels of the default pairs (None: every other label).
 
     Returns:
         The content of fits.json (layout in the module docstring); JSON-serialisable without NaN.
@@ -1042,7 +1073,9 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
     n_resamples = check_resamples(n_resamples)
     notes: list[str] = []
     df, loss_column = _usable_rows(results, notes)
-    pairs = resolve_pairs(_row_labels(results), pairs)
+    pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
+    paired = _verdicts_of_rows(results, df, pairs)
+    notes.extend(paired["notes"])
     axes: dict[str, dict] = {"data": {}, "params": {}}
     fitted: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> {form: BootstrapFit}
     ranges: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> (x distinct, (min, max))
@@ -1113,6 +1146,9 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         "version": FITS_VERSION,
         "reference": pairs[0][0] if pairs else None,
         "pairs": [list(p) for p in pairs],
+        "design": paired["design"],
+        "verdicts": paired["verdicts"],
+        "power": paired["power"],
         "loss_column": loss_column,
         "n_resamples": n_resamples,
         "seed": seed,
@@ -1150,3 +1186,39 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
     out = grid_dir / "fits.json"
     write_text(out, json.dumps(fits, indent=2, allow_nan=False) + "\n")
     return out
+
+
+def summary_lines(fits: Mapping) -> list[str]:
+    """What ``tgbench fit`` prints: the notes, each pair's verdict and power, and the multipliers."""
+    lines = [f"note: {note}" for note in fits.get("notes", [])]
+    for verdict in fits.get("verdicts", []):
+        lines.append(f"verdict {verdict['a']} vs {verdict['b']}: {verdict['sentence']}")
+        for p in verdict.get("per_budget", []):
+            lo, hi = p["delta_ci"]
+            ci = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None else ""
+            pv = f", p = {p['p_value']:.2g}" if p["p_value"] is not None else ""
+            lines.append(f"  D = {p['x']:,.0f}: {verdict['a']} - {verdict['b']} = {p['delta_mean']:+.3f} nats{ci}"
+                         f"{pv} (n = {p['n']})")
+    for power in fits.get("power", []):
+        lines.append(f"power {power['sentence']}")
+    form = fits.get("form", "kaplan")
+    for axis, by_a in (fits.get("multipliers") or {}).items():
+        name = "m_D" if axis == "data" else "m_N"
+        for a, by_b in by_a.items():
+            for b, groups in by_b.items():
+                for group, forms in groups.items():
+                    for kind in ("interpolated", form):
+                        mult = (forms or {}).get(kind)
+                        if not mult:
+                            continue
+                        shown = []
+                        for p in mult.get("points", []):
+                            if p.get("value") is None:
+                                shown.append(f"x = {p['x']:,.0f}: {p.get('status')}")
+                                continue
+                            ci = (f" [{p['ci_low']:.2f}, {p['ci_high']:.2f}]" if p.get("ci_low") is not None
+                                  else "")
+                            extra = " (extrapolated)" if p.get("extrapolated") else ""
+                            shown.append(f"x = {p['x']:,.0f}: {p['value']:.2f}{ci}{extra}")
+                        lines.append(f"{name} {b} over {a} ({group}, {kind}): " + "; ".join(shown))
+    return lines

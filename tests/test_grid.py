@@ -118,3 +118,20 @@ def test_submitit_local_executor_runs_one_job_per_run(tmp_path):
     frame = run_grid(load_grid(path), tmp_path / "runs", executor="slurm-local", progress=False)
     assert list(frame["status"]) == ["done"]
     assert (tmp_path / "runs" / "slurm").is_dir()
+
+
+def test_each_budget_and_replicate_has_its_own_seeds_shared_by_every_model(tmp_path):
+    grid = GridConfig.from_dict(tiny_grid(tmp_path, seeds=[0, 1]))
+    seeds = {}
+    for spec in expand(grid):
+        train = spec.config.train
+        assert train.seed == spec.seed and train.data_seed >= 0 and train.init_seed >= 0
+        seeds.setdefault((spec.tokens, spec.seed), set()).add((train.data_seed, train.init_seed))
+    assert all(len(v) == 1 for v in seeds.values())  # every model of a cell: the same data order and init
+    distinct = {next(iter(v)) for v in seeds.values()}
+    assert len(distinct) == len(seeds)  # no two (budget, replicate) cells share their seeds
+    assert "data_seed = " in to_toml(expand(grid)[0].config.to_dict()["train"])  # recorded in config.toml
+    shared = GridConfig.from_dict({**tiny_grid(tmp_path), "seed_scheme": "shared"})
+    assert {s.config.train.data_order_seed for s in expand(shared)} == {0}
+    with pytest.raises(UserError, match="seed_scheme"):
+        GridConfig.from_dict({**tiny_grid(tmp_path), "seed_scheme": "independent"})

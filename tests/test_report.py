@@ -64,9 +64,15 @@ def test_verdict_shows_multipliers_paper_and_ppl_cells(html):
     assert "paper: 1.05\u00d7 &ndash; 1.08\u00d7" in verdict
     assert "paper: 1.33\u00d7 &ndash; 1.42\u00d7" in verdict
     assert "23.2 vs 24.0" in verdict
-    # the fixture gives tg 1.3x effective parameters: every interval excludes 1 and every cell separates
-    assert "tg is ahead of gpt2:" in verdict and "tg is ahead of gpt2-boundary:" in verdict
-    assert "range of the point estimates at 3 measured points" in verdict
+    # the fixture gives tg 1.3x effective parameters; 2 replicates per budget: too few for every budget alone
+    fits = json.loads((cached_grid() / "fits.json").read_text())
+    for entry in fits["verdicts"]:
+        assert f'data-class="{entry["class"]}"' in verdict
+        assert entry["sentence"].replace("'", "&#39;") in verdict  # rendered, not recomputed
+    assert 'data-class="tg better on average"' in verdict
+    assert "lower in 6 of 6 same-replicate comparisons" in verdict
+    assert "Power: tg vs gpt2:" in verdict
+    assert "Paired differences at each measured budget" in verdict
     # every pair against tg is fitted by default: no "missing" multiplier card
     assert "big missing" not in verdict
 
@@ -184,26 +190,20 @@ def test_report_command_writes_the_file(grid_copy, tmp_path):
     assert (tmp_path / "x.html").read_text().startswith("<!DOCTYPE html>")
 
 
-# -- verdict logic ------------------------------------------------------------------------------------------
-def _fits_with(points: list[tuple[float, float, float]]) -> dict:
+# -- verdict rendering ------------------------------------------------------------------------------------
+def _fits_with(points: list[tuple[float, float, float]], verdict: dict | None = None) -> dict:
     pts = [{"x": 1e6 * (i + 1), "value": v, "ci_low": lo, "ci_high": hi, "status": "ok",
             "extrapolated": False} for i, (v, lo, hi) in enumerate(points)]
     groups = {"width=8,layers=2": {"kaplan": {"points": pts}}}
-    return {"version": 2, "pairs": [["tg", "gpt2"]], "multipliers": {"data": {"tg": {"gpt2": groups}}}}
+    return {"version": 3, "pairs": [["tg", "gpt2"]], "multipliers": {"data": {"tg": {"gpt2": groups}}},
+            "verdicts": [verdict] if verdict else []}
 
 
-@pytest.mark.parametrize(("points", "expected"), [
-    ([(1.07, 1.02, 1.1), (1.06, 1.01, 1.12)], "ahead"),
-    ([(0.9, 0.85, 0.95)], "behind"),
-    ([(1.07, 1.02, 1.1), (1.03, 0.97, 1.1)], "overlap"),
-    ([(1.07, None, None)], "unknown"),
-])
-def test_multiplier_classification(points, expected):
-    summary = multiplier_summary(_fits_with(points), "data", "tg", "gpt2")
-    assert summary["class"] == expected
-    assert summary["range"] == (min(p[0] for p in points), max(p[0] for p in points))
-    assert multiplier_summary(_fits_with(points), "params", "tg", "gpt2")["status"] == "missing"
-    assert multiplier_summary(_fits_with(points), "data", "tg", "gpt2/boundary")["status"] == "missing"
+def test_multiplier_summary_renders_points_without_classifying():
+    summary = multiplier_summary(_fits_with([(1.07, 1.02, 1.1), (1.03, 0.97, 1.1)]), "data", "tg", "gpt2")
+    assert summary["range"] == (1.03, 1.07) and "class" not in summary
+    assert multiplier_summary(_fits_with([(1.0, 0.9, 1.1)]), "params", "tg", "gpt2")["status"] == "missing"
+    assert multiplier_summary(_fits_with([(1.0, 0.9, 1.1)]), "data", "tg", "gpt2/boundary")["status"] == "missing"
 
 
 def _frame(rows: list[tuple[str, int, int, float]]) -> pd.DataFrame:
@@ -211,38 +211,29 @@ def _frame(rows: list[tuple[str, int, int, float]]) -> pd.DataFrame:
     for label, tokens, seed, ppl in rows:
         record = dict.fromkeys(RESULT_COLUMNS)
         record.update(run_id=f"{label}-{tokens}-{seed}", adapter=label, variant="", label=label, width=8,
-                      layers=2, tokens=tokens, seed=seed, status="done", test_ppl=ppl)
+                      layers=2, tokens=tokens, seed=seed, status="done", test_ppl=ppl, flags="")
         records.append(record)
     return pd.DataFrame(records)
 
 
-def test_pair_verdict_from_perplexity_and_seed_spread():
-    def verdict(rows):
-        return pair_verdict(GridFiles(Path("."), {}, _frame(rows), None, "missing", {}), "tg", "gpt2")
-
-    ahead = verdict([("tg", 1, 0, 20.0), ("tg", 1, 1, 20.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)])
-    assert ahead["overall"] == "ahead" and ahead["sentence"].startswith("tg is ahead of gpt2")
-    assert ahead["cells"][0]["diff"] == pytest.approx(20.25 - 21.2)
-    overlap = verdict([("tg", 1, 0, 20.0), ("tg", 1, 1, 21.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)])
-    assert overlap["overall"] == "overlap" and "not distinguishable at this scale" in overlap["sentence"]
-    behind = verdict([("tg", 1, 0, 22.0), ("tg", 1, 1, 22.2), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.3)])
-    assert behind["overall"] == "behind"
-    single = verdict([("tg", 1, 0, 22.0), ("gpt2", 1, 0, 21.0)])  # one seed: a sign, not a separation
-    assert single["overall"] == "overlap" and "one seed per cell" in single["sentence"]
-    nothing = verdict([("tg", 1, 0, 22.0)])
-    assert nothing["overall"] == "unknown" and nothing["cells"] == []
-
-
-def test_not_distinguishable_beside_an_interval_excluding_one_says_why():
-    rows = [("tg", 1, 0, 20.0), ("tg", 1, 1, 21.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)]  # spreads overlap
-    fits = _fits_with([(1.07, 1.02, 1.1), (1.2, 1.05, 1.3)])  # CI excludes 1
-    v = pair_verdict(GridFiles(Path("."), {}, _frame(rows), fits, "present", {}), "tg", "gpt2")
-    assert v["overall"] == "overlap" and v["multipliers"]["data"]["class"] == "ahead"
-    assert "interval excludes 1 (favours tg)" in v["sentence"] and "disagree" in v["sentence"]
-    assert "range of the point estimates at 2 measured points" in v["sentence"]
+def test_pair_verdict_is_read_from_fits_json():
+    rows = [("tg", 1, 0, 20.0), ("tg", 1, 1, 20.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4)]
+    frame = _frame(rows)
+    frame.loc[0, "flags"] = "cell-outlier"
+    entry = {"a": "tg", "b": "gpt2", "class": "gpt2 better on average", "sentence": "as fits.json says",
+             "delta_mean": 0.1, "delta_ci": [0.05, 0.15], "p_value": 0.01, "interaction_p": None,
+             "per_budget": [{"x": 1, "delta_mean": 0.1, "delta_ci": [0.05, 0.15], "p_value": 0.01,
+                             "sign_flip_p": 0.5, "n": 2, "ppl_a": 20.2, "ppl_b": 21.2, "ppl_rel": -0.05}],
+             "sensitive_to": ["tg-1-0"], "runs": ["tg-1-0", "gpt2-1-0"]}
+    v = pair_verdict(GridFiles(Path("."), {}, frame, _fits_with([(1.07, 1.02, 1.1)], entry), "present", {}),
+                     "tg", "gpt2")
+    assert v["class"] == "gpt2 better on average" and v["pill"] == "behind" and v["sentence"] == "as fits.json says"
+    assert v["flagged"] == [{"run": "tg-1-0", "flags": "cell-outlier"}] and v["sensitive_to"] == ["tg-1-0"]
+    missing = pair_verdict(GridFiles(Path("."), {}, frame, None, "missing", {}), "tg", "gpt2")
+    assert missing["class"] == "" and "fits.json is missing" in missing["sentence"]
 
 
-def test_verdicts_cover_every_label_against_tg():
+def test_verdicts_cover_every_fitted_pair():
     rows = [("tg", 1, 0, 20.0), ("gpt2", 1, 0, 21.0), ("gpt2/boundary", 1, 0, 21.0)]
     fits = {**_fits_with([(1.07, 1.02, 1.1)]), "pairs": [["tg", "gpt2"], ["tg", "gpt2/boundary"]]}
     pairs = [(v["a"], v["b"]) for v in verdicts(GridFiles(Path("."), {}, _frame(rows), fits, "present", {}))]
@@ -295,10 +286,3 @@ def test_an_axis_the_grid_does_not_have_is_not_measured_not_missing():
     assert v["multipliers"]["params"]["status"] == "not measured"
     assert "fewer than 3 sizes at one budget" in v["multipliers"]["params"]["note"]
     assert v["multipliers"]["data"]["status"] == "ok"
-
-
-def test_perplexity_cells_pointing_both_ways_are_named():
-    rows = [("tg", 1, 0, 20.0), ("tg", 1, 1, 20.5), ("gpt2", 1, 0, 21.0), ("gpt2", 1, 1, 21.4),
-            ("tg", 2, 0, 19.0), ("tg", 2, 1, 19.2), ("gpt2", 2, 0, 18.0), ("gpt2", 2, 1, 18.1)]
-    v = pair_verdict(GridFiles(Path("."), {}, _frame(rows), None, "missing", {}), "tg", "gpt2")
-    assert v["overall"] == "overlap" and "point both ways (tg lower in 1, higher in 1 of 2" in v["sentence"]

@@ -276,8 +276,8 @@ def fit(
     """Fit scaling laws and multipliers with intervals; writes fits.json and prints the fit's notes."""
     import json
 
-    from tgbench.results import write_results
-    from tgbench.tasks.scaling import check_resamples, write_fits
+    from tgbench.results import run_dirs, write_results
+    from tgbench.tasks.scaling import check_resamples, summary_lines, write_fits
 
     check_resamples(resamples)
     pairs = None
@@ -290,14 +290,15 @@ def fit(
             pairs.append(tuple(parts))
     if not grid_dir.is_dir():
         raise UserError(f"grid directory '{grid_dir}' does not exist", "run tgbench train-grid first")
-    write_results(grid_dir)
+    if run_dirs(grid_dir):  # a directory holding only a results.csv (a committed report's) is fitted as it is
+        write_results(grid_dir)
     try:
         path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed)
     except ValueError as err:
         raise UserError(f"cannot fit {grid_dir}: {err}", "check results.csv for missing or bad losses") from err
     fits = json.loads(path.read_text())
-    for note in fits.get("notes", []):
-        console.print(f"note: {note}", soft_wrap=True, markup=False)
+    for line in summary_lines(fits):
+        console.print(line, soft_wrap=True, markup=False)
     compared = ", ".join(f"{a} vs {b}" for a, b in fits.get("pairs", [])) or "no pairs"
     console.print(f"fits written to {path} ({compared})", soft_wrap=True, markup=False)
 

@@ -42,13 +42,25 @@ class TrainConfig:
     eval_tokens: int = 50_000  # lexical tokens of the fixed validation subset used during training
     log_every: int = 10
     checkpoint_every: int = 50  # steps between `latest` checkpoints
-    seed: int = 0
+    seed: int = 0  # the replicate; data order and initialisation follow data_seed / init_seed when set
+    data_seed: int = -1  # seed of the training subset and its order; -1 = seed (grids set it per budget)
+    init_seed: int = -1  # seed of the initialisation (torch, numpy, random); -1 = seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, float32 on CPU) | float32 | bfloat16
     threads: int = 0  # torch CPU threads; 0 = torch's default
     grad_accumulation: int = 1  # batches per optimiser step per process (under torchrun: x world size)
     compile: bool = False  # torch.compile the training step (speed only: not part of the config hash)
     jobs: int = 0  # a grid's runs at once on this machine (`train-grid --jobs`); 0 = the GPU count, else 1
+
+    @property
+    def data_order_seed(self) -> int:
+        """The seed of the training subset and its order."""
+        return self.seed if self.data_seed < 0 else self.data_seed
+
+    @property
+    def initialisation_seed(self) -> int:
+        """The seed of the model's initialisation (and of dropout)."""
+        return self.seed if self.init_seed < 0 else self.init_seed
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_tokens", "eval_tokens", "log_every", "checkpoint_every", "grad_accumulation"):

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import re
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -79,11 +80,17 @@ class GridConfig:
     budgets: list[int] = field(default_factory=lambda: [100_000])
     seeds: list[int] = field(default_factory=lambda: [0])
     reference_width: int = 0  # axes design: 0 = the largest width
+    # "per-budget": every (budget, replicate) gets its own data-order and init seed, the same for every model
+    # (cells independent, models paired); "shared": a replicate's seed at every budget (tgbench <= 0.2)
+    seed_scheme: str = "per-budget"
     models: list[ModelEntry] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.seed_scheme not in ("per-budget", "shared"):
+            raise UserError(f"seed_scheme = '{self.seed_scheme}' is not a seed scheme",
+                            "use seed_scheme = \"per-budget\" (the default) or \"shared\"")
         if self.design not in ("cross", "axes"):
             raise UserError(f"design = '{self.design}' is not a grid design", "use design = \"cross\" or \"axes\"")
         for name in ("widths", "budgets"):
@@ -150,6 +157,16 @@ class RunSpec:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def replicate_seeds(replicate: int, tokens: int) -> tuple[int, int]:
+    """(data-order seed, init seed) of one (budget, replicate): a hash of both, the same for every model.
+
+    Distinct budgets get unrelated seeds, so a replicate's runs at two budgets share neither their data subset
+    nor their initialisation (cells are independent); every model of a cell gets the same two (models paired).
+    """
+    return tuple(zlib.crc32(f"{what}|replicate={replicate}|tokens={tokens}".encode()) & 0x7FFFFFFF
+                 for what in ("data", "init"))
 
 
 def expand(grid: GridConfig, lr_for=None) -> list[RunSpec]:
@@ -221,8 +238,10 @@ def run_spec(grid: GridConfig, entry: ModelEntry, width: int, tokens: int, seed:
     source = "model" if "lr" in overrides else "grid"
     if lr is not None:
         overrides["lr"], source = float(lr), "tuned"
+    data_seed, init_seed = replicate_seeds(seed, tokens) if grid.seed_scheme == "per-budget" else (-1, -1)
     train = dataclasses.replace(model_train(grid, dataclasses.replace(entry, train=overrides),
-                                            f"models[{grid.models.index(entry)}].train"), tokens=tokens, seed=seed)
+                                            f"models[{grid.models.index(entry)}].train"), tokens=tokens, seed=seed,
+                                data_seed=data_seed, init_seed=init_seed)
     config = RunConfig(model=entry.adapter, model_options=options, data=grid.data, train=train)
     meta = {"lr_source": source, "train_overrides": sorted(overrides)}
     return RunSpec("", entry.label, entry.adapter, entry.variant, width, grid.layers, heads, tokens, seed,

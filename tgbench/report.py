@@ -28,7 +28,7 @@ from tgbench.sections import Section, TaskView, axis_cells, fmt_number
 from tgbench.sections import num as _num
 
 TEMPLATES = Path(__file__).parent / "templates"
-FIT_FORM = "kaplan"  # the paper's form L(x) = (x_c / x)^alpha; the saturating form is in the fits table
+FIT_FORM = "kaplan"  # default form drawn (the paper's L(x) = (x_c / x)^alpha); fits.json's "form" overrides it
 
 
 # -- the metric schema: display names, units and direction, used for formatting, sorting and colouring -----
@@ -133,103 +133,53 @@ def load_grid_files(grid_dir: Path) -> GridFiles:
 _axis_cells = axis_cells
 
 
-# -- the verdict ---------------------------------------------------------------------------------------------
-def _classify(values: Iterable[str]) -> str:
-    values = list(values)
-    if not values:
-        return "unknown"
-    if all(v == "ahead" for v in values):
+# -- the verdict: rendered from fits.json, which computes every statistic (tasks/verdicts.py) -----------------
+# display of a verdict class: (pill colour, short text)
+def _class_pill(cls: str, a: str, b: str) -> str:
+    """The pill colour of a verdict class: "ahead" when A is better, "behind" when B is, else "overlap"."""
+    if cls.startswith(f"{a} better"):
         return "ahead"
-    if all(v == "behind" for v in values):
+    if cls.startswith(f"{b} better"):
         return "behind"
-    return "overlap"
+    return "overlap" if cls else "unknown"
 
 
 def multiplier_summary(fits: dict[str, Any] | None, axis: str, a: str, b: str,
                        form: str = FIT_FORM) -> dict[str, Any]:
-    """B's multipliers over A on one axis: points with intervals, their range, and ahead/behind/overlap.
+    """B's multipliers over A on one axis, as fits.json has them: points with intervals, and their range.
 
-    ``range`` is the min-max of the point estimates over the measured budgets (or sizes); ``ci`` spans the
-    lowest lower and the highest upper 95% bound of those points.
+    ``range`` is the min-max of the point estimates over the measured budgets (or sizes) that were not
+    extrapolated. Nothing is classified here: the verdict is fits.json's ``verdicts``.
     """
     if not fits:
-        return {"status": "missing", "points": [], "range": None, "ci": None, "class": "unknown"}
+        return {"status": "missing", "points": [], "range": None, "kind": form}
     groups = (((fits.get("multipliers") or {}).get(axis) or {}).get(a) or {}).get(b) or {}
-    points, interval_notes = [], set()
+    points, notes, kind = [], set(), form
     for group, forms in sorted(groups.items()):
-        mult = (forms or {}).get(form) or {}
+        forms = forms or {}
+        kind = "interpolated" if "interpolated" in forms else form
+        mult = forms.get(kind) or {}
         if mult.get("interval_note"):
-            interval_notes.add(str(mult["interval_note"]))
+            notes.add(str(mult["interval_note"]))
         for p in mult.get("points", []):
             points.append({**p, "group": group})
-    ok = [p for p in points if p.get("status") == "ok" and _num(p.get("value")) is not None]
     if not points:
         note = next((n for n in fits.get("notes", []) if f"no {axis}-axis multipliers for {a} vs {b}" in n), "")
-        return {"status": "missing", "points": [], "range": None, "ci": None, "class": "unknown",
+        return {"status": "missing", "points": [], "range": None, "kind": kind,
                 "note": note or f"fits.json has no {axis}-axis multipliers for {a} vs {b}"}
+    ok = [p for p in points if p.get("status") == "ok" and _num(p.get("value")) is not None
+          and not p.get("extrapolated")]
     if not ok:
         status = "fit failed" if any(p.get("status") == "fit failed" for p in points) else "not reachable"
-        return {"status": status, "points": points, "range": None, "ci": None, "class": "unknown"}
+        return {"status": status, "points": points, "range": None, "kind": kind,
+                "note": "no point inside B's measured range" if status == "not reachable" else ""}
     values = [p["value"] for p in ok]
-    lows = [_num(p.get("ci_low")) for p in ok]
-    highs = [_num(p.get("ci_high")) for p in ok]
-    with_ci = [(lo, hi) for lo, hi in zip(lows, highs, strict=True) if lo is not None and hi is not None]
-    classes = ["ahead" if lo > 1 else "behind" if hi < 1 else "overlap" for lo, hi in with_ci]
     return {"status": "ok", "points": points, "range": (min(values), max(values)), "n_points": len(ok),
-            "ci": (min(lo for lo, _ in with_ci), max(hi for _, hi in with_ci)) if with_ci else None,
-            "class": _classify(classes) if classes and len(classes) == len(ok) else "unknown",
-            "note": "" if with_ci else "; ".join(sorted(interval_notes))}
-
-
-def ppl_cells(frame: pd.DataFrame, a: str, b: str) -> list[dict[str, Any]]:
-    """Lexical test perplexity of A and B in every (width, layers, D) cell where both have finished runs."""
-    done = done_rows(frame)
-    cells = []
-    keys = ["width", "layers", "tokens"]
-    for key, g in done.groupby(keys):
-        ga = [p for p in (_num(v) for v in g.loc[g["label"] == a, "test_ppl"]) if p is not None]
-        gb = [p for p in (_num(v) for v in g.loc[g["label"] == b, "test_ppl"]) if p is not None]
-        if not ga or not gb:
-            if (g["label"] == a).any() and (g["label"] == b).any():
-                cells.append({"width": key[0], "layers": key[1], "tokens": key[2], "missing": True})
-            continue
-        mean_a, mean_b = float(np.mean(ga)), float(np.mean(gb))
-        cls = "ahead" if max(ga) < min(gb) else "behind" if min(ga) > max(gb) else "overlap"
-        cells.append({"width": key[0], "layers": key[1], "tokens": key[2], "missing": False, "ppl_a": mean_a,
-                      "ppl_b": mean_b, "spread_a": (min(ga), max(ga)), "spread_b": (min(gb), max(gb)),
-                      "diff": mean_a - mean_b, "rel": (mean_a - mean_b) / mean_b,
-                      "seeds": min(len(ga), len(gb)), "class": cls})
-    return cells
+            "kind": kind, "note": "; ".join(sorted(notes))}
 
 
 def _fitted_pairs(fits: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [(str(p[0]), str(p[1])) for p in (fits or {}).get("pairs") or [] if len(p) == 2]
-
-
-def _why_not_distinguishable(a: str, b: str, mults: dict[str, dict], ppl_class: str, measured: list) -> str:
-    """Why the overall verdict is "not distinguishable", naming any evidence that does point one way."""
-    what = {"ahead": f"favours {a}", "behind": f"favours {b}", "overlap": "includes 1"}
-    parts = []
-    for axis, name in (("data", "the data multiplier's interval"), ("params", "the parameter multiplier's interval")):
-        cls = mults[axis]["class"]
-        if cls in ("ahead", "behind"):
-            parts.append(f"{name} excludes 1 ({what[cls]})")
-        elif cls == "overlap":
-            parts.append(f"{name} includes 1")
-    seeded = [c for c in measured if c["seeds"] >= 2]
-    lower, higher = (sum(c["class"] == k for c in seeded) for k in ("ahead", "behind"))
-    if ppl_class == "overlap" and lower and higher:
-        parts.append(f"the perplexity cells point both ways ({a} lower in {lower}, higher in {higher} "
-                     f"of {len(seeded)}, seed spreads separate)")
-    elif ppl_class == "overlap":
-        parts.append("the perplexities' seed spreads overlap")
-    elif ppl_class in ("ahead", "behind"):
-        parts.append(f"the perplexities' seed spreads separate ({what[ppl_class]})")
-    elif measured:
-        parts.append("one seed per cell gives the perplexities no spread")
-    if any(mults[axis]["class"] in ("ahead", "behind") for axis in mults):
-        parts.append("the pieces of evidence disagree, so no overall direction is claimed")
-    return "; ".join(parts) or "no interval or seed spread separates them"
 
 
 def _axis_extent(frame: pd.DataFrame, axis: str, labels: Iterable[str]) -> int:
@@ -242,63 +192,67 @@ def _axis_extent(frame: pd.DataFrame, axis: str, labels: Iterable[str]) -> int:
     return int(done.groupby(["label", *group])[x].nunique().max())
 
 
+def _run_flags(frame: pd.DataFrame) -> dict[str, str]:
+    """run_id -> the flags results.csv records for it (empty ones left out)."""
+    if "flags" not in frame.columns:
+        return {}
+    return {str(r): str(f) for r, f in zip(frame["run_id"], frame["flags"], strict=True)
+            if isinstance(f, str) and f.strip()}
+
+
 def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
-    """Multipliers (when fits.json fitted this pair), perplexity differences and a plain sentence."""
-    fits = files.fits
+    """The pair's verdict from fits.json (class, sentence, per-budget differences, power, flagged runs)."""
+    fits = files.fits or {}
+    entry = next((v for v in fits.get("verdicts") or [] if v.get("a") == a and v.get("b") == b), None)
+    power = next((p for p in fits.get("power") or [] if p.get("a") == a and p.get("b") == b), None)
     has_fits = (a, b) in _fitted_pairs(fits)
-    mults = {axis: multiplier_summary(fits if has_fits else None, axis, a, b) for axis in ("data", "params")}
+    mults = {axis: multiplier_summary(fits if has_fits else None, axis, a, b, _report_form(fits))
+             for axis in ("data", "params")}
     if not has_fits:
         for m in mults.values():
-            m["note"] = ("fits.json is missing: run tgbench fit" if not fits else
+            m["note"] = ("fits.json is missing: run tgbench fit" if not files.fits else
                          f"fits.json does not fit {a} vs {b}; rerun tgbench fit --pair {a},{b}")
     for axis, m in mults.items():
         if not m["points"] and _axis_extent(files.results, axis, (a, b)) < 3:
             what = "budgets at one size" if axis == "data" else "sizes at one budget"
             m.update(status="not measured", note=f"this grid has fewer than 3 {what}, so no {axis} axis to fit")
-    cells = ppl_cells(files.results, a, b)
-    measured = [c for c in cells if not c["missing"]]
-    # A cell with one seed per model has no spread: its sign is shown but is not evidence either way.
-    ppl_class = _classify(c["class"] for c in measured if c["seeds"] >= 2)
-    evidence = [c for c in (mults["data"]["class"], mults["params"]["class"], ppl_class) if c != "unknown"]
-    overall = _classify(evidence) if evidence else ("overlap" if measured else "unknown")
-    lower = sum(c["diff"] < 0 for c in measured)
-    parts = []
-    for axis, what in (("data", "data"), ("params", "parameters")):
-        m = mults[axis]
-        if m["range"]:
-            lo, hi = m["range"]
-            n = m.get("n_points", 1)
-            value = f"{lo:.2f}\u00d7" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}\u00d7"
-            about = "" if abs(hi - lo) < 0.005 else f"range of the point estimates at {n} measured points; "
-            ci = f"95% CIs within {m['ci'][0]:.2f}-{m['ci'][1]:.2f}" if m["ci"] else "no interval"
-            parts.append(f"{b} needs {value} the {what} to reach {a}'s loss ({about}{ci})")
-    if measured:
-        parts.append(f"{a}'s lexical perplexity is lower in {lower} of {len(measured)} measured cells")
-    detail = "; ".join(parts)
-    if overall == "ahead":
-        sentence = f"{a} is ahead of {b}" + (f": {detail}." if detail else ".")
-    elif overall == "behind":
-        sentence = f"{a} is behind {b}" + (f": {detail}." if detail else ".")
-    elif overall == "overlap":
-        reason = _why_not_distinguishable(a, b, mults, ppl_class, measured)
-        sentence = f"{a} and {b} are not distinguishable at this scale ({reason})" + (f": {detail}." if detail else ".")
-    else:
-        sentence = f"No finished, evaluated runs of both {a} and {b} yet: nothing to compare."
-    return {"a": a, "b": b, "multipliers": mults, "cells": cells, "ppl_class": ppl_class, "overall": overall,
-            "sentence": sentence, "has_fits": has_fits, "paper": a == "tg" and b == "gpt2"}
+    flags = _run_flags(files.results)
+    if entry is None:
+        done = set(done_rows(files.results)["label"])
+        if not {a, b} <= done:
+            sentence = f"No finished, evaluated runs of both {a} and {b} yet: nothing to compare."
+        elif not files.fits:
+            sentence = "No verdict: fits.json is missing. Run tgbench fit on this directory."
+        elif not has_fits:
+            sentence = f"No verdict: fits.json does not compare {a} with {b}; rerun tgbench fit --pair {a},{b}."
+        else:
+            sentence = f"No finished runs of {a} and {b} at the same budget and replicate yet: nothing to compare."
+        return {"a": a, "b": b, "class": "", "pill": "unknown", "sentence": sentence, "per_budget": [],
+                "multipliers": mults, "power": power, "flagged": [], "sensitive_to": [], "has_fits": has_fits,
+                "paper": a == "tg" and b == "gpt2"}
+    cls = str(entry.get("class", ""))
+    flagged = [{"run": r, "flags": flags[r]} for r in entry.get("runs", []) if r in flags]
+    return {"a": a, "b": b, "class": cls, "pill": _class_pill(cls, a, b), "sentence": str(entry.get("sentence", "")),
+            "per_budget": entry.get("per_budget") or [], "delta_mean": entry.get("delta_mean"),
+            "delta_ci": entry.get("delta_ci") or [None, None], "ppl_rel": entry.get("ppl_rel"),
+            "group": entry.get("group", ""), "multipliers": mults, "power": power, "flagged": flagged,
+            "sensitive_to": entry.get("sensitive_to") or [], "without_flagged": entry.get("without_flagged"),
+            "has_fits": has_fits, "paper": a == "tg" and b == "gpt2"}
 
 
 def verdicts(files: GridFiles) -> list[dict[str, Any]]:
-    """Every pair fits.json fitted (tg against every other label by default), then any label left out."""
+    """Every pair fits.json compared, in its order; without fits.json, the default pairs (shown as missing)."""
     pairs = _fitted_pairs(files.fits)
-    labels = ordered_labels(files.results["label"])
-    reference = pairs[0][0] if pairs else ("tg" if "tg" in labels or not labels else labels[0])
-    for other in labels:
-        if other != reference and (reference, other) not in pairs:
-            pairs.append((reference, other))
     if not pairs:
-        pairs = [(reference, "gpt2")]
+        from tgbench.tasks.verdicts import comparison_pairs
+
+        pairs = comparison_pairs(ordered_labels(files.results["label"])) or [("tg", "gpt2")]
     return [pair_verdict(files, a, b) for a, b in pairs]
+
+
+def _report_form(fits: dict[str, Any] | None) -> str:
+    """The fit form the report draws: fits.json's ``form`` setting (``tgbench fit --form``), else Kaplan."""
+    return str((fits or {}).get("form") or FIT_FORM)
 
 
 # -- plots ---------------------------------------------------------------------------------------------------
@@ -339,11 +293,11 @@ def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
                         errs.append((float(x), min(losses), max(losses)))
                 fit = (((files.fits or {}).get("axes") or {}).get(axis) or {}).get(label, {}).get(group, {})
                 xs = [p[0] for p in pts]
-                curve = _fit_curve(fit.get(FIT_FORM), min(xs), max(xs)) if xs else []
+                curve = _fit_curve(fit.get(_report_form(files.fits)), min(xs), max(xs)) if xs else []
                 series.append(Series(label, palette[label], pts, errs, curve))
         where = (f"width {data_group[0]}, {data_group[1]} layers" if axis == "data" and data_group else
                  f"D = {fmt_value(param_tokens, fmt='si')} tokens" if param_tokens else "")
-        note = "points: seed mean, bars: seed min-max, lines: Kaplan fit" + \
+        note = f"points: seed mean, bars: seed min-max, lines: {_report_form(files.fits)} fit" + \
             ("; no test eval: best val loss" if uses_val else "")
         out.append(plot(series, title=f"Lexical test loss vs {'D' if axis == 'data' else 'N'} ({where})"
                         if where else f"Lexical test loss vs {'D' if axis == 'data' else 'N'}",
@@ -650,7 +604,7 @@ def render_report(grid_dir: Path) -> str:
         "fits_status": "present" if files.fits else f"fits.json {files.fits_error}",
         "throughput": throughput_table(frame) if not empty else [],
         "provenance": provenance(files),
-        "fit_form": FIT_FORM,
+        "fit_form": _report_form(files.fits),
     }
     return _environment().get_template("report.html.j2").render(**context)
 

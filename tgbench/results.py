@@ -38,6 +38,8 @@ RESULT_COLUMNS = [
     "peak_memory_mb", "config_hash", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
     # Memory slots a sentence-memory model read per sentence in training (summary.json; evaluation: the ppl task).
     MEMORY_TRAIN,
+    # the replicate design (tasks/verdicts.py reads seed_scheme) and the runs' flags (tgbench/flags.py)
+    "data_seed", "init_seed", "seed_scheme", "flags",
 ]
 LABEL_ORDER = {"tg": 0, "gpt2": 1}  # reading order: tg first, then gpt2, then the rest alphabetically
 
@@ -146,6 +148,10 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "lr": config.train.lr, "lr_source": meta.get("lr_source"),
         "max_grad_norm": summary.get("max_grad_norm"), "clipped_fraction": summary.get("clipped_fraction"),
         MEMORY_TRAIN: summary.get("memory_slots_per_sentence"),
+        "data_seed": config.train.data_order_seed, "init_seed": config.train.initialisation_seed,
+        # grids set both seeds per (budget, replicate); a run that leaves them to `seed` shares it across budgets
+        "seed_scheme": "per-budget" if config.train.data_seed >= 0 and config.train.init_seed >= 0 else "shared",
+        "flags": "",
     }
     for task in task_order(evals):
         for metric, value in evals[task].items():

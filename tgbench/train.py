@@ -298,8 +298,9 @@ class Session:
     def epoch_batches(self, epoch: int) -> list[Batch]:
         """The epoch's batches, in order (the same list on every process)."""
         tc = self.config.train
-        return self.adapter.batches(epoch_documents(self.train_docs, tc.seed, epoch), self.vocab,
-                                    batch_tokens=tc.batch_tokens, epoch=epoch, rng=_batch_rng(tc.seed, epoch))
+        seed = tc.data_order_seed
+        return self.adapter.batches(epoch_documents(self.train_docs, seed, epoch), self.vocab,
+                                    batch_tokens=tc.batch_tokens, epoch=epoch, rng=_batch_rng(seed, epoch))
 
 
 def _batch_rng(seed: int, epoch: int) -> np.random.Generator:
@@ -414,15 +415,15 @@ def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, 
     if corpus is None or getattr(corpus, "config", config.data) != config.data:
         corpus = load_corpus(config.data, progress=progress and dist_info.is_main)  # or a model-specific cap
     vocab = corpus.vocab
-    seed_everything(tc.seed)
+    seed_everything(tc.initialisation_seed)
     model = adapter.build(vocab).to(device)
     train_split = corpus.splits["train"]
-    train_docs = train_split.documents(train_split.subset(tc.tokens, tc.seed))
+    train_docs = train_split.documents(train_split.subset(tc.tokens, tc.data_order_seed))
     per_step = dist_info.world_size * tc.grad_accumulation
     steps_per_epoch = [
-        steps_in_epoch(adapter.count_batches(epoch_documents(train_docs, tc.seed, epoch), vocab,
+        steps_in_epoch(adapter.count_batches(epoch_documents(train_docs, tc.data_order_seed, epoch), vocab,
                                              batch_tokens=tc.batch_tokens, epoch=epoch,
-                                             rng=_batch_rng(tc.seed, epoch)), per_step)
+                                             rng=_batch_rng(tc.data_order_seed, epoch)), per_step)
         for epoch in range(tc.epochs)
     ]
     if sum(steps_per_epoch) == 0:
