@@ -276,7 +276,8 @@ def fit(
     """Fit scaling laws and multipliers with intervals; writes fits.json and prints the fit's notes."""
     import json
 
-    from tgbench.results import run_dirs, write_results
+    from tgbench.results import write_results
+    from tgbench.runs import list_runs
     from tgbench.tasks.scaling import check_resamples, summary_lines, write_fits
 
     check_resamples(resamples)
@@ -290,7 +291,7 @@ def fit(
             pairs.append(tuple(parts))
     if not grid_dir.is_dir():
         raise UserError(f"grid directory '{grid_dir}' does not exist", "run tgbench train-grid first")
-    if run_dirs(grid_dir):  # a directory holding only a results.csv (a committed report's) is fitted as it is
+    if list_runs(grid_dir):  # a directory holding only a results.csv (a committed report's) is fitted as it is
         write_results(grid_dir)
     try:
         path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed)
