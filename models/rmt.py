@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tgbench.adapter import Vocab
+from tgbench.adapter import EffectiveContext, MemoryReads, Vocab
 from tgbench.errors import UserError
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
 from tgbench.models.tg import TG, Block, StepInputs, gather_rows
@@ -187,3 +187,16 @@ class RMTAdapter(SegmentAdapter):
 
     def build(self, vocab: Vocab) -> nn.Module:
         return RMT(self.config, vocab, segment_tokens=self.unit_tokens)
+
+    def memory_reads(self, documents, vocab, *, epoch=None) -> MemoryReads:
+        """Every segment reads all K memory tokens (the first one the learned initial memory): K per unit."""
+        if epoch is None:
+            units = sum(len(self.units(doc, vocab)) for doc in documents)
+        else:
+            units = sum(len(stream) for stream in self.streams(documents, vocab, epoch))
+        K = self.config.memory_tokens
+        return MemoryReads(K * units, units, units if K else 0)
+
+    def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext | None:
+        """None: the recurrence has no hard limit (everything earlier in the stream can reach the memory)."""
+        return None

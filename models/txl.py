@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgbench.adapter import Vocab
+from tgbench.adapter import EffectiveContext, Vocab
 from tgbench.errors import UserError
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
 from tgbench.models.tg import TG, SelfAttention, StepInputs, SwiGLU, _heads, _merge, gather_rows
@@ -271,3 +271,11 @@ class TXLAdapter(SegmentAdapter):
 
     def build(self, vocab: Vocab) -> nn.Module:
         return TXL(self.config, vocab)
+
+    def memory_reads(self, documents, vocab, *, epoch=None) -> None:
+        """None: the cache holds token states, not a memory of sentence slots (see `effective_context`)."""
+        return None
+
+    def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext:
+        """Layers x cached tokens: each layer reaches `memory_tokens` further back (Dai et al., section 3.2)."""
+        return EffectiveContext(float(self.config.layers * self.config.memory_tokens), "window")

@@ -297,3 +297,47 @@ def test_defaults_are_tgs_where_shared():
     for name in shared - {"memory_tokens", "segment", "span_tokens"}:
         assert getattr(RMTConfig(), name) == getattr(TXLConfig(), name) == getattr(tg, name), name
     assert RMTConfig().memory_tokens == 10 and TXLConfig().memory_tokens == 1024
+
+
+# -- through the harness: train, summary, ppl with its context metrics ---------------------------
+
+
+@pytest.fixture(scope="module")
+def peer_runs(tmp_path_factory):
+    from corpora import write_family_corpus
+
+    from tgbench.config import TrainConfig
+    from tgbench.data.corpus import DataConfig
+    from tgbench.train import train
+
+    root = tmp_path_factory.mktemp("peers")
+    write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John"], n_docs=30, per_doc=(3, 6))
+    runs = {}
+    for model, memory in (("rmt", 3), ("txl", 40)):
+        config = RunConfig(
+            model=model, model_options=dict(width=16, layers=2, heads=2, dropout=0.0, attention_dropout=0.0,
+                                            memory_tokens=memory, stream_start=6),
+            data=DataConfig(corpus=str(root / "wiki.txt"), tokenizer="bpe-300", splitter="blingfire",
+                            cache_dir=str(root / "cache"), valid_fraction=0.1, test_fraction=0.15),
+            train=TrainConfig(epochs=1, batch_tokens=256, eval_tokens=200, lr=3e-3, device="cpu", log_every=5),
+        )
+        runs[model] = train(config, root / model, progress=False).run_dir
+    return runs
+
+
+@pytest.mark.parametrize("model", ["rmt", "txl"])
+def test_trains_and_scores_through_the_harness(peer_runs, model):
+    from tgbench.evaluate import eval_run
+    from tgbench.results import collect_row
+
+    status, path, results = eval_run(peer_runs[model], "ppl", device="cpu", progress=False)
+    assert status == "done"
+    metrics = results["results"]["ppl"]
+    assert metrics["lexical_ppl"] > 1 and metrics["tokens"] > 0
+    row = collect_row(peer_runs[model])
+    if model == "rmt":  # every segment reads the K memory tokens
+        assert metrics["memory_slots_per_sentence"] == 3.0 and row["memory_slots_train"] == 3.0
+        assert "effective_context_tokens" not in metrics  # unbounded recurrence: not stated
+    else:
+        assert metrics["effective_context_tokens"] == 2 * 40.0 and "memory_slots_per_sentence" not in metrics
+        assert row["memory_slots_train"] is None
