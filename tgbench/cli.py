@@ -223,14 +223,20 @@ def train_grid(
     grid = load_grid(config, preset, settings=parse_assignments(set_))
     if dry_run:
         rows = dry_run_table(grid)
-        table = Table(title=f"grid '{grid.name}': {len(rows)} runs")
-        for column in ("run_id", "n_params", "tokens", "epochs", "pflops"):
-            table.add_column(column, justify="left" if column == "run_id" else "right")
+        sweep = [r for r in rows if r["stage"] == "tune"]
+        title = f"grid '{grid.name}': {len(rows) - len(sweep)} runs" + (
+            f" after a tuning sweep of {len(sweep)}" if sweep else "")
+        table = Table(title=title)
+        for column in ("stage", "run_id", "n_params", "tokens", "epochs", "lr", "pflops"):
+            table.add_column(column, justify="left" if column in ("stage", "run_id") else "right")
         for row in rows:
-            table.add_row(row["run_id"], f"{row['n_params']:,}", f"{row['tokens']:,}", str(row["epochs"]),
-                          f"{row['pflops']:.4f}")
+            table.add_row(row["stage"], row["run_id"], f"{row['n_params']:,}", f"{row['tokens']:,}",
+                          str(row["epochs"]), row["lr"], f"{row['pflops']:.4f}")
         print_table(table, console)
-        console.print(f"total compute ~{sum(r['pflops'] for r in rows):.3f} PFLOP (6 N D, attention ignored)")
+        total = sum(r["pflops"] for r in rows)
+        tuning = sum(r["pflops"] for r in sweep)
+        console.print(f"total compute ~{total:.3f} PFLOP (6 N D, attention ignored)"
+                      + (f", of which the tuning sweep ~{tuning:.3f} ({tuning / total:.0%})" if sweep else ""))
         return
     target = out or Path("runs") / grid.name
     frame = run_grid(grid, target, executor=executor, progress=progress, jobs=jobs, loggers=logger or ())
@@ -238,6 +244,42 @@ def train_grid(
     console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
     if counts.get("failed"):
         raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    config: Annotated[Path | None, typer.Argument(help="Grid TOML file.")] = None,
+    preset: Annotated[str | None, typer.Option(help="A shipped grid: demo, cpu-study, ...")] = None,
+    out: Annotated[Path | None, typer.Option(help="Grid directory.", show_default="runs/<grid name>")] = None,
+    executor: Annotated[str, typer.Option(help="local | slurm | slurm-local")] = "local",
+    progress: Annotated[bool, typer.Option(help="Show the live table.")] = True,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Grid setting KEY=VALUE over the file (repeatable), e.g. tune.lrs=[1e-3,2e-3,4e-3].")] = None,
+) -> None:
+    """Train a grid's learning-rate sweep and write tune.json (a grid without [tune] gets its LR x 1/4 .. 4).
+
+    Every model (every width when the grid has several; every budget with per_budget = true) trains at every
+    LR and seed of the sweep; the chosen LR is the lowest mean validation loss. Resumable: DONE runs are skipped.
+    """
+    from tgbench.grid import load_grid
+    from tgbench.tune import run_tune
+
+    grid = load_grid(config, preset, settings=parse_assignments(set_))
+    target = out or Path("runs") / grid.name
+    result = run_tune(grid, target, executor=executor, progress=progress)
+    table = Table(title=f"learning rates chosen for '{grid.name}'")
+    for column in ("model", "width", "D", "chosen LR", "mean val loss"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for choice in result.choices:
+        best = next(p for p in choice.curve() if p["lr"] == choice.chosen)
+        edge = {"low": " (smallest tried)", "high": " (largest tried)"}.get(choice.edge, "")
+        table.add_row(choice.group.label, str(choice.group.width), f"{choice.group.budget:,}",
+                      f"{choice.chosen:.3g}{edge}", f"{best['mean']:.4f}")
+    print_table(table, console)
+    console.print(f"tune.json: {target / 'tune.json'}", soft_wrap=True)
+    if grid.tune is None:
+        console.print("this grid has no [tune] table: train-grid trains at its own LR unless you add one",
+                      soft_wrap=True, markup=False)
 
 
 @app.command()

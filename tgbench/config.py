@@ -82,6 +82,61 @@ class TrainConfig:
 
 
 @dataclass
+class TuneConfig:
+    """A grid's learning-rate sweep (its [tune] table): every model trains at every LR before the grid.
+
+    Attributes:
+        lrs: The peak learning rates to try. Empty: `points` log-spaced from `lr_min` to `lr_max`, or, without
+            those, the grid's [train] lr times 1/4, 1/2, 1, 2 and 4.
+        lr_min: Lowest LR of a log-spaced sweep.
+        lr_max: Highest LR of a log-spaced sweep.
+        points: LRs in a log-spaced sweep.
+        budget: Lexical training tokens per sweep run; 0 = the grid's middle budget (the lower of the two
+            middle ones for an even count).
+        seeds: Seeds per LR; the choice is the lowest mean over them.
+        per_budget: Tune at every budget of the grid (then `budget` is not used).
+        per_width: Tune at every width when the grid has several; false = at the reference width only, and
+            every width trains at that choice.
+    """
+
+    lrs: list[float] = field(default_factory=list)
+    lr_min: float = 0.0
+    lr_max: float = 0.0
+    points: int = 4
+    budget: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0])
+    per_budget: bool = False
+    per_width: bool = True
+
+    def __post_init__(self) -> None:
+        if any(lr <= 0 for lr in self.lrs) or len(set(self.lrs)) != len(self.lrs):
+            raise UserError(f"tune.lrs = {self.lrs} must be distinct positive learning rates",
+                            "write e.g. lrs = [7.5e-4, 1.5e-3, 3e-3, 6e-3]")
+        if self.lrs and (self.lr_min or self.lr_max):
+            raise UserError("tune sets both lrs and lr_min / lr_max", "keep one of the two ways of naming the sweep")
+        if (self.lr_min or self.lr_max) and not 0 < self.lr_min < self.lr_max:
+            raise UserError(f"tune.lr_min = {self.lr_min} and tune.lr_max = {self.lr_max} must satisfy "
+                            "0 < lr_min < lr_max", "e.g. lr_min = 5e-4, lr_max = 8e-3")
+        if self.points < 2:
+            raise UserError(f"tune.points = {self.points} must be at least 2", "set points = 4")
+        if self.budget < 0:
+            raise UserError(f"tune.budget = {self.budget} must not be negative",
+                            "give lexical tokens per sweep run, or 0 for the grid's middle budget")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"tune.seeds = {self.seeds} must be distinct seeds", "write e.g. seeds = [0, 1]")
+
+    def sweep(self, grid_lr: float) -> list[float]:
+        """The learning rates of the sweep, ascending."""
+        if self.lrs:
+            return sorted(float(lr) for lr in self.lrs)
+        if self.lr_min:
+            import numpy as np
+
+            return [float(f"{lr:.3g}") for lr in np.geomspace(self.lr_min, self.lr_max, self.points)]
+        return [float(f"{grid_lr * factor:.3g}") for factor in (0.25, 0.5, 1.0, 2.0, 4.0)]
+
+
+@dataclass
 class RunConfig:
     """Everything that determines a run's numbers."""
 
@@ -220,6 +275,10 @@ def from_dict(cls: type, raw: dict[str, Any], where: str) -> Any:
     for name, value in raw.items():
         annotation = hints[name]
         item = (typing.get_args(annotation) or (None,))[0] if typing.get_origin(annotation) is list else None
+        optional = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if (typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(optional) == 1
+                and dataclasses.is_dataclass(optional[0]) and value is not None):
+            annotation = optional[0]  # an optional table, e.g. a grid's [tune]
         if dataclasses.is_dataclass(annotation):  # a table ([train], [data]) is named by its key alone
             values[name] = from_dict(annotation, value, name)
         elif dataclasses.is_dataclass(item):  # an array of tables, e.g. a grid's [[models]]
@@ -258,7 +317,7 @@ def to_toml(settings: dict[str, Any]) -> str:
     return tomli_w.dumps(clean(settings))
 
 
-GRID_CONTROLLED_TRAIN_KEYS = ("tokens", "seed")  # a grid sets these per run from its budgets and seeds
+GRID_CONTROLLED_TRAIN_KEYS = ("tokens", "seed", "data_seed", "init_seed")  # a grid sets these per run
 
 
 def set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -27,6 +27,7 @@ from tgbench.config import (
     GRID_CONTROLLED_TRAIN_KEYS,
     RunConfig,
     TrainConfig,
+    TuneConfig,
     from_dict,
     read_toml,
     set_path,
@@ -86,6 +87,7 @@ class GridConfig:
     models: list[ModelEntry] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig | None = None  # a learning-rate sweep before the grid (tgbench/tune.py)
 
     def __post_init__(self) -> None:
         if self.seed_scheme not in ("per-budget", "shared"):
@@ -361,6 +363,9 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
              loggers: Sequence[str] = ()) -> pd.DataFrame:
     """Run every run of the grid into `out` and regenerate `results.csv`.
 
+    A grid with a [tune] table first trains its learning-rate sweep (`out/tune/`, through the same executor),
+    writes `tune.json`, and then trains every model at its chosen learning rate.
+
     Args:
         grid: The grid.
         out: Grid directory (`grid.toml`, one directory per run, `results.csv`).
@@ -373,29 +378,66 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
             (0 there = the GPU count with CUDA, else 1).
         loggers: Trackers of every run besides metrics.jsonl ("tensorboard", "wandb"; see tgbench.tracking).
     """
-    from tgbench.data import load_corpus
-    from tgbench.parallel import execute, resolve_jobs
-
     check_data(grid.data)  # before any directory is made or run trained
+    if executor not in ("local", "slurm", "slurm-local"):
+        raise unknown_name("executor", executor, ("local", "slurm", "slurm-local"))
     out.mkdir(parents=True, exist_ok=True)
     make_trackers(loggers, plain_lines=False)  # a missing tensorboard / wandb fails before the first run
-    specs = [dataclasses.replace(spec, loggers=tuple(check_loggers(loggers))) for spec in expand(grid)]
     write_text(out / "grid.toml", to_toml(grid.to_dict()))
-    if executor in ("slurm", "slurm-local"):
-        return _run_submitit(specs, out, executor, slurm or {})
-    if executor != "local":
-        raise unknown_name("executor", executor, ("local", "slurm", "slurm-local"))
-    jobs = resolve_jobs(grid.train.jobs if jobs is None else jobs, specs)
-    # One process: the corpus is loaded once for every run. Workers read it from the cache execute() fills.
-    corpus = load_corpus(grid.data, progress=progress) if jobs == 1 else None
-    board = _Board(specs, out, jobs)
-    with board.live(progress):
-        execute(specs, out, jobs=jobs, board=board, corpus=corpus, progress=progress)
-    board.print_final(progress)
+    stage = {"executor": executor, "progress": progress, "slurm": slurm, "jobs": jobs, "loggers": loggers,
+             "corpus": []}  # the corpus is loaded once, by the first stage that needs it
+    lr_for = None
+    if grid.tune is not None:
+        from tgbench.tune import sweep_specs, write_tune
+
+        execute_specs(sweep_specs(grid), out, grid, title="tuning sweep", **stage)
+        lr_for = write_tune(grid, out).lr_for
+    else:
+        from tgbench.tune import warn_unused_tune
+
+        warn_unused_tune(out)
+    specs = expand(grid, lr_for)
+    execute_specs(specs, out, grid, **stage)
     return write_results(out, {spec.run_id: spec.variant for spec in specs})
 
 
-def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[str, Any]) -> pd.DataFrame:
+def execute_specs(specs: list[RunSpec], out: Path, grid: GridConfig, *, executor: str = "local",
+                  progress: bool = True, slurm: dict[str, Any] | None = None, jobs: int | None = None,
+                  loggers: Sequence[str] = (), corpus: list | None = None, title: str = "grid") -> None:
+    """Train `specs` into `out`: every stage of a grid (the tuning sweep, the grid) goes through here.
+
+    Args:
+        specs: The runs.
+        out: Grid directory; each run goes to `out / spec.run_id`.
+        grid: Their grid (its data settings, its `train.jobs`).
+        executor: local | slurm | slurm-local.
+        progress: Show the live table.
+        slurm: submitit parameters.
+        jobs: Runs at once on this machine (None = the grid's `train.jobs`).
+        loggers: Trackers of every run besides metrics.jsonl.
+        corpus: A one-element cache of the loaded corpus shared between stages (filled when empty).
+        title: The live table's title.
+    """
+    from tgbench.data import load_corpus
+    from tgbench.parallel import execute, resolve_jobs
+
+    specs = [dataclasses.replace(spec, loggers=tuple(check_loggers(loggers))) for spec in specs]
+    if executor in ("slurm", "slurm-local"):
+        _run_submitit(specs, out, executor, slurm or {})
+        return
+    jobs = resolve_jobs(grid.train.jobs if jobs is None else jobs, specs)
+    # One process: the corpus is loaded once for every run of every stage. Workers read it from the cache
+    # execute() fills.
+    corpus = corpus if corpus is not None else []
+    if jobs == 1 and not corpus:
+        corpus.append(load_corpus(grid.data, progress=progress))
+    board = _Board(specs, out, jobs, title)
+    with board.live(progress):
+        execute(specs, out, jobs=jobs, board=board, corpus=corpus[0] if jobs == 1 else None, progress=progress)
+    board.print_final(progress)
+
+
+def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[str, Any]) -> None:
     import submitit
 
     folder = out / "slurm"
@@ -408,15 +450,15 @@ def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[s
     jobs = [ex.submit(_slurm_entry, spec, str(out)) for spec in specs]
     for job in jobs:
         job.result()
-    return write_results(out, {spec.run_id: spec.variant for spec in specs})
 
 
 class _Board:
     """The live table: every run's state, where it runs, tokens and loss (several runs at once with --jobs)."""
 
-    def __init__(self, specs: list[RunSpec], out: Path, jobs: int = 1) -> None:
+    def __init__(self, specs: list[RunSpec], out: Path, jobs: int = 1, title: str = "grid") -> None:
         self.specs = specs
         self.jobs = jobs
+        self.title = title
         self.state = {s.run_id: RunDir(out / s.run_id).status() for s in specs}
         self.where: dict[str, str] = {}
         self.latest: dict[str, dict[str, Any]] = {}
@@ -487,7 +529,7 @@ class _Board:
         from rich.table import Table
 
         running = sum(state == "running" for state in self.state.values())
-        title = "grid" if self.jobs == 1 else f"grid: {running} of {self.jobs} workers busy"
+        title = self.title if self.jobs == 1 else f"{self.title}: {running} of {self.jobs} workers busy"
         table = Table(title=title, show_lines=False)
         columns = ("run", "state", "tokens", "train loss", "val loss") + (("where",) if self.jobs > 1 else ())
         for column in columns:
@@ -512,18 +554,30 @@ def _fmt(value: float | None) -> str:
 
 
 def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
-    """The expanded runs with parameter counts and a compute estimate (6 N D FLOPs)."""
-    rows = []
+    """The runs to train, the tuning sweep's first, with parameter counts and a compute estimate (6 N D FLOPs).
+
+    Each row's `stage` is "tune" or "grid"; `lr` is the run's peak LR, or "tuned" for a grid run whose LR the
+    sweep will choose.
+    """
     counts: dict[tuple, int] = {}
-    for spec in expand(grid):
+
+    def count(spec: RunSpec) -> int:
         key = (spec.adapter, repr(sorted(spec.config.model_options.items())))
         if key not in counts:
             counts[key] = parameter_count(spec)
-        n = counts[key]
-        rows.append({"run_id": spec.run_id, "label": spec.label, "width": spec.width, "layers": spec.layers,
-                     "heads": spec.heads, "n_params": n, "tokens": spec.tokens, "seed": spec.seed,
-                     "epochs": spec.config.train.epochs,
+        return counts[key]
+
+    rows = []
+    if grid.tune is not None:
+        from tgbench.tune import dry_run_rows
+
+        rows += dry_run_rows(grid, count)
+    for spec in expand(grid):
+        n = count(spec)
+        tuned = grid.tune is not None and "lr" not in spec.meta["train_overrides"]
+        rows.append({"stage": "grid", "run_id": spec.run_id, "label": spec.label, "width": spec.width,
+                     "layers": spec.layers, "heads": spec.heads, "n_params": n, "tokens": spec.tokens,
+                     "seed": spec.seed, "epochs": spec.config.train.epochs,
+                     "lr": "tuned" if tuned else f"{spec.config.train.lr:.3g}",
                      "pflops": 6 * n * spec.tokens * spec.config.train.epochs / 1e15})
     return rows
-
-

@@ -43,6 +43,7 @@ class Series:
         line: A polyline (x, y), e.g. a fitted curve or a training curve.
         dashed: Draw `line` dashed.
         legend: Show in the legend (repeated seeds of one label show once).
+        rings: Points to mark with an open ring (e.g. the chosen learning rate of a sweep).
     """
 
     name: str
@@ -52,6 +53,7 @@ class Series:
     line: list[tuple[float, float]] = field(default_factory=list)
     dashed: bool = False
     legend: bool = True
+    rings: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -154,7 +156,7 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
     xs: list[float] = []
     ys: list[float] = []
     for s in series:
-        for x, y in [*s.points, *s.line]:
+        for x, y in [*s.points, *s.line, *s.rings]:
             if _usable(x, y, xlog, ylog):
                 xs.append(x)
                 ys.append(y)
@@ -224,6 +226,11 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
                 parts.append(f'<path d="M{px:.1f},{ay(lo):.1f} V{ay(hi):.1f} M{px - 3:.1f},{ay(lo):.1f} h6 '
                              f'M{px - 3:.1f},{ay(hi):.1f} h6" stroke="{colour}" stroke-width="1.2" '
                              f'fill="none"/>')
+        for x, y in s.rings:
+            if _usable(x, y, xlog, ylog):
+                parts.append(f'<circle cx="{ax(x):.1f}" cy="{ay(y):.1f}" r="7" fill="none" stroke="{colour}" '
+                             f'stroke-width="1.8" class="pring"><title>{escape(s.name)}: chosen, {x:.3g}</title>'
+                             "</circle>")
         for x, y in s.points:
             if _usable(x, y, xlog, ylog):
                 parts.append(f'<circle cx="{ax(x):.1f}" cy="{ay(y):.1f}" r="3.4" fill="{colour}" '

@@ -26,6 +26,7 @@ from tgbench.results import TaskInfo, done_rows, ordered_labels, read_results, r
 from tgbench.runs import RunDir, list_runs, write_text
 from tgbench.sections import Section, TaskView, axis_cells, fmt_number
 from tgbench.sections import num as _num
+from tgbench.tune import tuning_caveat, tuning_section
 
 TEMPLATES = Path(__file__).parent / "templates"
 FIT_FORM = "kaplan"  # default form drawn (the paper's L(x) = (x_c / x)^alpha); fits.json's "form" overrides it
@@ -604,6 +605,8 @@ def render_report(grid_dir: Path) -> str:
         "fits_status": "present" if files.fits else f"fits.json {files.fits_error}",
         "throughput": throughput_table(frame) if not empty else [],
         "provenance": provenance(files),
+        "tuning": tuning_section(files.path, palette),
+        "tuning_caveat": "" if empty else tuning_caveat(frame),
         "fit_form": _report_form(files.fits),
     }
     return _environment().get_template("report.html.j2").render(**context)
