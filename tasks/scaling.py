@@ -983,8 +983,11 @@ def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None =
 
 
 def _row_labels(results: pd.DataFrame) -> list[str]:
+    """Each row's label: results.csv's `label` (a plug-in's name, or the grid's `label =`), else adapter/variant."""
     variants = results["variant"] if "variant" in results.columns else [""] * len(results)
-    return [label_of(a, v) for a, v in zip(results["adapter"], variants, strict=True)]
+    labels = results["label"] if "label" in results.columns else [""] * len(results)
+    return [lab if isinstance(lab, str) and lab else label_of(a, v)
+            for lab, a, v in zip(labels, results["adapter"], variants, strict=True)]
 
 
 def _usable_rows(results: pd.DataFrame, notes: list[str]) -> tuple[pd.DataFrame, str]:
@@ -1161,14 +1164,16 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
 
 
 def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
-               seed: int = 0) -> Path:
+               seed: int = 0, reference: str | None = None, baselines: Sequence[str] | None = None) -> Path:
     """Read ``grid_dir/results.csv`` and write ``grid_dir/fits.json`` atomically (temp file + os.replace).
 
     Args:
         grid_dir: the grid directory.
-        pairs: (A, B) label pairs to compare; None: the first label against every other (see fit_grid).
+        pairs: (A, B) label pairs to compare; None: `reference` against `baselines` (see fit_grid).
         n_resamples: bootstrap resamples per axis group.
         seed: seed of the bootstrap.
+        reference: the default pairs' A (the grid file's `reference`); None: tg when present, else the first label.
+        baselines: the default pairs' Bs (the grid file's `baselines`); None: every other label.
 
     Returns:
         The path of fits.json.
@@ -1182,7 +1187,8 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
     csv = grid_dir / "results.csv"
     if not csv.is_file():
         raise UserError(f"no results table at {csv}", "run the grid first (it writes results.csv)")
-    fits = fit_grid(pd.read_csv(csv), pairs=pairs, n_resamples=n_resamples, seed=seed)
+    fits = fit_grid(pd.read_csv(csv), pairs=pairs, n_resamples=n_resamples, seed=seed, reference=reference,
+                    baselines=baselines)
     out = grid_dir / "fits.json"
     write_text(out, json.dumps(fits, indent=2, allow_nan=False) + "\n")
     return out

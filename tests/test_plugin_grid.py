@@ -1,6 +1,7 @@
-"""A grid of plug-ins end to end: examples/lstm_adapter.py against gpt2, evaluated on the built-in ppl task,
-on an lm-eval YAML task over a local JSON file and on the example task of docs/tasks.md (copied outside the
-package), each through `tgbench eval --task ... --runs GRID`; results.csv and the report show them all."""
+"""A grid of plug-ins end to end: examples/lstm_adapter.py against gpt2 with the LSTM as the grid's reference,
+evaluated on the built-in ppl task, on an lm-eval YAML task over a local JSON file and on the example task of
+docs/tasks.md (copied outside the package), each through `tgbench eval --task ... --runs GRID`; results.csv
+and the report show them all, and the report treats the LSTM as the reference."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def grid_file(root: Path, **overrides) -> Path:
     write_family_corpus(root / "wiki.txt", NAMES, seed=0, n_docs=40, per_doc=(3, 5))
     raw = {
         "name": "plugins", "design": "axes", "widths": [16, 32], "layers": 1, "head_dim": 16,
-        "budgets": [400, 800, 1600], "seeds": [0],
+        "budgets": [400, 800, 1600], "seeds": [0], "reference": "lstm",
         "data": {"corpus": str(root / "wiki.txt"), "tokenizer": "bpe-300", "splitter": "blingfire",
                  "cache_dir": str(root / "cache"), "valid_fraction": 0.1, "test_fraction": 0.1},
         "train": {"epochs": 1, "batch_tokens": 128, "lr": 3e-3, "eval_tokens": 300, "log_every": 2,
@@ -108,3 +109,36 @@ def test_every_task_has_its_own_report_section(grid):
     assert repeat.count("<svg") == 3  # first NLL, second NLL, copy gain; items has no direction
     assert repeat.count("<tr>") == 1 + 8  # header + every run
     assert "task-repeat" in html.split("<nav>")[1].split("</nav>")[0]
+
+
+def test_a_plugin_is_labelled_by_its_name_and_the_grid_names_the_reference(grid):
+    frame = pd.read_csv(grid / "results.csv")
+    assert set(frame["label"]) == {"lstm", "gpt2"}
+    assert {d.name for d in grid.iterdir() if d.name.startswith("lstm-")} == {
+        "lstm-w32-l1-D400-s0", "lstm-w32-l1-D800-s0", "lstm-w32-l1-D1600-s0", "lstm-w16-l1-D1600-s0"}
+    fits = json.loads((grid / "fits.json").read_text())
+    assert fits["pairs"] == [["lstm", "gpt2"]]
+    invoke("fit", str(grid), "--pair", "gpt2,lstm", "--resamples", "0")  # labels work as --pair
+    assert json.loads((grid / "fits.json").read_text())["pairs"] == [["gpt2", "lstm"]]
+    invoke("fit", str(grid), "--resamples", "20")
+
+
+def test_the_report_treats_the_reference_as_the_reference(grid):
+    from tgbench.plots import PALETTE
+
+    html = (grid / "report.html").read_text()
+    verdict = section(html, "verdict")
+    assert "<h3>lstm vs gpt2" in verdict and "gpt2 vs lstm" not in verdict
+    assert "The reference is <code>lstm</code>, compared with gpt2" in verdict
+    assert "Paper: Thought Gestalt vs GPT-2" not in html and "class=\"paper\"" not in verdict  # TG-only pieces
+    assert 'id="ablations"' not in html  # no variants of the reference
+    assert "Multipliers (lstm over gpt2)" in section(html, "scaling")
+    assert "tokens/s vs gpt2" in section(html, "throughput")
+    runs = section(html, "runs")
+    assert runs.index(">lstm<") < runs.index(">gpt2<")  # the reference's runs first
+    # the reference takes the first colour in every plot, gpt2 the second
+    scaling = section(html, "scaling")
+    assert f'stroke="{PALETTE[0]}"' in scaling and f'stroke="{PALETTE[1]}"' in scaling
+    legend = re.findall(r'<line x1="[\d.]+" x2="[\d.]+" y1="[\d.]+" y2="[\d.]+" stroke="(#[0-9A-F]+)" '
+                        r'stroke-width="2"[^/]*/><text [^>]*class="plegend">([^<]+)</text>', scaling)
+    assert ("#D55E00", "lstm") in legend and ("#0072B2", "gpt2") in legend

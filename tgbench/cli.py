@@ -310,7 +310,7 @@ def fit(
     grid_dir: Annotated[Path, typer.Argument(help="Grid directory (holds results.csv or run dirs).")],
     pair: Annotated[list[str] | None, typer.Option(
         help="A,B: how much more data/params B needs to reach A's loss; repeat for several pairs "
-             "(default: tg against every other label).")] = None,
+             "(default: the grid file's reference against each of its baselines).")] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples per fitted group (0 for no intervals).",
                                            show_default=True)] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.", show_default=True)] = 0,
@@ -335,8 +335,18 @@ def fit(
         raise UserError(f"grid directory '{grid_dir}' does not exist", "run tgbench train-grid first")
     if list_runs(grid_dir):  # a directory holding only a results.csv (a committed report's) is fitted as it is
         write_results(grid_dir)
+    compared = None
+    if pairs is None and (grid_dir / "results.csv").is_file():
+        import pandas as pd
+
+        from tgbench.comparison import read_grid_comparison
+
+        labels = pd.read_csv(grid_dir / "results.csv", usecols=["label"], dtype=str)["label"].dropna()
+        compared = read_grid_comparison(grid_dir, labels)
     try:
-        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed)
+        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed,
+                          reference=compared.reference if compared else None,
+                          baselines=list(compared.baselines) if compared else None)
     except ValueError as err:
         raise UserError(f"cannot fit {grid_dir}: {err}", "check results.csv for missing or bad losses") from err
     fits = json.loads(path.read_text())

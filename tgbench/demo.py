@@ -37,8 +37,10 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
             status, path, _ = eval_run(run_dir, task, corpora=corpora, progress=False)
             console.print(f"  {task.name:9s} {run_dir.name}: {status}", soft_wrap=True)
     console.rule("[bold]3/4 fitting scaling laws")
-    _print_results(write_results(out))
-    fits = write_fits(out, n_resamples=100)
+    frame = write_results(out)
+    _print_results(frame)
+    compared = grid.comparison
+    fits = write_fits(out, n_resamples=100, reference=compared.reference, baselines=list(compared.baselines))
     console.print(f"  {fits}", soft_wrap=True)
     console.rule("[bold]4/4 writing the report")
     report = write_report(out)

@@ -52,16 +52,34 @@ class ModelEntry:
         options: Fields of the adapter's config.
         train: Training settings of this model only, over the grid's [train] (e.g. {lr = 1e-3}); a tuning
             stage sets `lr` the same way. `tokens` and `seed` come from the grid's budgets and seeds.
+        label: How run ids, tables, legends and `fit --pair` name it. Default: the adapter's `name` (for a
+            plug-in given as path.py:Class, the class's `name`), plus /variant.
     """
 
     adapter: str
     variant: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
 
-    @property
-    def label(self) -> str:
-        return self.adapter if not self.variant else f"{self.adapter}/{self.variant}"
+    def __post_init__(self) -> None:
+        if not self.label:
+            base = adapter_label(self.adapter)
+            self.label = base if not self.variant else f"{base}/{self.variant}"
+
+
+def adapter_label(adapter: str) -> str:
+    """The label of an adapter: its registered name, or the `name` of a plug-in class (path.py:Class,
+    module:Class); a plug-in that does not load keeps its reference (the error comes when it is built)."""
+    if ":" not in adapter:
+        return adapter
+    from tgbench.registry import get_adapter_class
+
+    try:
+        cls = get_adapter_class(adapter)
+    except UserError:
+        return adapter
+    return cls.name or cls.__name__
 
 
 @dataclass
@@ -84,6 +102,8 @@ class GridConfig:
     # "per-budget": every (budget, replicate) gets its own data-order and init seed, the same for every model
     # (cells independent, models paired); "shared": a replicate's seed at every budget (tgbench <= 0.2)
     seed_scheme: str = "per-budget"
+    reference: str = ""  # the label every other is compared with ("": tg when present, else the first model)
+    baselines: list[str] = field(default_factory=list)  # the labels compared with it ([]: every other)
     models: list[ModelEntry] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -115,6 +135,25 @@ class GridConfig:
             raise UserError("the grid names no models", "add [[models]] tables with adapter = \"gpt2\" etc.")
         for index, entry in enumerate(self.models):
             model_train(self, entry, f"models[{index}].train")  # unknown keys and bad values fail here
+        self._check_comparison()
+
+    def _check_comparison(self) -> None:
+        labels = [m.label for m in self.models]  # repeated labels are `expand`'s error (it names the fix)
+        if self.reference and self.reference not in labels:
+            raise unknown_name("reference", self.reference, labels)
+        for baseline in self.baselines:
+            if baseline not in labels:
+                raise unknown_name("baseline", baseline, labels)
+            if baseline == self.reference:
+                raise UserError(f"baselines lists the reference '{baseline}'", "list only the labels compared with it")
+
+    @property
+    def comparison(self):
+        """The grid's `tgbench.comparison.Comparison` over its model labels."""
+        from tgbench.comparison import comparison
+
+        labels = [m.label for m in self.models]
+        return comparison(labels, self.reference, self.baselines, labels)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "grid") -> GridConfig:

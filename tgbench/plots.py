@@ -15,19 +15,23 @@ from markupsafe import Markup, escape
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999933")
-_FIXED = {"tg": PALETTE[0], "gpt2": PALETTE[1], "gpt2-boundary": PALETTE[2], "gpt2-gist": PALETTE[3],
-          "tg-span": PALETTE[4], "rmt": PALETTE[5], "txl": PALETTE[7]}
 
 
 def colours(labels: Sequence[str]) -> dict[str, str]:
-    """A stable colour per label: the built-in adapters keep theirs, others take the free ones in order."""
-    out, free = {}, [c for c in PALETTE if c not in _FIXED.values()] + list(PALETTE)
+    """A distinct colour per label, in the order given (the reference first, then the grid's order): the
+    Okabe-Ito palette, then evenly spaced hues for a grid with more labels than it has colours."""
+    import colorsys
+
+    out: dict[str, str] = {}
     for label in labels:
-        if label in _FIXED:
-            out[label] = _FIXED[label]
-    for label in labels:
-        if label not in out:
-            out[label] = free[len([x for x in out if x not in _FIXED]) % len(free)]
+        if label in out:
+            continue
+        i = len(out)
+        if i < len(PALETTE):
+            out[label] = PALETTE[i]
+        else:  # golden-ratio hue steps never repeat a colour
+            r, g, b = colorsys.hls_to_rgb(((i - len(PALETTE)) * 0.618034 + 0.05) % 1.0, 0.42, 0.75)
+            out[label] = f"#{int(r * 255):02X}{int(g * 255):02X}{int(b * 255):02X}"
     return out
 
 

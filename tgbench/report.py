@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from tgbench.comparison import Comparison, grid_comparison
 from tgbench.grid import grid_variants
 from tgbench.plots import Band, Series, colours, plot
 from tgbench.results import TaskInfo, done_rows, ordered_labels, read_results, refresh_results, task_schemas
@@ -67,6 +68,8 @@ RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed
                "best_val_loss", "test_loss", "test_ppl", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "lr",
                "lr_source", "max_grad_norm", "clipped_fraction"]
 
+# The paper's comparison: its numbers are shown only beside this pair, its ablations only for TG's variants.
+PAPER_PAIR = ("tg", "gpt2")
 # The paper's numbers (paper.md section 5), shown beside the reproduction.
 PAPER = {"data": (1.05, 1.08), "params": (1.33, 1.42), "ppl": (23.2, 24.0, "50M tokens, 85M params")}
 # (variant, what it changes, paper test PPL at ~30M tokens, paper note, paper training sentences/s on one A40)
@@ -106,6 +109,17 @@ class GridFiles:
     fits_error: str
     runs: dict[str, RunDir]
     tasks: dict[str, TaskInfo] = field(default_factory=dict)  # every task that ran, with its metrics
+    comparison: Comparison | None = None  # the grid's reference and baselines over the labels with runs
+
+    def __post_init__(self) -> None:
+        if self.comparison is None:
+            self.comparison = grid_comparison(self.grid, self.results["label"] if "label" in self.results else [])
+
+    def ordered(self, labels: Iterable[Any]) -> list[str]:
+        """Labels in reading order: the reference, then the grid's order, then the rest alphabetically."""
+        present = {str(x) for x in labels}
+        return [lab for lab in self.comparison.labels if lab in present] + sorted(
+            present - set(self.comparison.labels))
 
 
 def _read_json(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -230,7 +244,7 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
             sentence = f"No finished runs of {a} and {b} at the same budget and replicate yet: nothing to compare."
         return {"a": a, "b": b, "class": "", "pill": "unknown", "sentence": sentence, "per_budget": [],
                 "multipliers": mults, "power": power, "flagged": [], "sensitive_to": [], "has_fits": has_fits,
-                "paper": a == "tg" and b == "gpt2"}
+                "paper": (a, b) == PAPER_PAIR}
     cls = str(entry.get("class", ""))
     flagged = [{"run": r, "flags": flags[r]} for r in entry.get("runs", []) if r in flags]
     return {"a": a, "b": b, "class": cls, "pill": _class_pill(cls, a, b), "sentence": str(entry.get("sentence", "")),
@@ -238,16 +252,19 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
             "delta_ci": entry.get("delta_ci") or [None, None], "ppl_rel": entry.get("ppl_rel"),
             "group": entry.get("group", ""), "multipliers": mults, "power": power, "flagged": flagged,
             "sensitive_to": entry.get("sensitive_to") or [], "without_flagged": entry.get("without_flagged"),
-            "has_fits": has_fits, "paper": a == "tg" and b == "gpt2"}
+            "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR}
 
 
 def verdicts(files: GridFiles) -> list[dict[str, Any]]:
-    """Every pair fits.json compared, in its order; without fits.json, the default pairs (shown as missing)."""
+    """Every pair fits.json compared, in its order; without fits.json, the grid's comparison (the grid file's
+    `reference` against its `baselines`; shown as missing)."""
     pairs = _fitted_pairs(files.fits)
     if not pairs:
         from tgbench.tasks.verdicts import comparison_pairs
 
-        pairs = comparison_pairs(ordered_labels(files.results["label"])) or [("tg", "gpt2")]
+        comparison = files.comparison
+        pairs = comparison_pairs(list(comparison.labels), comparison.reference or None,
+                                 list(comparison.baselines))
     return [pair_verdict(files, a, b) for a, b in pairs]
 
 
@@ -284,7 +301,7 @@ def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
         if present:
             rows = frame[select(frame)]
             uses_val = bool(rows["loss_is_val"].any())
-            for label in ordered_labels(rows["label"]):
+            for label in files.ordered(rows["label"]):
                 g = rows[rows["label"] == label]
                 pts, errs = [], []
                 for x, gx in g.groupby(x_col):
@@ -360,8 +377,9 @@ def curve_plots(files: GridFiles, palette: dict[str, str], limit: int = 12) -> l
 
 
 # -- tables --------------------------------------------------------------------------------------------------
-def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
-    """Every run with display text, sort keys and the best value of each scored column marked."""
+def runs_table(frame: pd.DataFrame, order: Iterable[str] = ()) -> dict[str, Any]:
+    """Every run with display text, sort keys and the best value of each scored column marked; models in
+    reading order (`order`: the reference first), then by D, width and seed."""
     best = {}
     done = done_rows(frame)
     for key in RUN_COLUMNS:
@@ -370,7 +388,9 @@ def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
         if values and metric.lower_is_better is not None:
             best[key] = min(values) if metric.lower_is_better else max(values)
     rows = []
-    for _, row in frame.sort_values(["label", "tokens", "width", "seed"], na_position="last").iterrows():
+    rank = {lab: i for i, lab in enumerate(ordered_labels(frame["label"], order))}
+    ranked = frame.assign(_rank=[rank.get(str(lab), len(rank)) for lab in frame["label"]])
+    for _, row in ranked.sort_values(["_rank", "tokens", "width", "seed"], na_position="last").iterrows():
         cells = []
         for key in RUN_COLUMNS:
             value = row[key]
@@ -393,40 +413,50 @@ def runs_table(frame: pd.DataFrame) -> dict[str, Any]:
     return {"columns": columns, "rows": rows}
 
 
-def ablation_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The paper's ablations next to the measured TG variants (largest D shared with plain tg)."""
+def ablation_table(frame: pd.DataFrame, reference: str) -> dict[str, Any]:
+    """Variants of the reference adapter (labels reference/variant) against the plain reference, at the largest
+    budget each shares with it; with TG as the reference, next to the paper's ablations (also those not run).
+
+    Returns:
+        {"rows": [...], "paper": whether the paper's columns apply, "reference": the label}; no rows when the
+        reference has no variants and is not TG.
+    """
     done = done_rows(frame)
-    tg = done[done["label"] == "tg"]
-    known = {v for v, *_ in PAPER_ABLATIONS}
-    extra = sorted({str(lab).split("/", 1)[1] for lab in done["label"] if str(lab).startswith("tg/")} - known)
+    base = done[done["label"] == reference]
+    paper = reference == PAPER_PAIR[0]
+    known = {v for v, *_ in PAPER_ABLATIONS} if paper else set()
+    extra = sorted({str(lab).split("/", 1)[1] for lab in done["label"] if str(lab).startswith(f"{reference}/")}
+                   - known)
+    if not paper and not extra:
+        return {"rows": [], "paper": False, "reference": reference}
+    listed = PAPER_ABLATIONS if paper else [("", f"{reference} as listed in the grid", None, "", None)]
     rows = []
-    for variant, what, paper_ppl, paper_note, paper_sps in [*PAPER_ABLATIONS, *[(v, "", None, "", None)
-                                                                                for v in extra]]:
-        label = "tg" if not variant else f"tg/{variant}"
+    for variant, what, paper_ppl, paper_note, paper_sps in [*listed, *[(v, "", None, "", None) for v in extra]]:
+        label = reference if not variant else f"{reference}/{variant}"
         runs = done[done["label"] == label]
-        measured = base = sps = None
+        measured = base_ppl = sps = None
         cell = ""
         if len(runs):
             shared = sorted(set(zip(runs["width"], runs["tokens"], strict=True)) &
-                            set(zip(tg["width"], tg["tokens"], strict=True)), key=lambda c: (c[1], c[0]))
+                            set(zip(base["width"], base["tokens"], strict=True)), key=lambda c: (c[1], c[0]))
             width, tokens = shared[-1] if shared else max(zip(runs["width"], runs["tokens"], strict=True),
                                                           key=lambda c: (c[1], c[0]))
             here = runs[(runs["width"] == width) & (runs["tokens"] == tokens)]
             measured = _mean([_num(v) for v in here["test_ppl"]])
             sps = _mean([_num(v) for v in here["sentences_per_s"]])
-            ref = tg[(tg["width"] == width) & (tg["tokens"] == tokens)]
-            base = _mean([_num(v) for v in ref["test_ppl"]])
+            ref = base[(base["width"] == width) & (base["tokens"] == tokens)]
+            base_ppl = _mean([_num(v) for v in ref["test_ppl"]])
             cell = f"width {width}, D = {fmt_value(tokens, fmt='si')}"
         paper_delta = (f"{paper_ppl - 29.8:+.1f}" if paper_ppl is not None and variant else paper_note) or ""
         rows.append({"variant": variant or "(none)", "label": label, "what": what,
                      "paper_ppl": fmt_value(paper_ppl, fmt=".1f") if paper_ppl is not None else "",
                      "paper_delta": paper_delta, "paper_sps": "" if paper_sps is None else str(paper_sps),
                      "ppl": fmt_value(measured, fmt=".2f"),
-                     "delta": fmt_value(measured - base, fmt="+.2f")
-                     if measured is not None and base is not None and variant else "",
+                     "delta": fmt_value(measured - base_ppl, fmt="+.2f")
+                     if measured is not None and base_ppl is not None and variant else "",
                      "sps": fmt_value(sps, fmt=",.1f"), "cell": cell,
                      "ran": measured is not None})
-    return rows
+    return {"rows": rows, "paper": paper, "reference": reference}
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -466,12 +496,13 @@ def _g(value: Any) -> str:
     return "missing" if number is None else f"{number:.4g}"
 
 
-def throughput_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Mean training throughput and peak memory per (model, width), with the ratio to gpt2 at that width."""
+def throughput_table(frame: pd.DataFrame, baseline: str = "", order: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Mean training throughput and peak memory per (model, width), with the ratio to `baseline` (the grid's
+    first baseline) at that width."""
     done = done_rows(frame)
     rows = []
-    gpt2 = done[done["label"] == "gpt2"]
-    base = {w: _mean([_num(v) for v in g["tokens_per_s"]]) for w, g in gpt2.groupby("width")}
+    reference = done[done["label"] == baseline]
+    base = {w: _mean([_num(v) for v in g["tokens_per_s"]]) for w, g in reference.groupby("width")}
     for (label, width), g in done.groupby(["label", "width"]):
         tps = _mean([_num(v) for v in g["tokens_per_s"]])
         ref = base.get(width)
@@ -482,7 +513,7 @@ def throughput_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
                      "sentences_per_s": fmt_value(sps, "sentences_per_s"),
                      "peak_memory_mb": fmt_value(memory, "peak_memory_mb"),
                      "ratio": f"{tps / ref:.2f}" if tps and ref else ""})
-    order = {lab: i for i, lab in enumerate(ordered_labels(done["label"]))}
+    order = {lab: i for i, lab in enumerate(ordered_labels(done["label"], order))}
     return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
 
 
@@ -582,8 +613,9 @@ def render_report(grid_dir: Path) -> str:
     """
     files = load_grid_files(Path(grid_dir))
     frame = files.results
-    labels = ordered_labels(frame["label"])
+    labels = list(files.comparison.labels)
     palette = colours(labels)
+    baseline = files.comparison.baselines[0] if files.comparison.baselines else ""
     empty = frame.empty
     pair_verdicts = [] if empty else verdicts(files)
     context = {
@@ -599,11 +631,13 @@ def render_report(grid_dir: Path) -> str:
         "multiplier_plots": multiplier_plots(pair_verdicts, palette) if pair_verdicts else [],
         "curve_plots": [] if empty else curve_plots(files, palette),
         "task_sections": [] if empty else task_sections(files, labels, palette),
-        "runs": runs_table(frame) if not empty else None,
-        "ablations": ablation_table(frame) if not empty else [],
+        "runs": runs_table(frame, labels) if not empty else None,
+        "reference": files.comparison.reference,
+        "baseline": baseline,
+        "ablations": ablation_table(frame, files.comparison.reference) if not empty else {"rows": []},
         "fits": fits_table(files.fits),
         "fits_status": "present" if files.fits else f"fits.json {files.fits_error}",
-        "throughput": throughput_table(frame) if not empty else [],
+        "throughput": throughput_table(frame, baseline, labels) if not empty else [],
         "provenance": provenance(files),
         "tuning": tuning_section(files.path, palette),
         "tuning_caveat": "" if empty else tuning_caveat(frame),

@@ -41,7 +41,6 @@ RESULT_COLUMNS = [
     # the replicate design (tasks/verdicts.py reads seed_scheme) and the runs' flags (tgbench/flags.py)
     "data_seed", "init_seed", "seed_scheme", "flags",
 ]
-LABEL_ORDER = {"tg": 0, "gpt2": 1}  # reading order: tg first, then gpt2, then the rest alphabetically
 
 
 def label_of(adapter: Any, variant: Any) -> str:
@@ -51,9 +50,12 @@ def label_of(adapter: Any, variant: Any) -> str:
     return f"{adapter}/{variant}"
 
 
-def ordered_labels(labels: Iterable[Any]) -> list[str]:
-    """Distinct labels in reading order: tg first, then gpt2, then the rest alphabetically."""
-    return sorted({str(x) for x in labels}, key=lambda lab: (LABEL_ORDER.get(lab, 2), lab))
+def ordered_labels(labels: Iterable[Any], order: Iterable[str] = ()) -> list[str]:
+    """Distinct labels in reading order: the reference first (`tgbench.comparison`), then the grid's model
+    order `order`, then the rest alphabetically."""
+    from tgbench.comparison import comparison
+
+    return list(comparison(labels, order=list(order)).labels)
 
 
 def done_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,79 @@
+"""Who is compared with whom: a grid's reference label and its baselines, and the reading order of labels.
+
+A grid file names its comparison (``reference = "lstm"``, optional ``baselines = ["gpt2"]``). Without a
+reference the default is the paper's subject, ``tg``, when the grid has it, else the first model listed;
+without baselines every other label is one. Pairs (reference, baseline), the verdict, the ablation
+section (variants of the reference), the throughput baseline and the colours (grid order) follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+DEFAULT_REFERENCE = "tg"  # the paper's model: the reference of a grid that has it and names none
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The reference label, the baselines compared with it, and every label in reading order."""
+
+    reference: str
+    baselines: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """(reference, baseline) for every baseline."""
+        return [(self.reference, b) for b in self.baselines]
+
+
+def comparison(labels: Iterable[object], reference: str = "", baselines: Sequence[str] = (),
+               order: Sequence[str] = ()) -> Comparison:
+    """The comparison of a set of labels.
+
+    Args:
+        labels: The labels that have runs (results.csv's `label` column, or a grid's model labels).
+        reference: The grid's `reference` ("" for the default: tg when present, else the first label in order).
+        baselines: The grid's `baselines` (empty: every other label).
+        order: The grid's model labels in file order; labels not in it follow alphabetically.
+
+    Returns:
+        The comparison; labels in reading order, the reference first.
+    """
+    present = {str(x) for x in labels if str(x) not in ("", "nan", "None")}
+    listed = [lab for lab in dict.fromkeys(order) if lab in present]
+    ordered = listed + sorted(present - set(listed))
+    if not reference:
+        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in present else (ordered[0] if ordered else "")
+    ordered = [reference, *[lab for lab in ordered if lab != reference]] if reference in present else ordered
+    chosen = [b for b in baselines if b in present and b != reference] if baselines else \
+        [lab for lab in ordered if lab != reference]
+    return Comparison(reference, tuple(chosen), tuple(ordered))
+
+
+def grid_comparison(grid: dict, labels: Iterable[object] | None = None) -> Comparison:
+    """The comparison a grid file (its parsed TOML) names, over `labels` (default: its models' labels)."""
+    models = [m for m in grid.get("models", []) if isinstance(m, dict)]
+    order = [str(m.get("label") or label_of_entry(m)) for m in models]
+    return comparison(order if labels is None else labels, str(grid.get("reference") or ""),
+                      [str(b) for b in grid.get("baselines") or []], order)
+
+
+def label_of_entry(model: dict) -> str:
+    """The label of a [[models]] table written without `label` (grid files from before labels were recorded)."""
+    adapter, variant = str(model.get("adapter", "")), str(model.get("variant") or "")
+    return adapter if not variant else f"{adapter}/{variant}"
+
+
+def read_grid_comparison(grid_dir, labels: Iterable[object]) -> Comparison | None:
+    """The comparison of a grid directory's grid.toml over `labels` (the labels with runs); None without a
+    readable grid.toml (the fits then take their default: tg when present, else the first label)."""
+    import tomllib
+    from pathlib import Path
+
+    try:
+        grid = tomllib.loads((Path(grid_dir) / "grid.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return grid_comparison(grid, labels)
