@@ -203,3 +203,134 @@ def test_effective_context_of_each_family():
     assert off.effective_context(mean_tokens).tokens == 0
     span = build_adapter(RunConfig(model="tg-span", model_options={"memory_slots": 8, "span_tokens": 25}))
     assert span.effective_context(mean_tokens).tokens == 200
+
+
+# -- context parity --------------------------------------------------------------------------------------
+def _parity_grid(gpt2_context: int, memory_slots: int = 16):
+    from tgbench.grid import GridConfig
+
+    return GridConfig.from_dict({
+        "name": "parity", "widths": [32], "layers": 2, "budgets": [1000],
+        "models": [{"adapter": "tg", "options": {"memory_slots": memory_slots}},
+                   {"adapter": "gpt2", "options": {"context": gpt2_context}},
+                   {"adapter": "gpt2-boundary", "options": {"context": 1024}}]})
+
+
+def test_parity_warns_when_gpt2_sees_less_history_than_tg_memory():
+    from tgbench.grid import context_parity
+
+    lines = context_parity(_parity_grid(256), mean_sentence_tokens=30.0, mean_document_tokens=800.0)
+    assert [kind for kind, _ in lines] == ["warning"]  # gpt2-boundary's 1024 covers the 480-token span
+    text = lines[0][1]
+    assert "gpt2 (context 256 tokens)" in text and "16 slots x 30.0 tokens" in text and "480 tokens" in text
+    assert "at least 480 tokens" in text and "800 tokens" in text
+    assert context_parity(_parity_grid(480), 30.0)[0][0] == "ok"  # equal is enough
+    assert context_parity(_parity_grid(479), 30.0)[0][0] == "warning"
+    # A grid without a memory model (or without a window model) has nothing to compare.
+    from tgbench.grid import GridConfig
+
+    only_gpt2 = GridConfig.from_dict({"widths": [32], "budgets": [1000], "models": [{"adapter": "gpt2"}]})
+    assert context_parity(only_gpt2, 30.0) == []
+
+
+def test_validate_and_dry_run_print_the_parity_warning(tmp_path, monkeypatch, capsys):
+    from tgbench.cli import main
+
+    corpus = write_family_corpus(tmp_path / "wiki.txt", NAMES, n_docs=30, per_doc=(4, 8))
+    grid = tmp_path / "grid.toml"
+    grid.write_text(f"""name = "parity"
+widths = [32]
+layers = 2
+budgets = [2000]
+[data]
+corpus = "{corpus}"
+tokenizer = "bpe-300"
+splitter = "blingfire"
+[[models]]
+adapter = "tg"
+options = {{ memory_slots = 40 }}
+[[models]]
+adapter = "gpt2"
+options = {{ context = 64 }}
+""")
+    monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["tgbench", *map(str, args)])
+        capsys.readouterr()
+        try:
+            main()
+        except SystemExit as exit_:
+            assert exit_.code in (0, None)
+        return " ".join(capsys.readouterr().out.split())
+
+    before = run("validate", grid)
+    assert "context parity not checked" in before and "warning" not in before  # nothing encoded by validate
+    assert not (tmp_path / "cache").exists()
+    load_corpus(DataConfig(corpus=str(corpus), tokenizer="bpe-300", splitter="blingfire",
+                           cache_dir=str(tmp_path / "cache")), progress=False)
+    for output in (run("validate", grid), run("train-grid", grid, "--dry-run")):
+        assert "warning: gpt2 (context 64 tokens) sees less history than tg's memory span (40 slots x" in output
+
+
+# -- GPT-2's sliding-window scoring -----------------------------------------------------------------------
+def _full_context_logprobs(model, sequence: list[int], context: int, starts: list[int]) -> list[float]:
+    """log p(sequence[i]) from sequence[starts[i - 1]:i], one forward pass per token (the reference)."""
+    out = []
+    with torch.no_grad():
+        for i in range(1, len(sequence)):
+            window = torch.tensor(sequence[starts[i - 1] : i])[None]
+            assert window.shape[1] <= context
+            out.append(float(torch.log_softmax(model(window)[0, -1].float(), -1)[sequence[i]]))
+    return out
+
+
+@pytest.mark.parametrize("stride", [1, 3, 7, 8])
+def test_sliding_window_scores_every_token_once_with_the_longest_context(stride):
+    from tgbench.adapter import Vocab
+
+    context, vocab = 8, Vocab(base_size=20)
+    adapter = build_adapter(RunConfig(model="gpt2", model_options=dict(
+        width=16, layers=2, heads=2, context=context, score_stride=stride, dropout=0.0, attention_dropout=0.0)))
+    torch.manual_seed(0)
+    model = adapter.build(vocab).eval()
+    rng = np.random.default_rng(0)
+    document = [rng.integers(0, 20, size=n) for n in (5, 7, 4, 9, 6)]  # 31 tokens, about 4 windows of 8
+    tokens = [int(t) for s in document for t in s]
+    sequence = [vocab.eod_id, *tokens]  # [EOD] predicts the first token
+    scores = adapter.score(model, [document], vocab)[0]
+    assert len(scores) == len(tokens)  # every token once
+    # Token i (1-based in `sequence`) is predicted from its full left context while that fits the window,
+    # then from a window that ends right before it and starts where lm-eval's rolling window starts: at least
+    # context - stride + 1 tokens, and exactly `context` tokens with stride 1 (the longest any window allows).
+    starts, predicted = [], 0
+    for i in range(1, len(sequence)):
+        if i <= context:
+            starts.append(0)
+            continue
+        if i > predicted:  # a new window: it predicts `stride` tokens ending at window_end
+            window_end = min(i + stride - 1, len(sequence) - 1)
+            predicted = window_end
+        starts.append(window_end - context)
+    lengths = [i - start for i, start in zip(range(1, len(sequence)), starts, strict=True)]
+    assert min(lengths[context:]) >= context - stride + 1
+    if stride == 1:
+        assert lengths == [min(i, context) for i in range(1, len(sequence))]
+    reference = _full_context_logprobs(model, sequence, context, starts)
+    assert scores.tolist() == pytest.approx(reference, abs=1e-5)
+
+
+def test_short_documents_get_their_full_left_context_at_any_stride():
+    from tgbench.adapter import Vocab
+
+    vocab = Vocab(base_size=20)
+    document = [np.array([1, 2, 3]), np.array([4, 5, 6, 7])]
+    sequence = [vocab.eod_id, 1, 2, 3, 4, 5, 6, 7]
+    values = []
+    for stride in (0, 2, 8):
+        adapter = build_adapter(RunConfig(model="gpt2", model_options=dict(
+            width=16, layers=1, heads=2, context=8, score_stride=stride, dropout=0.0, attention_dropout=0.0)))
+        torch.manual_seed(0)
+        model = adapter.build(vocab).eval()
+        values.append(adapter.score(model, [document], vocab)[0].tolist())
+        assert values[-1] == pytest.approx(_full_context_logprobs(model, sequence, 8, [0] * 7), abs=1e-5)

@@ -237,6 +237,7 @@ def train_grid(
         tuning = sum(r["pflops"] for r in sweep)
         console.print(f"total compute ~{total:.3f} PFLOP (6 N D, attention ignored)"
                       + (f", of which the tuning sweep ~{tuning:.3f} ({tuning / total:.0%})" if sweep else ""))
+        _print_parity(grid)
         return
     target = out or Path("runs") / grid.name
     frame = run_grid(grid, target, executor=executor, progress=progress, jobs=jobs, loggers=logger or ())
@@ -244,6 +245,17 @@ def train_grid(
     console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
     if counts.get("failed"):
         raise typer.Exit(1)
+
+
+def _print_parity(grid) -> None:
+    """Context-parity warnings of a grid (a GPT-2 that sees less history than TG's memory), or why none were checked."""
+    from rich.markup import escape
+
+    from tgbench.grid import parity_notes
+
+    for kind, line in parity_notes(grid):
+        prefix = {"warning": "[yellow]warning:[/yellow] ", "note": "note: "}.get(kind, "")
+        console.print(prefix + escape(line), soft_wrap=True)
 
 
 @app.command()
@@ -287,7 +299,8 @@ def validate(config: Annotated[Path, typer.Argument(help="Grid or run TOML file 
     """Check a grid (or run) file without running it; names any bad key or value.
 
     Checks every key and type, every model option against its adapter, the splitter and tokenizer
-    names and that a corpus path exists (a hub corpus is not contacted).
+    names and that a corpus path exists (a hub corpus is not contacted). Warns when a GPT-2 of the grid has
+    a shorter context than TG's memory span on the corpus (read from the corpus cache).
     """
     from tgbench.config import load_run_config, read_toml
     from tgbench.grid import check_data, expand, load_grid
@@ -297,6 +310,7 @@ def validate(config: Annotated[Path, typer.Argument(help="Grid or run TOML file 
         grid = load_grid(config)
         check_data(grid.data)
         console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs")
+        _print_parity(grid)
     else:
         from tgbench.registry import resolved
 

@@ -39,7 +39,7 @@ from tgbench.results import write_results
 from tgbench.runs import RunDir, write_text
 from tgbench.tracking import check_loggers, duration, grid_line, make_trackers
 
-PRESETS = ("smoke", "demo", "cpu-study", "paper-data", "paper-params", "paper-ablations")
+PRESETS = ("smoke", "demo", "cpu-study", "cpu-long", "paper-data", "paper-params", "paper-ablations")
 
 
 @dataclass
@@ -352,6 +352,68 @@ def validate_models(grid: GridConfig) -> None:
 
 
 # -- estimates ---------------------------------------------------------------------------------
+# -- context parity ----------------------------------------------------------------------------
+def context_parity(grid: GridConfig, mean_sentence_tokens: float, mean_document_tokens: float | None = None
+                   ) -> list[tuple[str, str]]:
+    """Compare every token-window model's context (GPT-2) with the memory span of the grid's sentence-memory
+    models (TG: memory_slots x mean tokens per sentence): a shorter context sees less history than TG.
+
+    Args:
+        grid: The grid.
+        mean_sentence_tokens: The corpus's mean lexical tokens per sentence.
+        mean_document_tokens: The corpus's mean tokens per document, quoted in a warning (whether it matters).
+
+    Returns:
+        ("warning", line) per model whose context is shorter than the longest memory span, else one
+        ("ok", line) when the grid pairs both kinds; [] when it does not.
+    """
+    from tgbench.registry import build_adapter
+
+    contexts: dict[str, Any] = {}
+    for spec in expand(grid):
+        if spec.label not in contexts:
+            contexts[spec.label] = build_adapter(spec.config).effective_context(mean_sentence_tokens)
+    memories = {label: c for label, c in contexts.items() if c is not None and c.kind == "memory"}
+    windows = {label: c for label, c in contexts.items() if c is not None and c.kind == "window"}
+    if not memories or not windows:
+        return []
+    longest = max(memories, key=lambda label: memories[label].tokens)
+    span = memories[longest].tokens
+    documents = f"; its documents average {mean_document_tokens:,.0f} tokens" if mean_document_tokens else ""
+    slots = f"{span / mean_sentence_tokens:.0f} slots x {mean_sentence_tokens:.1f} tokens per sentence of this corpus"
+    lines = [("warning", f"{label} (context {context.tokens:,.0f} tokens) sees less history than {longest}'s memory "
+                         f"span ({slots} = {span:,.0f} tokens{documents}): give {label} a context of at least "
+                         f"{math.ceil(span):,} tokens, or say in the grid file why the pairing is intended")
+             for label, context in windows.items() if context.tokens < span]
+    if not lines:
+        shortest = min(windows, key=lambda label: windows[label].tokens)
+        lines = [("ok", f"context parity: every GPT-2-style context ({shortest}: {windows[shortest].tokens:,.0f} "
+                        f"tokens at the shortest) covers {longest}'s memory span ({slots} = {span:,.0f} tokens)")]
+    return lines
+
+
+def parity_notes(grid: GridConfig) -> list[tuple[str, str]]:
+    """`context_parity` on the grid's corpus statistics from the corpus cache; when the corpus is not encoded
+    yet, one ("note", line) saying the check needs it (nothing is encoded here: a dry run stays quick)."""
+    from tgbench.data.corpus import cached_stats
+
+    try:
+        stats = cached_stats(grid.data)
+    except UserError as err:  # e.g. a preset's placeholder corpus path: the dry run still shows the runs
+        return [("note", f"context parity not checked: {err.message}")]
+    if stats is None:
+        return [("note", f"context parity not checked: corpus '{grid.data.corpus}' is not encoded yet with these "
+                         f"data settings (the grid's first run encodes and caches it; so does `tgbench data stats "
+                         f"{grid.data.corpus} --tokenizer {grid.data.tokenizer} --splitter {grid.data.splitter}` "
+                         "when the other data settings are the defaults)")]
+    tokens = sum(s.lexical_tokens for s in stats.values())
+    sentences = sum(s.sentences for s in stats.values())
+    documents = sum(s.documents for s in stats.values())
+    if not sentences:
+        return []
+    return context_parity(grid, tokens / sentences, tokens / max(documents, 1))
+
+
 def base_vocab_size(tokenizer: str) -> int:
     if tokenizer == "gpt2":
         return 50257

@@ -707,6 +707,18 @@ def mean_sentence_tokens(corpus: EncodedCorpus, splits: Sequence[str] = SPLITS) 
     return tokens / max(sentences, 1)
 
 
+def cached_stats(config: DataConfig) -> dict[str, SplitStats] | None:
+    """Per-split statistics of the corpus `config` encodes, from its cache entry's meta.json alone (no arrays
+    read, nothing encoded); None when the corpus is not cached yet or its entry is unreadable."""
+    try:
+        meta = json.loads((cache_root(config) / "corpus" / corpus_key(config) / "meta.json").read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            return None
+        return {name: SplitStats(**values) for name, values in meta["stats"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def corpus_stats(corpus: EncodedCorpus) -> dict[str, SplitStats]:
     """Per-split statistics of an encoded corpus (for ``tgbench data stats``)."""
     return {name: corpus.stats[name] for name in SPLITS if name in corpus.stats}
