@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, Vocab, heads_for
+from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, Sampler, Vocab, heads_for
 from tgbench.errors import UserError
 
 
@@ -332,6 +332,13 @@ class GPT2Adapter(Adapter):
         return [torch.cat(parts) if parts else torch.zeros(0) for parts in scores]
 
     def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:
+        return self._continue(model, prompt, vocab, max_new_tokens, stop, Sampler())
+
+    def sample(self, model, prompt, vocab, *, max_new_tokens, sampler, max_sentences=0) -> list[list[int]]:
+        """GPT-2 marks no sentence ends: the continuation is one list (`max_sentences` cannot apply)."""
+        return [self._continue(model, prompt, vocab, max_new_tokens, (), sampler)]
+
+    def _continue(self, model, prompt, vocab, max_new_tokens, stop, sampler: Sampler) -> list[int]:
         device = next(model.parameters()).device
         tokens = [vocab.eod_id] + [int(t) for s in prompt for t in s]
         new: list[int] = []
@@ -339,7 +346,7 @@ class GPT2Adapter(Adapter):
             for _ in range(max_new_tokens):
                 window = torch.tensor(tokens[-self.config.context :], device=device)[None]
                 logits = model(window)[0, -1, : vocab.base_size]  # only content tokens are generated
-                token = int(logits.argmax())
+                token = sampler.pick(logits)
                 tokens.append(token)
                 new.append(token)
                 if any(len(s) and new[-len(s) :] == list(s) for s in stop):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tgbench.adapter import Batch, Document, Vocab
+from tgbench.adapter import Batch, Document, Sampler, Vocab
 from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, block_batches, block_count
 
 
@@ -43,6 +43,7 @@ class GPT2BoundaryAdapter(GPT2Adapter):
     name = "gpt2-boundary"
     description = "GPT-2 + sentence boundaries: packed blocks that keep [BOS] [EOS] [EOD]"
     config_class = GPT2Config
+    sentence_boundaries = True
 
     def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
         stream, ends = flatten_with_boundaries(documents, vocab)
@@ -68,23 +69,43 @@ class GPT2BoundaryAdapter(GPT2Adapter):
         return flat[1:].tolist(), vocab.bos_id  # the leading [BOS] is the prefix token
 
     def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:
+        sentences = self._continue(model, prompt, vocab, max_new_tokens, stop, Sampler(), 0, end_at_eod=False)
+        return [t for sentence in sentences for t in sentence]
+
+    def sample(self, model, prompt, vocab, *, max_new_tokens, sampler, max_sentences=0) -> list[list[int]]:
+        """Sentences end where the model predicts [EOS]; a predicted [EOD] ends the sample."""
+        return self._continue(model, prompt, vocab, max_new_tokens, (), sampler, max_sentences, end_at_eod=True)
+
+    def _continue(self, model, prompt, vocab, max_new_tokens, stop, sampler: Sampler, max_sentences: int,
+                  end_at_eod: bool) -> list[list[int]]:
+        """The continuation as sentences (see `Adapter.sample`); greedy `generate` flattens them."""
         device = next(model.parameters()).device
         flat, _ = flatten_with_boundaries([prompt], vocab) if prompt else (np.array([vocab.bos_id]), None)
         tokens = flat.tolist()
         if prompt:  # reopen the last sentence: drop its closing [EOD] [EOS]
             tokens = tokens[:-2]
         new: list[int] = []
+        sentences: list[list[int]] = [[]]
+        boundaries = 0  # a model that predicts nothing but boundaries must still stop
         with torch.no_grad():
-            while len(new) < max_new_tokens:
+            while len(new) < max_new_tokens and boundaries <= max_new_tokens:
                 window = torch.tensor(tokens[-self.config.context :], device=device)[None]
                 logits = model(window, self.attention_mask(window, vocab.base_size))[0, -1]
                 logits[vocab.pad_id] = logits[vocab.bos_id] = -float("inf")
-                token = int(logits.argmax())
+                token = sampler.pick(logits)
                 if token >= vocab.base_size:  # a boundary: close the sentence and open the next
+                    boundaries += 1
+                    if token == vocab.eod_id and end_at_eod:
+                        break
                     tokens += [vocab.eos_id, vocab.bos_id] if token == vocab.eos_id else [token]
+                    if token == vocab.eos_id:
+                        if max_sentences and sum(map(bool, sentences)) >= max_sentences:
+                            break
+                        sentences.append([])
                     continue
                 tokens.append(token)
                 new.append(token)
+                sentences[-1].append(token)
                 if any(len(s) and new[-len(s) :] == list(s) for s in stop):
                     break
-        return new
+        return sentences

@@ -36,7 +36,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, MemoryReads, Vocab, heads_for
+from tgbench.adapter import (
+    Adapter,
+    Batch,
+    Document,
+    EffectiveContext,
+    LossParts,
+    MemoryReads,
+    Sampler,
+    Vocab,
+    heads_for,
+)
 from tgbench.data.split import cap_and_merge
 from tgbench.errors import UserError
 from tgbench.models.gpt2 import cross_entropy
@@ -747,6 +757,7 @@ class TGAdapter(Adapter):
     name = "tg"
     description = "Thought Gestalt: sentence-level decoder with a cross-attended memory of sentence vectors"
     config_class = TGConfig
+    sentence_boundaries = True
 
     # -- how documents become sentence units --------------------------------------------------
     @property
@@ -919,43 +930,62 @@ class TGAdapter(Adapter):
         )
 
     def generate(self, model, prompt, vocab, *, max_new_tokens, stop=()) -> list[int]:
-        """Greedy continuation of the prompt's last sentence, sentence by sentence.
+        """Greedy continuation of the prompt's last sentence, sentence by sentence (see `sample`).
+
+        Returns the new content ids, including a stop sequence that ended generation (as the GPT-2
+        adapter does).
+        """
+        sentences = self._continue(model, prompt, vocab, max_new_tokens, stop, Sampler(), 0)
+        return [t for sentence in sentences for t in sentence]
+
+    def sample(self, model, prompt, vocab, *, max_new_tokens, sampler, max_sentences=0) -> list[list[int]]:
+        """Generation as in training, one sentence at a time.
 
         Completed prompt sentences are written to memory; the current sentence is recomputed at
         every new token. A predicted `[EOS]` (or reaching the sentence cap) closes the sentence,
-        writes it to memory and seeds the next one; `[EOD]` ends generation. Returns the new
-        content ids, including a stop sequence that ended generation (as the GPT-2 adapter does).
+        writes its vector to memory and seeds the next one with it; `[EOD]` ends generation.
         """
+        return self._continue(model, prompt, vocab, max_new_tokens, (), sampler, max_sentences)
+
+    def _continue(self, model, prompt, vocab, max_new_tokens, stop, sampler: Sampler,
+                  max_sentences: int) -> list[list[int]]:
         device = next(model.parameters()).device
         units = self.prompt_units(prompt)
         cap = self.unit_tokens
         current = [int(t) for t in units.pop()] if units and len(units[-1]) < cap else []
         new: list[int] = []
+        sentences: list[list[int]] = [[]]  # the continuation of the prompt's last unit, then new units
         allowed = torch.zeros(model.wte.num_embeddings, dtype=torch.bool, device=device)
         allowed[: vocab.base_size] = True
         allowed[vocab.eos_id] = allowed[vocab.eod_id] = True
+        closed = 0  # a model that predicts nothing but [EOS] must still stop
         with torch.no_grad():
             memory = model.empty_memory()
             for unit in units:
                 memory = model.step(self._unit_step([int(t) for t in unit], vocab, device, True), memory)[2]
-            while len(new) < max_new_tokens:
+            while len(new) < max_new_tokens and closed <= max_new_tokens:
                 if len(current) >= cap:
                     token = vocab.eos_id
                 else:
                     x = model.step(self._unit_step(current, vocab, device, False), memory, write=False)[0]
                     logits = model.lm_head(model.ln_f(x[-1])).float()  # (V,)
-                    token = int(logits.masked_fill(~allowed, float("-inf")).argmax())
+                    token = sampler.pick(logits.masked_fill(~allowed, float("-inf")))
                 if token == vocab.eod_id:
                     break
                 if token == vocab.eos_id:
                     memory = model.step(self._unit_step(current, vocab, device, True), memory)[2]
                     current = []
+                    closed += 1
+                    if max_sentences and sum(map(bool, sentences)) >= max_sentences:
+                        break
+                    sentences.append([])
                     continue
                 current.append(token)
                 new.append(token)
+                sentences[-1].append(token)
                 if any(len(s) and new[-len(s) :] == [int(t) for t in s] for s in stop):
                     break
-        return new
+        return sentences
 
 
 @dataclass

@@ -33,3 +33,20 @@ def train_tiny_grid(root: Path, out: Path, **kwargs) -> Path:
     """Train the tiny grid into `out` (a few seconds on one thread) and return `out`."""
     run_grid(GridConfig.from_dict(tiny_grid_dict(root, **kwargs)), out, progress=False)
     return out
+
+
+def run_main(args, monkeypatch, capsys) -> tuple[int, str]:
+    """`tgbench ARGS` through `tgbench.cli.main` in this process: (exit code, stdout + stderr)."""
+    import sys
+
+    from tgbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["tgbench", *map(str, args)])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err

@@ -155,6 +155,41 @@ class EffectiveContext:
     kind: str
 
 
+@dataclass
+class Sampler:
+    """How generation picks the next token from its logits.
+
+    Attributes:
+        temperature: 0 = greedy (argmax); otherwise sample from softmax(logits / temperature).
+        top_k: Sample among the k most likely tokens only (0: all).
+        generator: The random stream (seeded for reproducible samples); draws happen on the CPU, so a seed
+            gives the same text on any device up to floating-point differences in the logits.
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    generator: torch.Generator | None = None
+
+    @classmethod
+    def seeded(cls, temperature: float = 0.0, top_k: int = 0, seed: int = 0) -> Sampler:
+        return cls(temperature, top_k, torch.Generator().manual_seed(seed))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def pick(self, logits: torch.Tensor) -> int:
+        """The chosen index of a 1-D logits vector (masked entries are -inf)."""
+        logits = logits.detach().float()
+        if self.greedy:
+            return int(logits.argmax())
+        if 0 < self.top_k < logits.numel():
+            kth = torch.topk(logits, self.top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits / self.temperature, dim=-1).cpu()
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
 class Adapter(ABC):
     """The contract between tgbench and one architecture.
 
@@ -166,6 +201,9 @@ class Adapter(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     config_class: ClassVar[type]
+    # True when the model predicts sentence ends itself and `sample` returns its sentences (TG, GPT-2 +
+    # boundaries); False: `tgbench sample` splits the text with the run's splitter for display.
+    sentence_boundaries: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None, **overrides: Any) -> None:
         if config is None:
@@ -260,6 +298,43 @@ class Adapter(ABC):
         stop: Sequence[Sequence[int]] = (),
     ) -> list[int]:
         """Greedy continuation of `prompt` (sentences of content ids); returns new content ids."""
+
+    def sample(
+        self,
+        model: nn.Module,
+        prompt: Document,
+        vocab: Vocab,
+        *,
+        max_new_tokens: int,
+        sampler: Sampler,
+        max_sentences: int = 0,
+    ) -> list[list[int]]:
+        """A continuation of `prompt`, token by token as `sampler` picks them, as the sentences it makes.
+
+        Adapters whose models mark sentence ends (TG's [EOS], GPT-2 + boundaries) return one list per
+        sentence: the first continues the prompt's last sentence (it is empty when the model closes that
+        sentence at once), each later one is a sentence the model started, the last may be unfinished.
+        Generation stops after `max_new_tokens` content tokens, after `max_sentences` finished sentences
+        (0: no limit) or at a predicted end of document.
+
+        The default, for adapters that do not override it, is the greedy fallback: `generate` whatever the
+        sampler says (temperature and top-k are ignored), returned as one list. `sampling_supported` tells
+        the two apart; `tgbench sample` says when the fallback was used.
+
+        Args:
+            model: The model, in eval mode.
+            prompt: Sentences of content ids.
+            vocab: Special-token ids.
+            max_new_tokens: Most content tokens to generate.
+            sampler: How each token is chosen (`Sampler.pick` on the content-token logits).
+            max_sentences: Stop after this many finished sentences (0: no limit).
+        """
+        return [list(self.generate(model, prompt, vocab, max_new_tokens=max_new_tokens))]
+
+    @classmethod
+    def sampling_supported(cls) -> bool:
+        """Whether this adapter samples itself (else `sample` is the greedy fallback through `generate`)."""
+        return cls.sample is not Adapter.sample
 
     # -- what the model can see -------------------------------------------------------------
     def memory_reads(self, documents: Sequence[Document], vocab: Vocab, *, epoch: int | None = None

@@ -404,6 +404,9 @@ def _register_plugins() -> None:
     from tgbench.bench import bench_command
 
     app.command("bench", help="Throughput and memory benchmarks (ratios measured side by side).")(bench_command)
+    from tgbench.sample import sample_command
+
+    app.command("sample", help="Generate text from a run's checkpoint (sentence by sentence for TG).")(sample_command)
 
 
 _register_plugins()
