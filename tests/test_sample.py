@@ -18,8 +18,10 @@ from tgbench.cli import app
 from tgbench.models.gpt2 import GPT2Adapter, GPT2Config
 from tgbench.models.gpt2_boundary import GPT2BoundaryAdapter
 from tgbench.models.gpt2_gist import GistConfig, GPT2GistAdapter
+from tgbench.models.rmt import RMTAdapter, RMTConfig
 from tgbench.models.tg import TGAdapter, TGConfig, TGSpanAdapter, TGSpanConfig, stream_batch
-from tgbench.registry import get_adapter_class
+from tgbench.models.txl import TXLAdapter, TXLConfig
+from tgbench.registry import BUILTIN_ADAPTERS, get_adapter_class
 
 VOCAB = Vocab(base_size=60)
 SMALL = dict(width=32, layers=2, heads=2, dropout=0.0, attention_dropout=0.0)
@@ -29,6 +31,8 @@ ADAPTERS = {
     "gpt2-gist": lambda: GPT2GistAdapter(GistConfig(context=64, **SMALL)),
     "tg": lambda: TGAdapter(TGConfig(memory_slots=4, max_sentence_tokens=10, **SMALL)),
     "tg-span": lambda: TGSpanAdapter(TGSpanConfig(memory_slots=4, span_tokens=5, **SMALL)),
+    "rmt": lambda: RMTAdapter(RMTConfig(memory_tokens=4, max_sentence_tokens=10, **SMALL)),
+    "txl": lambda: TXLAdapter(TXLConfig(memory_tokens=16, max_sentence_tokens=10, **SMALL)),
 }
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lstm_adapter.py"
 
@@ -54,6 +58,10 @@ def test_sampler_is_greedy_at_temperature_0_and_reproducible_for_a_seed():
     assert 4 not in {t for row in a for t in row}  # a masked (-inf) token is never drawn
     top2 = Sampler.seeded(50.0, 2, seed=0)
     assert {top2.pick(logits) for _ in range(200)} == {1, 3}  # only the two most likely, both reached
+
+
+def test_every_builtin_adapter_is_covered():
+    assert set(ADAPTERS) == set(BUILTIN_ADAPTERS)
 
 
 @pytest.mark.parametrize("name", list(ADAPTERS))
