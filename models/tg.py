@@ -113,6 +113,8 @@ class TGConfig:
     attention_dropout: float = 0.2  # release
     token_dropout: float = 0.0  # drop whole input token embeddings with this probability (release: 0.15)
     sentence_dropout: float = 0.0  # dropout on sentence vectors before they are written (release: 0.15)
+    # dropout inside the sentence head, between its LayerNorm and its Linear: the release's form of its 0.15
+    sentence_head_dropout: float = 0.0
     checkpoint_steps: bool = False  # activation checkpointing per sentence step
     score_batch_tokens: int = 16384  # token rows per forward pass when scoring
 
@@ -130,7 +132,7 @@ class TGConfig:
                      "stream_every", "fixed_stream_sentences", "score_batch_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"tg {name} = {getattr(self, name)} must be positive", f"set {name} > 0")
-        for name in ("dropout", "attention_dropout", "token_dropout", "sentence_dropout"):
+        for name in ("dropout", "attention_dropout", "token_dropout", "sentence_dropout", "sentence_head_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"tg {name} = {getattr(self, name)} is not a probability",
                                 f"set {name} in [0, 1)")
@@ -552,12 +554,17 @@ class TG(nn.Module):
         pooled = self.pool(h, step)  # (B, d)
         penalty = None
         if self.sentence_ln is not None:
-            m = self.w_sent(self.sentence_ln(pooled))  # (B, d)
+            normed = self.sentence_ln(pooled)  # (B, d)
+            if cfg.sentence_head_dropout and self.training:
+                normed = F.dropout(normed, cfg.sentence_head_dropout)
+            m = self.w_sent(normed)  # (B, d)
             norm = m.float().norm(dim=-1, keepdim=True)  # (B, 1)
             hinge = F.relu(0.9 - norm) + F.relu(norm - 1.1)  # (B, 1)
             penalty = (hinge.square() if cfg.sentence_norm_squared_hinge else hinge).sum() * cfg.sentence_norm_penalty
             m = m / norm.clamp_min(1e-6).to(m.dtype)  # (B, d)
         else:
+            if cfg.sentence_head_dropout and self.training:
+                pooled = F.dropout(pooled, cfg.sentence_head_dropout)
             m = self.w_sent(pooled)  # (B, d)
         written = m.detach() if cfg.detach_memory else m
         if cfg.sentence_dropout and self.training:

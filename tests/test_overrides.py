@@ -108,3 +108,17 @@ def test_gradient_summary_weights_each_window_by_its_steps():
                {"step": 25, "grad_norm_max": 1.0, "clipped_fraction": 0.0}]
     assert gradient_summary(records) == {"max_grad_norm": 5.0, "clipped_fraction": 10 / 25}
     assert gradient_summary([{"step": 10}]) == {"max_grad_norm": None, "clipped_fraction": None}
+
+
+def test_docs_grids_md_names_every_grid_key():
+    import dataclasses
+    from pathlib import Path
+
+    from tgbench.config import TuneConfig
+    from tgbench.data import DataConfig
+    from tgbench.grid import ModelEntry
+
+    text = (Path(__file__).parent.parent / "docs" / "grids.md").read_text()
+    for cls in (GridConfig, ModelEntry, DataConfig, TrainConfig, TuneConfig):
+        missing = [f.name for f in dataclasses.fields(cls) if f"`{f.name}`" not in text]
+        assert not missing, f"docs/grids.md does not document {cls.__name__}: {missing}"

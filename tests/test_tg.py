@@ -684,3 +684,33 @@ def test_span_adapter_turns_context_seeding_off():
         model.run(batch.tensors, batch.meta["steps"])
     bos = model.wte.weight[VOCAB.bos_id] + model.wpe.weight[0]
     assert all(torch.allclose(x[0], bos) for x in inputs)
+
+
+def test_sentence_head_dropout_acts_between_the_heads_norm_and_linear_in_training_only():
+    """The release's form: LayerNorm -> dropout -> Linear -> L2 norm (sentence_dropout acts on the written vector)."""
+    adapter = tiny(sentence_head_dropout=0.5, dropout=0.0, attention_dropout=0.0)
+    model = build(adapter).train()
+    inputs = []
+    model.w_sent.register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    batch = one_stream(adapter, make_doc(np.random.default_rng(31), 4, mean_len=8))
+    torch.manual_seed(0)
+    model.run(batch.tensors, batch.meta["steps"])
+    dropped = sum(int((x == 0).sum()) for x in inputs)
+    total = sum(x.numel() for x in inputs)
+    assert 0.3 < dropped / total < 0.7  # about half of the normalised entries, the rest rescaled
+    model.eval()
+    inputs.clear()
+    with torch.no_grad():
+        model.run(batch.tensors, batch.meta["steps"])
+    assert sum(int((x == 0).sum()) for x in inputs) == 0
+    import dataclasses
+
+    from tgbench.config import RunConfig
+    from tgbench.registry import resolved
+
+    new = resolved(RunConfig(model="tg", model_options={"width": 32, "layers": 2}))
+    old = dataclasses.replace(new, model_options={k: v for k, v in new.model_options.items()
+                                                  if k != "sentence_head_dropout"})  # a config.toml from before it
+    assert "sentence_head_dropout" in new.model_options and old.hash() == new.hash()  # finished runs are not retrained
+    on = dataclasses.replace(new, model_options={**new.model_options, "sentence_head_dropout": 0.15})
+    assert on.hash() != new.hash()

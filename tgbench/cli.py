@@ -264,6 +264,8 @@ def tune(
     preset: Annotated[str | None, typer.Option(help="A shipped grid: demo, cpu-study, ...")] = None,
     out: Annotated[Path | None, typer.Option(help="Grid directory.", show_default="runs/<grid name>")] = None,
     executor: Annotated[str, typer.Option(help="local | slurm | slurm-local")] = "local",
+    jobs: Annotated[int | None, typer.Option(
+        help="Sweep runs at once on this machine.", show_default="the grid's train.jobs")] = None,
     progress: Annotated[bool, typer.Option(help="Show the live table.")] = True,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Grid setting KEY=VALUE over the file (repeatable), e.g. tune.lrs=[1e-3,2e-3,4e-3].")] = None,
@@ -278,7 +280,7 @@ def tune(
 
     grid = load_grid(config, preset, settings=parse_assignments(set_))
     target = out or Path("runs") / grid.name
-    result = run_tune(grid, target, executor=executor, progress=progress)
+    result = run_tune(grid, target, executor=executor, progress=progress, jobs=jobs)
     table = Table(title=f"learning rates chosen for '{grid.name}'")
     for column in ("model", "width", "D", "chosen LR", "mean val loss"):
         table.add_column(column, justify="left" if column == "model" else "right")
@@ -387,7 +389,8 @@ def report(
 def demo(
     out: Annotated[Path | None, typer.Option(help="Where the runs go (default: runs/<preset>).")] = None,
     preset: Annotated[str, typer.Option(help="The grid to run end to end: demo (~14 min on 2 cores) or "
-                                             "cpu-study (~70 min); any preset works.", show_default=True)] = "demo",
+                                             "cpu-study (~80 min), tuning sweeps included; any preset works.",
+                                        show_default=True)] = "demo",
 ) -> None:
     """The default job on the embedded corpus: train the grid, evaluate, fit, report."""
     from tgbench.demo import run_demo

@@ -81,6 +81,11 @@ class TrainConfig:
                                 f"set train.{name} between 0 and 1")
 
 
+# Model options added after run directories were written, with the default that reproduces those runs: at
+# that default they are left out of the config hash, so a grid does not retrain its finished runs.
+LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0}
+
+
 @dataclass
 class TuneConfig:
     """A grid's learning-rate sweep (its [tune] table): every model trains at every LR before the grid.
@@ -155,6 +160,9 @@ class RunConfig:
             settings["train"].pop(volatile, None)
         if settings["train"].get("grad_accumulation") == 1:  # runs from before the setting keep their hash
             settings["train"].pop("grad_accumulation")
+        for name, default in LATER_MODEL_OPTIONS.items():  # runs from before the option keep their hash
+            if settings["model_options"].get(name, default) == default:
+                settings["model_options"].pop(name, None)
         for volatile in ("cache_dir", "workers"):  # where and how fast the corpus is encoded, not what it holds
             settings["data"].pop(volatile, None)
         blob = json.dumps(settings, sort_keys=True, default=str)

@@ -276,7 +276,7 @@ def warn_unused_tune(out: Path) -> None:
 
 
 def run_tune(grid: GridConfig, out: Path, *, executor: str = "local", progress: bool = True,
-             slurm: dict[str, Any] | None = None) -> TuneResult:
+             slurm: dict[str, Any] | None = None, jobs: int | None = None) -> TuneResult:
     """`tgbench tune`: train the sweep (the default one for a grid without [tune]) and write tune.json."""
     from tgbench.config import to_toml
     from tgbench.grid import check_data
@@ -288,7 +288,7 @@ def run_tune(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "grid.toml").exists():
         write_text(out / "grid.toml", to_toml(grid.to_dict()))
-    execute_specs(sweep_specs(grid), out, grid, executor=executor, progress=progress, slurm=slurm,
+    execute_specs(sweep_specs(grid), out, grid, executor=executor, progress=progress, slurm=slurm, jobs=jobs,
                   title="tuning sweep")
     return write_tune(grid, out)
 
