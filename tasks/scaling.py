@@ -91,6 +91,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 from tgbench.errors import UserError
+from tgbench.flags import join_flags, split_flags, table_flags
 from tgbench.results import DONE, fit_loss, label_of, ordered_labels
 from tgbench.runs import write_text
 from tgbench.tasks.verdicts import comparison_pairs, grid_verdicts, seed_scheme
@@ -1025,12 +1026,26 @@ def _fit_axis_group(x: np.ndarray, y: np.ndarray, n_resamples: int,
     return {form: bootstrap_fit(x, y, form, n_resamples, rng, seeds=seeds) for form in FORMS}
 
 
+def run_flags(rows: pd.DataFrame) -> dict[str, list[str]]:
+    """run_id -> flags of the usable runs: results.csv's ``flags`` column (curve flags) plus the table's own
+    cell-outlier and Cook's-distance flags, recomputed here so that a table without the column gets them."""
+    extra = table_flags(rows)
+    column = rows["flags"] if "flags" in rows.columns else [""] * len(rows)
+    out = {}
+    for run, cell in zip(rows["run_id"], column, strict=True):
+        joined = split_flags(join_flags(split_flags(cell), extra.get(str(run), [])))
+        if joined:
+            out[str(run)] = joined
+    return out
+
+
 def _verdicts_of_rows(results: pd.DataFrame, rows: pd.DataFrame, pairs: Sequence[tuple[str, str]],
                       leave_one_out: bool = True, with_power: bool = True) -> dict:
     scheme, source = seed_scheme(results)
-    verdicts, power, notes = grid_verdicts(rows, pairs, scheme, leave_one_out, with_power)
+    flags = run_flags(rows) if leave_one_out else {}
+    verdicts, power, notes = grid_verdicts(rows, pairs, scheme, leave_one_out, with_power, flags)
     return {"design": {"seed_scheme": scheme, "source": source}, "verdicts": verdicts, "power": power,
-            "notes": notes}
+            "flags": flags, "notes": notes}
 
 
 def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, *,
@@ -1152,6 +1167,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         "design": paired["design"],
         "verdicts": paired["verdicts"],
         "power": paired["power"],
+        "flags": paired["flags"],
         "loss_column": loss_column,
         "n_resamples": n_resamples,
         "seed": seed,

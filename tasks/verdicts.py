@@ -372,11 +372,14 @@ def _sentence(v: dict, scheme: str) -> str:
                      f"is at least {smallest:.2g}")
     if v["sensitive_to"]:
         parts.append(f"the class changes without run {', '.join(v['sensitive_to'])}")
+    if v.get("without_flagged") and v["without_flagged"]["class"] != v["class"]:
+        parts.append(f"without the flagged runs ({', '.join(v['without_flagged']['excluded'])}) it is "
+                     f"\"{v['without_flagged']['class']}\"")
     return "; ".join(parts) + "."
 
 
 def pair_verdict(rows: pd.DataFrame, a: str, b: str, scheme: str, leave_one_out: bool = True,
-                 with_power: bool = True) -> dict | None:
+                 with_power: bool = True, flags: dict[str, list[str]] | None = None) -> dict | None:
     """The ``verdicts`` entry of one pair (keys as issue 20 item 3), plus its ``power`` entry.
 
     Args:
@@ -385,6 +388,8 @@ def pair_verdict(rows: pd.DataFrame, a: str, b: str, scheme: str, leave_one_out:
         scheme: the table's seed scheme.
         leave_one_out: fill ``sensitive_to`` (refits the class once per run of the pair).
         with_power: compute the ``power`` entry (None otherwise).
+        flags: run_id -> flags (``tgbench.flags``); flagged runs of the pair are listed, and when there are any
+            the class without them is given as ``without_flagged``.
 
     Returns:
         {"verdict": {...}, "power": {...}}, or None when A and B share no (budget, replicate).
@@ -415,17 +420,26 @@ def pair_verdict(rows: pd.DataFrame, a: str, b: str, scheme: str, leave_one_out:
         "pooled_sign_flip_p": pooled["sign_flip_p"], "interaction_slope": inter["slope"],
         "interaction_ci": inter["ci"], "interaction_df": inter["df"], "interaction_basis": inter["basis"],
         "runs": runs,
+        "flagged": [{"run": r, "flags": list((flags or {})[r])} for r in runs if (flags or {}).get(r)],
+        "without_flagged": None,
     }
+    if verdict["flagged"]:
+        out_runs = {f["run"] for f in verdict["flagged"]}
+        keep = np.array([ra not in out_runs and rb not in out_runs
+                         for ra, rb in zip(pairs.run_a, pairs.run_b, strict=True)])
+        other = classify(analyse(pairs.subset(keep), scheme), a, b) if keep.any() else NOT_DISTINGUISHABLE
+        verdict["without_flagged"] = {"class": other, "excluded": sorted(out_runs)}
     verdict["sentence"] = _sentence(verdict, scheme)
     return {"verdict": verdict, "power": power_analysis(result, scheme, a, b) if with_power else None}
 
 
 def grid_verdicts(rows: pd.DataFrame, pairs: Sequence[tuple[str, str]], scheme: str, leave_one_out: bool = True,
-                  with_power: bool = True) -> tuple[list[dict], list[dict], list[str]]:
+                  with_power: bool = True,
+                  flags: dict[str, list[str]] | None = None) -> tuple[list[dict], list[dict], list[str]]:
     """Verdicts and power of every pair; (verdicts, power, notes for pairs without a shared cell)."""
     verdicts, power, notes = [], [], []
     for a, b in pairs:
-        out = pair_verdict(rows, a, b, scheme, leave_one_out, with_power)
+        out = pair_verdict(rows, a, b, scheme, leave_one_out, with_power, flags)
         if out is None:
             notes.append(f"no verdict for {a} vs {b}: no budget where both have a finished run of the same "
                          "replicate (seed)")

@@ -62,11 +62,12 @@ METRICS: dict[str, Metric] = {
     "lr_source": Metric("LR from", fmt="text"),
     "max_grad_norm": Metric("max grad norm", "before clipping", fmt=".3g"),
     "clipped_fraction": Metric("clipped", "of steps", fmt=".0%"),
+    "flags": Metric("flags", "tgbench/flags.py", fmt="text"),
 }
 # The runs table: settings, training and the primary (lexical) numbers; every task has its own section.
 RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps",
                "best_val_loss", "test_loss", "test_ppl", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "lr",
-               "lr_source", "max_grad_norm", "clipped_fraction"]
+               "lr_source", "max_grad_norm", "clipped_fraction", "flags"]
 
 # The paper's comparison: its numbers are shown only beside this pair, its ablations only for TG's variants.
 PAPER_PAIR = ("tg", "gpt2")
@@ -207,6 +208,12 @@ def _axis_extent(frame: pd.DataFrame, axis: str, labels: Iterable[str]) -> int:
     return int(done.groupby(["label", *group])[x].nunique().max())
 
 
+def _split_flags(cell: Any) -> list[str]:
+    from tgbench.flags import split_flags
+
+    return split_flags(cell)
+
+
 def _run_flags(frame: pd.DataFrame) -> dict[str, str]:
     """run_id -> the flags results.csv records for it (empty ones left out)."""
     if "flags" not in frame.columns:
@@ -246,7 +253,10 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
                 "multipliers": mults, "power": power, "flagged": [], "sensitive_to": [], "has_fits": has_fits,
                 "paper": (a, b) == PAPER_PAIR}
     cls = str(entry.get("class", ""))
-    flagged = [{"run": r, "flags": flags[r]} for r in entry.get("runs", []) if r in flags]
+    # fits.json lists the pair's flagged runs (results.csv's flags plus the table's own); older files: the column
+    flagged = ([{"run": f["run"], "flags": "; ".join(f.get("flags") or [])} for f in entry["flagged"]]
+               if "flagged" in entry else
+               [{"run": r, "flags": flags[r].replace(";", "; ")} for r in entry.get("runs", []) if r in flags])
     return {"a": a, "b": b, "class": cls, "pill": _class_pill(cls, a, b), "sentence": str(entry.get("sentence", "")),
             "per_budget": entry.get("per_budget") or [], "delta_mean": entry.get("delta_mean"),
             "delta_ci": entry.get("delta_ci") or [None, None], "ppl_rel": entry.get("ppl_rel"),
@@ -395,7 +405,9 @@ def runs_table(frame: pd.DataFrame, order: Iterable[str] = ()) -> dict[str, Any]
         for key in RUN_COLUMNS:
             value = row[key]
             number = _num(value) if METRICS[key].fmt != "text" else None
-            text = fmt_value(value, key)
+            text = fmt_value(value, key) if key != "flags" else "; ".join(_split_flags(value))
+            if key == "flags" and text:
+                value = text
             classes = []
             if text == "missing":
                 classes.append("missing")
@@ -403,7 +415,7 @@ def runs_table(frame: pd.DataFrame, order: Iterable[str] = ()) -> dict[str, Any]
                 classes.append("best")
             if key == "status":
                 classes.append(f"status-{text}")
-            sort = "" if text == "missing" else (repr(number) if number is not None else str(value))
+            sort = "" if text in ("missing", "") else (repr(number) if number is not None else str(value))
             cells.append({"text": text, "sort": sort, "classes": " ".join(classes)})
         rows.append(cells)
     directions = {True: "lower is better", False: "higher is better"}

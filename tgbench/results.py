@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tgbench.flags import curve_flags, join_flags, split_flags, table_flags
 from tgbench.runs import RunDir, list_runs, read_json, write_text
 from tgbench.task import Metric, metric_schema, metric_values
 
@@ -153,7 +154,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "data_seed": config.train.data_order_seed, "init_seed": config.train.initialisation_seed,
         # grids set both seeds per (budget, replicate); a run that leaves them to `seed` shares it across budgets
         "seed_scheme": "per-budget" if config.train.data_seed >= 0 and config.train.init_seed >= 0 else "shared",
-        "flags": "",
+        "flags": join_flags(curve_flags(run.read_metrics())),
     }
     for task in task_order(evals):
         for metric, value in evals[task].items():
@@ -206,7 +207,20 @@ def build_results(grid_dir: Path, variants: dict[str, str] | None = None, skip_b
         except Exception:  # noqa: BLE001 - a broken run dir is shown by its absence in the report
             if not skip_broken:
                 raise
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS + task_columns(rows))
+    return with_table_flags(pd.DataFrame(rows, columns=RESULT_COLUMNS + task_columns(rows)))
+
+
+def with_table_flags(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with each finished run's cell-outlier and Cook's-distance flags added to its ``flags``."""
+    if frame.empty:
+        return frame
+    done = frame[frame["status"].astype(str) == DONE].copy()
+    done["loss"], _ = fit_loss(done)
+    extra = table_flags(done)
+    frame = frame.copy()
+    frame["flags"] = [join_flags(split_flags(cell), extra.get(str(run), []))
+                      for run, cell in zip(frame["run_id"], frame["flags"], strict=True)]
+    return frame
 
 
 def task_columns(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -233,7 +247,7 @@ def write_results(grid_dir: Path, variants: dict[str, str] | None = None) -> pd.
 
 
 # The files a results row is read from (collect_row); a newer one makes results.csv stale.
-ROW_SOURCES = ("config.toml", "summary.json", "DONE", "FAILED")
+ROW_SOURCES = ("config.toml", "summary.json", "DONE", "FAILED", "metrics.jsonl")
 
 
 def _mtime_ns(path: Path) -> int:
