@@ -55,24 +55,34 @@ alpha 94.9%, x_c 94.9% and m 96.1% (1200 grids: 400 each of 3, 4 and 5 budgets, 
 (4-5 budgets, 400 grids) alpha 96.6%, E 95.6%, A 96.9%, m 95.8%; one seed per cell (5 budgets, kaplan,
 600 grids) alpha 95.7%, m 95.5%.
 
-fits.json layout (``fit_grid``, version 2)::
+fits.json layout (``fit_grid``, version 3)::
 
-    {"version": 2, "reference": A, "pairs": [[A, B], [A, C], ...],
+    {"version": 3, "reference": A, "pairs": [[A, B], [A, C], ...], "form": "kaplan" (the form the report draws),
+     "design": {"seed_scheme": "per-budget" | "shared", "source": where that was read},
+     "verdicts": [verdict], "power": [power], "flags": {run_id: [flag, ...]},
      "loss_column": "test_loss" | "best_val_loss" | "mixed", "n_resamples": int, "seed": int,
-     "axes": {"data":   {label: {"width=W,layers=L": {"kaplan": fit, "saturating": fit}}},
-              "params": {label: {"tokens=D": {"kaplan": fit, "saturating": fit}}}},
+     "axes": {"data":   {label: {"width=W,layers=L": {form: fit}}},
+              "params": {label: {"tokens=D": {form: fit}}}},
      "joint": {label: fit},
-     "multipliers": {"data":   {A: {B: {"width=W,layers=L": {"kaplan": mult, "saturating": mult}}}},
-                     "params": {A: {B: {"tokens=D": {"kaplan": mult, "saturating": mult}}}}},
-     "points": [rows used], "notes": [why rows, axes or pairs were left out, and interval caveats]}
+     "multipliers": {"data":   {A: {B: {"width=W,layers=L": {"interpolated": mult, form: mult}}}},
+                     "params": {A: {B: {"tokens=D": {"interpolated": mult, form: mult}}}}},
+     "points": [rows used], "notes": [why rows, axes or pairs were left out, interval caveats, lack of fit]}
 
-    fit  = PowerLawFit.to_dict(): form, status ("ok" | "exactly determined, no interval" | "fit failed"),
-           params, intervals (95%, see above), converged, reason, n_points, n_distinct, x, y, n_resamples,
-           failed_fraction, huber_delta, interval_basis ("seeds" | "residuals" | "none"), seed_variance, df,
-           interval_note
+    verdict, power = tasks/verdicts.py (paired tests per measured budget, pooled, interaction; class;
+           sensitive_to; flagged runs and the class without them; power of the pooled test)
+    fit  = PowerLawFit.to_dict() plus "lack_of_fit" (tasks/multipliers.py; None without replicates): form,
+           status ("ok" | "exactly determined, no interval" | "fit failed"; a saturating E or alpha on its bound
+           is a failure with that reason, so no bound is shown as a fitted value), params, intervals (95%, see
+           above), converged, reason, n_points, n_distinct, x, y, n_resamples, failed_fraction, huber_delta,
+           interval_basis ("seeds" | "residuals" | "none"), seed_variance, df, interval_note
     mult = {"points": [{"x", "loss_a", "x_b", "value", "ci_low", "ci_high", "df", "status", "extrapolated"}],
-            "range": [min, max] of the point values | null, "range_ci": {"min": [lo, hi], "max": [lo, hi]},
-            "failed_fraction": float, "n_resamples": int, "interval_basis", "seed_variance", "interval_note"}
+            "range": [min, max] of the point values | null, "range_ci", "failed_fraction", "n_resamples",
+            "interval_basis" ("analytic" for kaplan, "seeds" for interpolated and bootstrapped forms),
+            "seed_variance", "interval_note"}; "interpolated" and "kaplan" are tasks/multipliers.py's analytic
+           multipliers (intervals that include lack of fit); other forms keep the seed bootstrap below.
+
+Fit forms are registered classes (``FitForm``: name, param_names, predict, inverse, fit; ``@register_form``):
+a new form is one class, fitted to every axis group and compared by its multipliers.
 """
 
 from __future__ import annotations
@@ -94,6 +104,7 @@ from tgbench.errors import UserError
 from tgbench.flags import join_flags, split_flags, table_flags
 from tgbench.results import DONE, fit_loss, label_of, ordered_labels
 from tgbench.runs import write_text
+from tgbench.tasks.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
 from tgbench.tasks.verdicts import comparison_pairs, grid_verdicts, seed_scheme
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
@@ -102,12 +113,7 @@ except ImportError:  # pragma: no cover
     ThreadpoolController = None
 
 FITS_VERSION = 3
-FORMS = ("kaplan", "saturating")
-PARAM_NAMES = {
-    "kaplan": ("x_c", "alpha"),
-    "saturating": ("E", "A", "alpha"),
-    "joint": ("E", "A", "alpha", "B", "beta"),
-}
+JOINT_PARAMS = ("E", "A", "alpha", "B", "beta")
 REQUIRED_COLUMNS = ("run_id", "adapter", "width", "layers", "n_params", "tokens", "seed", "status",
                     "best_val_loss")
 STATUS_OK = "ok"
@@ -133,26 +139,131 @@ _JOINT_STARTS = ((0.5, 0.3, 0.3), (0.0, 0.1, 0.5), (0.9, 0.5, 0.1), (0.5, 1.0, 1
 # the curves, vectorised over parameter arrays (a bootstrap evaluates hundreds of fits at once)
 
 
-def predict_form(form: str, params: Mapping[str, float | np.ndarray], x) -> np.ndarray:
-    """L(x) of a 1-D form; parameters and x broadcast against each other (e.g. params (R, 1), x (n,))."""
-    x = np.asarray(x, dtype=float)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if form == "kaplan":
+class FitForm:
+    """A one-dimensional scaling-law form, L(x) with positive parameters: the contract of a registered form.
+
+    A new form is one subclass with ``name``, ``param_names``, ``predict``, ``inverse`` and ``fit``, decorated
+    with ``@register_form``; ``tgbench fit`` then fits it to every axis group, bootstraps its intervals and
+    computes its multipliers, and ``tgbench fit --form NAME`` makes the report draw it.
+    """
+
+    name: str = ""
+    param_names: tuple[str, ...] = ()
+
+    def predict(self, params: Mapping[str, float | np.ndarray], x) -> np.ndarray:
+        """L(x); parameters and x broadcast against each other (e.g. params (R, 1), x (n,))."""
+        raise NotImplementedError
+
+    def inverse(self, params: Mapping[str, float | np.ndarray], loss) -> np.ndarray:
+        """The x at which the form reaches ``loss``; NaN where it never does."""
+        raise NotImplementedError
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_distinct: int, *, n_starts: int | None = None,
+            init: Mapping[str, float] | None = None, huber_delta: float | None = None) -> PowerLawFit:
+        """The point fit to checked positive x and y with n_distinct distinct x (>= len(param_names))."""
+        raise NotImplementedError
+
+    def refit_many(self, x: np.ndarray, log_ys: np.ndarray, full: PowerLawFit) -> dict[str, np.ndarray]:
+        """Refit every resample (rows of log_ys); each parameter's values (R,), NaN where a refit failed."""
+        out = {k: np.full(log_ys.shape[0], np.nan) for k in self.param_names}
+        cell = _cells(x)
+        cache: dict[bytes, PowerLawFit] = {}
+        for i, log_y in enumerate(log_ys):
+            # a fit depends only on the multiset of losses within each cell, and with 2 seeds many resamples repeat
+            key = np.round(log_y[np.lexsort((log_y, cell))], 12).tobytes()
+            if key not in cache:
+                cache[key] = self.fit(x, np.exp(log_y), np.unique(x).size, n_starts=1, init=full.params,
+                                      huber_delta=full.huber_delta)
+            refit = cache[key]
+            if refit.converged:
+                for k in out:
+                    out[k][i] = refit.params[k]
+        return out
+
+
+FIT_FORMS: dict[str, FitForm] = {}
+
+
+def register_form(cls: type[FitForm]) -> type[FitForm]:
+    """Class decorator: register a FitForm under its ``name``."""
+    FIT_FORMS[cls.name] = cls()
+    return cls
+
+
+def get_form(name: str) -> FitForm:
+    """The registered form called ``name``.
+
+    Raises:
+        UserError: for an unknown name (the fix lists the registered ones).
+    """
+    if name not in FIT_FORMS:
+        from tgbench.errors import unknown_name
+
+        raise unknown_name("fit form", name, FIT_FORMS)
+    return FIT_FORMS[name]
+
+
+@register_form
+class Kaplan(FitForm):
+    """L(x) = (x_c / x)^alpha, fitted by least squares of log L on log x (closed form, every seed a row)."""
+
+    name = "kaplan"
+    param_names = ("x_c", "alpha")
+
+    def predict(self, params, x):
+        x = np.asarray(x, dtype=float)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return (params["x_c"] / x) ** params["alpha"]
-        return params["E"] + params["A"] * x ** -np.asarray(params["alpha"])
+
+    def inverse(self, params, loss):
+        loss = np.asarray(loss, dtype=float)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = params["x_c"] * loss ** (-1.0 / np.asarray(params["alpha"]))
+            out = np.where(np.isfinite(loss) & (loss > 0), out, np.nan)
+        return np.where(np.isfinite(out) & (out > 0), out, np.nan)
+
+    def fit(self, x, y, n_distinct, *, n_starts=None, init=None, huber_delta=None):
+        return _fit_kaplan(x, y, n_distinct)
+
+    def refit_many(self, x, log_ys, full):
+        x0 = float(np.exp(np.mean(np.log(x))))  # one least-squares solve for all resamples
+        l0, slope = _kaplan_coefficients(np.log(x / x0), log_ys)
+        x_c, alpha, _ = _kaplan_params(l0, slope, x0)
+        return {"x_c": x_c, "alpha": alpha}
+
+
+@register_form
+class Saturating(FitForm):
+    """L(x) = E + A x^-alpha (irreducible loss E): least squares, then Huber, from several starts."""
+
+    name = "saturating"
+    param_names = ("E", "A", "alpha")
+
+    def predict(self, params, x):
+        x = np.asarray(x, dtype=float)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return params["E"] + params["A"] * x ** -np.asarray(params["alpha"])
+
+    def inverse(self, params, loss):
+        loss = np.asarray(loss, dtype=float)
+        floor = params["E"]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            out = (params["A"] / (loss - floor)) ** (1.0 / np.asarray(params["alpha"]))
+            out = np.where(np.isfinite(loss) & (loss > floor), out, np.nan)
+        return np.where(np.isfinite(out) & (out > 0), out, np.nan)
+
+    def fit(self, x, y, n_distinct, *, n_starts=None, init=None, huber_delta=None):
+        return _fit_saturating(x, y, n_distinct, 6 if n_starts is None else n_starts, init, huber_delta)
+
+
+def predict_form(form: str, params: Mapping[str, float | np.ndarray], x) -> np.ndarray:
+    """L(x) of a registered 1-D form; parameters and x broadcast against each other (e.g. params (R, 1), x (n,))."""
+    return FIT_FORMS[form].predict(params, x)
 
 
 def inverse_form(form: str, params: Mapping[str, float | np.ndarray], loss) -> np.ndarray:
-    """The x at which a 1-D form reaches ``loss``; NaN where it never does (loss <= E or not finite)."""
-    loss = np.asarray(loss, dtype=float)
-    floor = 0.0 if form == "kaplan" else params["E"]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if form == "kaplan":
-            out = params["x_c"] * loss ** (-1.0 / np.asarray(params["alpha"]))
-        else:
-            out = (params["A"] / (loss - floor)) ** (1.0 / np.asarray(params["alpha"]))
-        out = np.where(np.isfinite(loss) & (loss > floor), out, np.nan)
-    return np.where(np.isfinite(out) & (out > 0), out, np.nan)
+    """The x at which a registered 1-D form reaches ``loss``; NaN where it never does (loss <= E or not finite)."""
+    return FIT_FORMS[form].inverse(params, loss)
 
 
 @dataclass
@@ -161,7 +272,7 @@ class PowerLawFit:
 
     Attributes:
         form: "kaplan", "saturating" or "joint".
-        params: fitted parameters in the data's own units (see PARAM_NAMES).
+        params: fitted parameters in the data's own units (the form's ``param_names``).
         intervals: 95% interval per parameter (empty without a bootstrap or when exactly determined).
         converged: whether the fit converged to finite parameters inside the bounds.
         reason: why the fit failed ("" when it converged).
@@ -198,7 +309,7 @@ class PowerLawFit:
         """"ok", "exactly determined, no interval" (as many parameters as distinct x) or "fit failed"."""
         if not self.converged:
             return STATUS_FAILED
-        return STATUS_EXACT if self.n_distinct <= len(PARAM_NAMES[self.form]) else STATUS_OK
+        return STATUS_EXACT if self.n_distinct <= len(_param_names(self.form)) else STATUS_OK
 
     def predict(self, x) -> np.ndarray:
         """The fitted loss at x (for the joint form, x is an (N, D) pair or an array of shape (k, 2)).
@@ -298,6 +409,10 @@ def _as_points(name: str, values, n: int | None = None) -> np.ndarray:
         raise ValueError(f"{name} has {arr.size} values but x has {n}")
     _check_positive_finite(name, arr)
     return arr
+
+
+def _param_names(form: str) -> tuple[str, ...]:
+    return JOINT_PARAMS if form == "joint" else FIT_FORMS[form].param_names
 
 
 def _check_distinct(name: str, x: np.ndarray) -> int:
@@ -487,6 +602,10 @@ def _fit_saturating(x: np.ndarray, y: np.ndarray, n_distinct: int, n_starts: int
     if _at_bound(alpha, ALPHA_MIN, ALPHA_MAX):
         return _failure("saturating", f"alpha ran into its bound ({alpha:.3g}): the losses do not follow the form",
                         xs, ys, n_distinct)
+    if theta[0] <= bounds[0][0] + 1e-3:
+        # E at its floor: the points show no irreducible loss, and E would be the bound, not a fitted value
+        return _failure("saturating", "E sits on its lower bound (the losses show no floor at these points): the "
+                        "saturating form does not apply; no parameters are shown as fitted", xs, ys, n_distinct)
     with np.errstate(over="ignore"):
         params = {"E": math.exp(theta[0]), "A": math.exp(theta[1]) * x0 ** alpha, "alpha": alpha}
     if not all(np.isfinite(v) and v < 1e300 for v in params.values()):
@@ -518,18 +637,17 @@ def fit_power_law(x, loss, form: str = "kaplan", *, n_starts: int | None = None,
     Raises:
         ValueError: on non-positive or non-finite x or loss, mismatched lengths, or fewer than 2 distinct x.
     """
-    if form not in FORMS:
-        raise ValueError(f"unknown form {form!r}; expected one of {FORMS} (use fit_joint for the joint form)")
+    if form not in FIT_FORMS:
+        raise ValueError(f"unknown form {form!r}; expected one of {tuple(FIT_FORMS)} (use fit_joint for the joint "
+                         "form)")
     x = _as_points("x", x)
     y = _as_points("loss", loss, x.size)
     n_distinct = _check_distinct("x", x)
-    n_par = len(PARAM_NAMES[form])
+    n_par = len(FIT_FORMS[form].param_names)
     if n_distinct < n_par:
         return _failure(form, f"{n_par} parameters but only {n_distinct} distinct x values", x.tolist(), y.tolist(),
                         n_distinct)
-    if form == "kaplan":
-        return _fit_kaplan(x, y, n_distinct)
-    return _fit_saturating(x, y, n_distinct, 6 if n_starts is None else n_starts, init, huber_delta)
+    return FIT_FORMS[form].fit(x, y, n_distinct, n_starts=n_starts, init=init, huber_delta=huber_delta)
 
 
 @_single_threaded
@@ -721,26 +839,7 @@ def residual_resamples(log_y: np.ndarray, log_pred: np.ndarray, n_par: int, n_re
 
 def _refit_all(form: str, x: np.ndarray, log_ys: np.ndarray, full: PowerLawFit) -> dict[str, np.ndarray]:
     """Refit every resample; returns each parameter's values (R,), NaN where a refit failed."""
-    n_res = log_ys.shape[0]
-    if form == "kaplan":  # one least-squares solve for all resamples
-        x0 = float(np.exp(np.mean(np.log(x))))
-        l0, slope = _kaplan_coefficients(np.log(x / x0), log_ys)
-        x_c, alpha, _ = _kaplan_params(l0, slope, x0)
-        return {"x_c": x_c, "alpha": alpha}
-    out = {k: np.full(n_res, np.nan) for k in PARAM_NAMES[form]}
-    cell = _cells(x)
-    cache: dict[bytes, PowerLawFit] = {}
-    for i, log_y in enumerate(log_ys):
-        # a fit depends only on the multiset of losses within each cell, and with 2 seeds many resamples repeat
-        key = np.round(log_y[np.lexsort((log_y, cell))], 12).tobytes()
-        if key not in cache:
-            cache[key] = fit_power_law(x, np.exp(log_y), form, n_starts=1, init=full.params,
-                                       huber_delta=full.huber_delta)
-        refit = cache[key]
-        if refit.converged:
-            for k in out:
-                out[k][i] = refit.params[k]
-    return out
+    return FIT_FORMS[form].refit_many(x, log_ys, full)
 
 
 @_single_threaded
@@ -767,7 +866,7 @@ def bootstrap_fit(x, loss, form: str, n_resamples: int, rng: np.random.Generator
     y = _as_points("loss", loss, x.size)
     full = fit_power_law(x, y, form)
     full.n_resamples = n_resamples
-    n_par = len(PARAM_NAMES[form])
+    n_par = len(FIT_FORMS[form].param_names)
     if not full.converged:
         full.n_resamples = 0
         return BootstrapFit(full)
@@ -1023,7 +1122,7 @@ def _fit_axis_group(x: np.ndarray, y: np.ndarray, n_resamples: int,
     x = _as_points("x", x)
     y = _as_points("loss", y, x.size)
     seeds = seed_resamples(x, np.log(y), n_resamples, rng) if n_resamples else None
-    return {form: bootstrap_fit(x, y, form, n_resamples, rng, seeds=seeds) for form in FORMS}
+    return {form: bootstrap_fit(x, y, form, n_resamples, rng, seeds=seeds) for form in FIT_FORMS}
 
 
 def run_flags(rows: pd.DataFrame) -> dict[str, list[str]]:
@@ -1036,6 +1135,15 @@ def run_flags(rows: pd.DataFrame) -> dict[str, list[str]]:
         joined = split_flags(join_flags(split_flags(cell), extra.get(str(run), [])))
         if joined:
             out[str(run)] = joined
+    return out
+
+
+def _fit_entry(fit: PowerLawFit, x: np.ndarray, y: np.ndarray) -> dict:
+    """A fit's fits.json entry with its lack-of-fit F test (None without replicates or lack-of-fit df)."""
+    out = fit.to_dict()
+    out["lack_of_fit"] = None
+    if fit.converged:
+        out["lack_of_fit"] = _json_safe(lack_of_fit(x, np.log(y), np.log(fit.predict(x)), len(fit.params)))
     return out
 
 
@@ -1113,11 +1221,11 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
                 reason = f"bad data in {axis} axis, {label} {key}: {err}"
                 notes.append(reason)
                 axes[axis].setdefault(label, {})[key] = {
-                    f: _failure(f, reason, x.tolist(), y.tolist()).to_dict() for f in FORMS}
+                    f: _failure(f, reason, x.tolist(), y.tolist()).to_dict() for f in FIT_FORMS}
                 continue
-            axes[axis].setdefault(label, {})[key] = {f: res[f].fit.to_dict() for f in FORMS}
+            axes[axis].setdefault(label, {})[key] = {f: _fit_entry(res[f].fit, x, y) for f in FIT_FORMS}
             fitted[axis].setdefault(label, {})[key] = res
-            ranges[axis].setdefault(label, {})[key] = (np.unique(x), (float(x.min()), float(x.max())))
+            ranges[axis].setdefault(label, {})[key] = (np.unique(x), (float(x.min()), float(x.max())), x, y)
             for form, b in res.items():
                 if b.fit.interval_basis == "residuals":
                     caveats.setdefault("one seed per cell: intervals reflect the scatter around the curve, not "
@@ -1127,6 +1235,14 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
                                        []).append(f"{axis} {label} {key} {form}")
     for caveat, where in caveats.items():
         notes.append(f"{caveat}: {', '.join(where)}")
+    for axis, labels in axes.items():
+        for label, groups in labels.items():
+            for key, forms in groups.items():
+                for form, fit in forms.items():
+                    lof = fit.get("lack_of_fit")
+                    if lof and lof.get("sentence"):
+                        notes.append(f"lack of fit, {axis} axis {label} {key} {form}: F({lof['df1']}, {lof['df2']}) "
+                                     f"= {lof['F']:.3g}, p = {lof['p_value']:.2g}: {lof['sentence']}")
 
     joint: dict[str, dict] = {}
     for label, g in df.groupby("label", sort=True):
@@ -1152,10 +1268,15 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
                 continue
             by_group = multipliers[axis].setdefault(a_label, {}).setdefault(b_label, {})
             for key in shared:
-                x_a = ranges[axis][a_label][key][0]
-                b_range = ranges[axis][b_label][key][1]
-                by_group[key] = {form: pair_multiplier(fa[key][form], fb[key][form], x_a, b_range)
-                                 for form in FORMS}
+                x_a, _, raw_xa, raw_ya = ranges[axis][a_label][key]
+                _, b_range, raw_xb, raw_yb = ranges[axis][b_label][key]
+                # the primary multiplier needs no law; Kaplan's interval is analytic and includes lack of fit;
+                # other forms keep the seed bootstrap
+                by_group[key] = {"interpolated": interpolated_multiplier(raw_xa, raw_ya, raw_xb, raw_yb),
+                                 **{form: (kaplan_multiplier(raw_xa, raw_ya, raw_xb, raw_yb) if form == "kaplan"
+                                           and fa[key][form].fit.converged and fb[key][form].fit.converged
+                                           else pair_multiplier(fa[key][form], fb[key][form], x_a, b_range))
+                                    for form in FIT_FORMS}}
 
     point_cols = [c for c in ("run_id", "label", "adapter", "variant", "width", "layers", "n_params", "tokens",
                               "seed", "loss", "loss_source") if c in df.columns]
@@ -1171,6 +1292,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         "loss_column": loss_column,
         "n_resamples": n_resamples,
         "seed": seed,
+        "form": "kaplan",
         "axes": axes,
         "joint": joint,
         "multipliers": multipliers,
@@ -1180,7 +1302,8 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
 
 
 def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
-               seed: int = 0, reference: str | None = None, baselines: Sequence[str] | None = None) -> Path:
+               seed: int = 0, form: str = "kaplan", reference: str | None = None,
+               baselines: Sequence[str] | None = None) -> Path:
     """Read ``grid_dir/results.csv`` and write ``grid_dir/fits.json`` atomically (temp file + os.replace).
 
     Args:
@@ -1188,6 +1311,7 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
         pairs: (A, B) label pairs to compare; None: `reference` against `baselines` (see fit_grid).
         n_resamples: bootstrap resamples per axis group.
         seed: seed of the bootstrap.
+        form: the fit form the report draws (a registered FitForm; default the paper's Kaplan form).
         reference: the default pairs' A (the grid file's `reference`); None: tg when present, else the first label.
         baselines: the default pairs' Bs (the grid file's `baselines`); None: every other label.
 
@@ -1199,12 +1323,14 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
         ValueError: when the table lacks required columns.
     """
     grid_dir = Path(grid_dir)
+    form = get_form(form).name
     n_resamples = check_resamples(n_resamples)
     csv = grid_dir / "results.csv"
     if not csv.is_file():
         raise UserError(f"no results table at {csv}", "run the grid first (it writes results.csv)")
     fits = fit_grid(pd.read_csv(csv), pairs=pairs, n_resamples=n_resamples, seed=seed, reference=reference,
                     baselines=baselines)
+    fits["form"] = form
     out = grid_dir / "fits.json"
     write_text(out, json.dumps(fits, indent=2, allow_nan=False) + "\n")
     return out

@@ -330,8 +330,10 @@ def fit(
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples per fitted group (0 for no intervals).",
                                            show_default=True)] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.", show_default=True)] = 0,
+    form: Annotated[str, typer.Option(help="Fit form the report draws (kaplan, saturating or a registered one).",
+                                      show_default=True)] = "kaplan",
 ) -> None:
-    """Fit scaling laws and multipliers with intervals; writes fits.json and prints the fit's notes."""
+    """Fit scaling laws, multipliers and the verdict of every pair; writes fits.json and prints them."""
     import json
 
     from tgbench.results import write_results
@@ -360,7 +362,7 @@ def fit(
         labels = pd.read_csv(grid_dir / "results.csv", usecols=["label"], dtype=str)["label"].dropna()
         compared = read_grid_comparison(grid_dir, labels)
     try:
-        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed,
+        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed, form=form,
                           reference=compared.reference if compared else None,
                           baselines=list(compared.baselines) if compared else None)
     except ValueError as err:

@@ -496,7 +496,14 @@ def fits_table(fits: dict[str, Any] | None) -> list[dict[str, Any]]:
             ci = f" [{_g(lo)}, {_g(hi)}]" if _num(lo) is not None and _num(hi) is not None else ""
             params.append(f"{name} = {_g(value)}{ci}")
         failed = fit.get("failed_fraction")
-        rows.append({"axis": axis, "label": label, "group": group, "form": form,
+        lof = fit.get("lack_of_fit") or {}
+        p_text = fmt_value(lof.get("p_value"), fmt=".2g")
+        lof_text = f"F({lof['df1']}, {lof['df2']}) = {_g(lof.get('F'))}, p = {p_text}" if lof else ""
+        if lof.get("sentence"):
+            lof_text += f": {lof['sentence']}"
+        if not fit.get("converged"):
+            params = []  # a failed fit (e.g. E on its bound) shows no parameters as fitted
+        rows.append({"axis": axis, "label": label, "group": group, "form": form, "lack_of_fit": lof_text,
                      "status": "ok" if fit.get("converged") else "fit failed",
                      "reason": fit.get("reason") or "", "params": params, "n_points": fit.get("n_points", ""),
                      "failed": fmt_value(failed, fmt=".0%") if _num(failed) is not None else ""})
