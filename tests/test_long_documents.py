@@ -143,6 +143,26 @@ def test_position_buckets_add_up_to_the_scored_tokens(long_runs, model):
         assert row["memory_slots_train"] > 0
 
 
+def test_grid_report_shows_loss_by_sentence_position_and_what_each_model_sees(long_runs):
+    import html
+
+    from tgbench.evaluate import eval_run
+    from tgbench.report import render_report
+
+    for run in long_runs.values():
+        eval_run(run, "ppl", device="cpu", progress=False)
+    grid_dir = long_runs["tg"].parent  # both runs side by side: a grid directory without grid.toml
+    page = html.unescape(render_report(grid_dir))
+    assert "Loss by sentence position (width 32" in page
+    assert "Loss by sentence position minus tg's" in page  # tg, the reference, against gpt2
+    assert "What each model can see" in page and "effective context" in page
+    tg = json.loads((long_runs["tg"] / "eval" / "ppl.json").read_text())
+    first = next(e for e in tg["by_sentence_position"] if e["bucket"] == "1")
+    assert f"{first['loss']:.3f}" in page  # the position table's first bucket for tg
+    assert f"{tg['results']['ppl']['effective_context_tokens']:,.0f}" in page
+    assert "slots/sentence, training" in page  # the runs table's memory column
+
+
 def _counted_reads(adapter, model, batches):
     """Memory slots the model actually holds at every sentence step, counted inside `TG.step`."""
     counted = {"slots": 0, "sentences": 0}

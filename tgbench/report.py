@@ -23,13 +23,23 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from tgbench.comparison import Comparison, grid_comparison
 from tgbench.grid import grid_variants
 from tgbench.plots import Band, Series, colours, plot
-from tgbench.results import TaskInfo, done_rows, ordered_labels, read_results, refresh_results, task_schemas
+from tgbench.results import (
+    MEMORY_TRAIN,
+    TaskInfo,
+    done_rows,
+    ordered_labels,
+    read_results,
+    refresh_results,
+    task_column,
+    task_schemas,
+)
 from tgbench.runs import RunDir, list_runs, write_text
 from tgbench.sections import Section, TaskView, axis_cells, fmt_number
 from tgbench.sections import num as _num
 from tgbench.tune import tuning_caveat, tuning_section
 
 TEMPLATES = Path(__file__).parent / "templates"
+MEMORY_TEST = task_column("ppl", "memory_slots_per_sentence")  # memory slots read per sentence while scoring
 FIT_FORM = "kaplan"  # default form drawn (the paper's L(x) = (x_c / x)^alpha); fits.json's "form" overrides it
 
 
@@ -63,11 +73,13 @@ METRICS: dict[str, Metric] = {
     "max_grad_norm": Metric("max grad norm", "before clipping", fmt=".3g"),
     "clipped_fraction": Metric("clipped", "of steps", fmt=".0%"),
     "flags": Metric("flags", "tgbench/flags.py", fmt="text"),
+    MEMORY_TRAIN: Metric("memory read", "slots/sentence, training", fmt=".2f"),
+    MEMORY_TEST: Metric("memory read", "slots/sentence, test", fmt=".2f"),
 }
 # The runs table: settings, training and the primary (lexical) numbers; every task has its own section.
 RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps",
                "best_val_loss", "test_loss", "test_ppl", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "lr",
-               "lr_source", "max_grad_norm", "clipped_fraction", "flags"]
+               "lr_source", "max_grad_norm", "clipped_fraction", "flags", MEMORY_TRAIN, MEMORY_TEST]
 
 # The paper's comparison: its numbers are shown only beside this pair, its ablations only for TG's variants.
 PAPER_PAIR = ("tg", "gpt2")
@@ -390,6 +402,7 @@ def curve_plots(files: GridFiles, palette: dict[str, str], limit: int = 12) -> l
 def runs_table(frame: pd.DataFrame, order: Iterable[str] = ()) -> dict[str, Any]:
     """Every run with display text, sort keys and the best value of each scored column marked; models in
     reading order (`order`: the reference first), then by D, width and seed."""
+    frame = frame.assign(**{key: None for key in RUN_COLUMNS if key not in frame.columns})  # e.g. no ppl yet
     best = {}
     done = done_rows(frame)
     for key in RUN_COLUMNS:

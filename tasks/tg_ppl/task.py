@@ -134,10 +134,6 @@ class PerplexityTask(Task):
                           extra={"by_sentence_position": by_position})
 
     def report_section(self, view):
-        from tgbench.sections import generic_section
+        from tgbench.tasks.tg_ppl.report import ppl_section
 
-        # The lexical loss and perplexity are the primary numbers: the scaling plots and the verdict show them.
-        section = generic_section(view, plotted=("word_perplexity", "bits_per_byte"), title="Perplexity (ppl)")
-        section.notes.insert(0, "Test loss and test PPL are plotted in Scaling and compared in the verdict; "
-                                "word perplexity and bits per byte are shown here.")
-        return section
+        return ppl_section(view)
