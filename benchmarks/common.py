@@ -124,11 +124,11 @@ def build_model(adapter: Adapter, vocab: Vocab, device: torch.device, seed: int 
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW as the trainer builds it (no decay on 1-D tensors)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=1e-4)
+    """AdamW exactly as the trainer builds it (`tgbench.train.make_optimizer`), at LR 1e-4."""
+    from tgbench.config import RunConfig, TrainConfig
+    from tgbench.train import make_optimizer as trainer_optimizer
+
+    return trainer_optimizer(model, RunConfig(train=TrainConfig(lr=1e-4)))
 
 
 def autocast(device: torch.device):

@@ -25,7 +25,7 @@ from test_grid import tiny_grid
 from tgbench.config import to_toml
 from tgbench.errors import UserError
 from tgbench.grid import GridConfig, expand, load_grid, run_grid
-from tgbench.parallel import Slot, cpu_cores, execute, plan_slots, resolve_jobs
+from tgbench.parallel import Slot, cpu_cores, execute, plan_slots, resolve_jobs, spec_from_dict, spec_to_dict
 from tgbench.runs import RunDir
 
 TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session", "time")
@@ -113,6 +113,7 @@ def test_slots_divide_the_cores_and_jobs_are_not_part_of_the_config_hash(tmp_pat
     assert all(s.threads == max(1, cpu_cores() // 2) for s in slots)
     if not torch.cuda.is_available():
         assert all(s.gpu is None for s in slots) and resolve_jobs(0, specs) == 1
+    assert all(spec_from_dict(spec_to_dict(s)) == s for s in specs)  # what crosses to a worker is plain data
     assert plan_slots(1, specs) == [Slot(0, 0, None)]  # one job: in this process, the run's own threads
     assert resolve_jobs(3, specs) == 3
     with pytest.raises(UserError):

@@ -32,7 +32,6 @@ a single `tgbench train` does.
 from __future__ import annotations
 
 import os
-import pickle
 import queue
 import signal
 import time
@@ -219,7 +218,7 @@ class _Worker:
 
     slot: Slot
     process: Any  # multiprocessing.Process
-    inbox: Any  # multiprocessing.Queue of pickled RunSpecs (None: exit)
+    inbox: Any  # multiprocessing.Queue of RunSpecs as plain dicts (None: exit)
     spec: RunSpec | None = None  # the run it trains now
     status: str | None = None
     error: tuple[str, str, str | None] | None = None  # (kind, message, fix)
@@ -286,7 +285,7 @@ class _Pool:
         if worker is None or worker.process.exitcode is not None:
             worker = self._start_worker(slot)
         worker.spec, worker.status, worker.error = spec, None, None
-        worker.inbox.put(pickle.dumps(spec))
+        worker.inbox.put(spec_to_dict(spec))
         self.board.start(spec.run_id, slot.where)
 
     def _start_worker(self, slot: Slot) -> _Worker:
@@ -418,6 +417,22 @@ def _say(text: str) -> None:
     Console(stderr=True).print(text, soft_wrap=True)
 
 
+def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    """A RunSpec as plain data (what crosses to a worker: strings, numbers, lists and dicts only)."""
+    import dataclasses
+
+    out = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "config"}
+    return {**out, "config": spec.config.to_dict()}
+
+
+def spec_from_dict(raw: dict[str, Any]) -> RunSpec:
+    """The RunSpec `spec_to_dict` wrote, its config validated as any config file is."""
+    from tgbench.config import RunConfig
+    from tgbench.grid import RunSpec
+
+    return RunSpec(**{**raw, "config": RunConfig.from_dict(raw["config"])})
+
+
 def _worker_main(slot_index: int, out: str, env: dict[str, str], inbox, messages, parent_pid: int) -> None:
     """A worker: trains the runs from `inbox` one by one, each run's output in `<run>/worker.log`."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent, which forwards it exactly once
@@ -430,7 +445,7 @@ def _worker_main(slot_index: int, out: str, env: dict[str, str], inbox, messages
             break
         if blob is None:
             break
-        spec = pickle.loads(blob)  # noqa: S301 (our own parent's RunSpec, never a file)
+        spec = spec_from_dict(blob)
         status, error = _train_one(spec, Path(out), env, corpora, messages, slot_index, parent_pid)
         if error is not None:
             messages.put(("error", slot_index, spec.run_id, error))

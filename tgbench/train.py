@@ -84,6 +84,13 @@ class RunResult:
 
 
 def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """AdamW, no weight decay on 1-D tensors (biases, norms, gates).
+
+    The multi-tensor (`foreach`) implementation is asked for on the CPU too, where torch would pick
+    the per-tensor loop: it updates every parameter bit for bit as the loop does (checked by a test)
+    and saves a fifth of the optimiser's time. (`fused=True` is ~3x faster still but rounds
+    differently, about 1e-7 per step, so runs would no longer repeat earlier runs' numbers.)
+    """
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
@@ -92,7 +99,10 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Opt
         {"params": decay, "weight_decay": config.train.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(config.train.beta1, config.train.beta2))
+    devices = {p.device.type for p in model.parameters()}
+    foreach = True if devices <= {"cpu", "cuda"} else None  # None: torch's choice (other backends)
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(config.train.beta1, config.train.beta2),
+                             foreach=foreach)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int):
