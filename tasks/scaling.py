@@ -1202,6 +1202,9 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
     pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
     paired = _verdicts_of_rows(results, df, pairs)
     notes.extend(paired["notes"])
+    if paired["design"]["seed_scheme"] == "shared":
+        notes.append("seeds are shared across budgets (seed_scheme shared): the multipliers' and fits' intervals "
+                     "treat cells as independent and are only indicative; the verdict tests per replicate")
     axes: dict[str, dict] = {"data": {}, "params": {}}
     fitted: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> {form: BootstrapFit}
     ranges: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> (x distinct, (min, max))

@@ -467,10 +467,10 @@ def ablation_table(frame: pd.DataFrame, reference: str) -> dict[str, Any]:
             width, tokens = shared[-1] if shared else max(zip(runs["width"], runs["tokens"], strict=True),
                                                           key=lambda c: (c[1], c[0]))
             here = runs[(runs["width"] == width) & (runs["tokens"] == tokens)]
-            measured = _mean([_num(v) for v in here["test_ppl"]])
+            measured = _geomean([_num(v) for v in here["test_ppl"]])  # perplexities: geometric means
             sps = _mean([_num(v) for v in here["sentences_per_s"]])
             ref = base[(base["width"] == width) & (base["tokens"] == tokens)]
-            base_ppl = _mean([_num(v) for v in ref["test_ppl"]])
+            base_ppl = _geomean([_num(v) for v in ref["test_ppl"]])
             cell = f"width {width}, D = {fmt_value(tokens, fmt='si')}"
         paper_delta = (f"{paper_ppl - 29.8:+.1f}" if paper_ppl is not None and variant else paper_note) or ""
         rows.append({"variant": variant or "(none)", "label": label, "what": what,
@@ -482,6 +482,12 @@ def ablation_table(frame: pd.DataFrame, reference: str) -> dict[str, Any]:
                      "sps": fmt_value(sps, fmt=",.1f"), "cell": cell,
                      "ran": measured is not None})
     return {"rows": rows, "paper": paper, "reference": reference}
+
+
+def _geomean(values: Iterable[float | None]) -> float | None:
+    """Geometric mean of positive values (a perplexity summary: exp of the mean log-loss), None when none."""
+    values = [v for v in values if v is not None and v > 0]
+    return float(np.exp(np.mean(np.log(values)))) if values else None
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

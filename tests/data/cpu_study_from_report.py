@@ -1,15 +1,18 @@
-"""Rebuild tests/data/cpu-study-results.csv from the runs table of reports/cpu-study.html (run once).
+"""Rebuild a committed report's results table from its runs table (run once per report).
 
-The report's runs table keeps every value at full precision in its cells' ``data-v`` attributes. Those runs
-used the old seed design (one seed per replicate, shared by every budget), so ``seed_scheme`` is "shared".
+The report's runs table keeps every value at full precision in its cells' ``data-v`` attributes. The
+committed reports' runs used the old seed design (one seed per replicate, shared by every budget), so
+``seed_scheme`` is "shared".
 
-    .venv/bin/python tests/data/cpu_study_from_report.py
+    .venv/bin/python tests/data/cpu_study_from_report.py            # tests/data/cpu-study-results.csv
+    .venv/bin/python tests/data/cpu_study_from_report.py demo OUT   # any committed report, to OUT
 """
 
 from __future__ import annotations
 
 import html
 import re
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +23,8 @@ COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "
            "peak_memory_mb", "reversal_normal_margin", "reversal_reversed_margin"]
 
 
-def main() -> None:
-    text = (ROOT / "reports" / "cpu-study.html").read_text(encoding="utf-8")
+def main(name: str = "cpu-study", out: Path | None = None) -> None:
+    text = (ROOT / "reports" / f"{name}.html").read_text(encoding="utf-8")
     table = text.split('id="runs-table"', 1)[1].split("</table>", 1)[0]
     rows = []
     for tr in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>", 1)[1], flags=re.S):
@@ -33,8 +36,8 @@ def main() -> None:
     for column in ("width", "layers", "n_params", "tokens", "seed", "steps"):
         frame[column] = pd.to_numeric(frame[column]).astype(int)
     frame["seed_scheme"] = "shared"
-    frame.to_csv(ROOT / "tests" / "data" / "cpu-study-results.csv", index=False)
+    frame.to_csv(out or ROOT / "tests" / "data" / f"{name}-results.csv", index=False)
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2], *(Path(p) for p in sys.argv[2:3]))
