@@ -95,7 +95,7 @@ def test_report_in_headless_chromium(tmp_path):
                         .replace("&amp;", "&"))
     assert result["errors"] == []
     assert "Uncaught" not in dom.stderr
-    assert result["plots"] == html.count("<svg") == 13
+    assert result["plots"] == html.count("<svg") >= 13  # every plot drawn; sections add plots as tasks land
     assert result["empty"] == [] and result["blank"] == []
     assert re.search(r"Data multiplier m_D.*?\d\.\d\d\u00d7", result["verdict"], re.S)
     assert re.search(r"Parameter multiplier m_N.*?\d\.\d\d\u00d7", result["verdict"], re.S)
