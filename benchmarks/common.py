@@ -1,5 +1,8 @@
 """Shared pieces of the benchmarks: the demo-preset setup, data, timing and reporting.
 
+Devices, autocast and optimizers are the trainer's own (`tgbench.devices`, `tgbench.train.make_optimizer`
+with the benchmark preset's [train] settings), so a benchmark measures what training runs.
+
 Every benchmark compares contenders *side by side in one process*: the contenders alternate within
 each repetition and the figure reported is the median over repetitions, so a ratio holds on a noisy
 shared machine where absolute numbers drift. `quick=True` swaps the embedded corpus for a tiny
@@ -20,6 +23,8 @@ import numpy as np
 import torch
 
 from tgbench.adapter import Adapter, Batch, Document, Vocab
+from tgbench.config import RunConfig, TrainConfig
+from tgbench.devices import autocast_context, resolve_device  # noqa: F401 (the benchmarks' device)
 
 PRESET = "cpu-study"  # the demo's size (width 128, 4 layers), with GPT-2 + boundaries too
 QUICK_WIDTH = 32  # quick mode: toy models
@@ -47,13 +52,6 @@ class Setup:
     batch_tokens: int
     device: torch.device
     describe: dict[str, Any]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" picks CUDA when present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def synthetic_documents(rng: np.random.Generator, n_docs: int, vocab_size: int, max_sentences: int = 8
@@ -123,21 +121,23 @@ def build_model(adapter: Adapter, vocab: Vocab, device: torch.device, seed: int 
     return adapter.build(vocab).to(device).train()
 
 
-def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW exactly as the trainer builds it (`tgbench.train.make_optimizer`), at LR 1e-4."""
-    from tgbench.config import RunConfig, TrainConfig
+def preset_train() -> TrainConfig:
+    """The benchmark preset's [train] settings (learning rate, betas, weight decay, dtype)."""
+    from tgbench.grid import load_grid
+
+    return load_grid(preset=PRESET).train
+
+
+def make_optimizer(model: torch.nn.Module, train: TrainConfig | None = None) -> torch.optim.Optimizer:
+    """The trainer's AdamW (`tgbench.train.make_optimizer`: no decay on 1-D tensors) with the preset's settings."""
     from tgbench.train import make_optimizer as trainer_optimizer
 
-    return trainer_optimizer(model, RunConfig(train=TrainConfig(lr=1e-4)))
+    return trainer_optimizer(model, RunConfig(train=train or preset_train()))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (the trainer's "auto" dtype), float32 on the CPU."""
-    import contextlib
-
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(device: torch.device, dtype: str = "auto"):
+    """The trainer's autocast (`tgbench.devices.autocast_context`): bf16 on CUDA for "auto", else float32."""
+    return autocast_context(device, dtype)
 
 
 def synchronize(device: torch.device) -> None:

@@ -26,7 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import emit, make_adapter, make_optimizer, print_table, synchronize, synthetic_documents
+from benchmarks.common import (
+    autocast,
+    emit,
+    make_adapter,
+    make_optimizer,
+    print_table,
+    resolve_device,
+    synchronize,
+    synthetic_documents,
+)
 from tgbench.adapter import Batch, Vocab
 from tgbench.train import _LossModule
 
@@ -48,7 +57,7 @@ def _setup(quick: bool):
 
 def _loss(adapter, model, batch: Batch, device: torch.device, bf16: bool) -> float:
     module = _LossModule(adapter, model)
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+    with torch.no_grad(), autocast(device, "bfloat16" if bf16 else "float32"):
         loss, _, _ = module(batch.to(device), 0)
     return float(loss)
 
@@ -74,7 +83,7 @@ def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device,
     batches = [b.to(device) for b in batches]
 
     def step(batch: Batch) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss, _, _ = module(batch, 0)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -99,7 +108,7 @@ def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device,
 
 
 def main(quick: bool = False, steps: int = 20, out: Path | None = None) -> dict[str, Any]:
-    device = torch.device("cuda" if torch.cuda.is_available() and not quick else "cpu")
+    device = resolve_device("cpu" if quick else "auto")
     vocab, docs, options, batch_tokens = _setup(quick)
     result: dict[str, Any] = {"benchmark": "gpu_check", "quick": quick, "device": str(device),
                               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

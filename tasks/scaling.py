@@ -101,6 +101,7 @@ from scipy import stats
 from scipy.optimize import least_squares
 
 from tgbench.errors import UserError
+from tgbench.files import json_safe
 from tgbench.flags import join_flags, split_flags, table_flags
 from tgbench.results import DONE, fit_loss, label_of, ordered_labels
 from tgbench.runs import write_text
@@ -1028,21 +1029,7 @@ def pair_multiplier(a: BootstrapFit, b: BootstrapFit, x_values, b_range: Sequenc
 # the whole grid
 
 
-def _json_safe(obj):
-    """Replace non-finite floats by None and numpy scalars by Python ones, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return [_json_safe(v) for v in obj.tolist()]
-    if isinstance(obj, np.bool_ | bool):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+_json_safe = json_safe  # the one JSON sanitiser (tgbench.files)
 
 
 def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None = None, *,

@@ -243,7 +243,7 @@ def test_verdicts_cover_every_fitted_pair():
 @pytest.mark.parametrize(("rate", "seeds", "expected"), [(0.5, 1, True), (0.52, 1, True), (0.56, 1, False),
                                                          (0.52, 3, False), (0.1, 2, False)])
 def test_reversal_error_at_chance(rate, seeds, expected):
-    from tgbench.tasks.tg_reversal.report import at_chance as _at_chance
+    from tgbench.tasks.tg_reversal.task import at_chance as _at_chance
 
     assert _at_chance(rate, seeds) is expected
 

@@ -8,6 +8,7 @@ section (variants of the reference), the throughput baseline and the colours (gr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -55,15 +56,17 @@ def comparison(labels: Iterable[object], reference: str = "", baselines: Sequenc
 def grid_comparison(grid: dict, labels: Iterable[object] | None = None) -> Comparison:
     """The comparison a grid file (its parsed TOML) names, over `labels` (default: its models' labels)."""
     models = [m for m in grid.get("models", []) if isinstance(m, dict)]
-    order = [str(m.get("label") or label_of_entry(m)) for m in models]
+    order = [str(m.get("label") or label_of(m.get("adapter", ""), m.get("variant"))) for m in models]
     return comparison(order if labels is None else labels, str(grid.get("reference") or ""),
                       [str(b) for b in grid.get("baselines") or []], order)
 
 
-def label_of_entry(model: dict) -> str:
-    """The label of a [[models]] table written without `label` (grid files from before labels were recorded)."""
-    adapter, variant = str(model.get("adapter", "")), str(model.get("variant") or "")
-    return adapter if not variant else f"{adapter}/{variant}"
+def label_of(adapter: object, variant: object = "") -> str:
+    """A run's label from its adapter and variant: the adapter, or adapter/variant for a named option set
+    (e.g. tg/no-memory). Grids label a plug-in by its class's `name` (`tgbench.grid.ModelEntry`)."""
+    if variant is None or (isinstance(variant, float) and math.isnan(variant)) or str(variant).strip() == "":
+        return str(adapter)
+    return f"{adapter}/{variant}"
 
 
 def read_grid_comparison(grid_dir, labels: Iterable[object]) -> Comparison | None:

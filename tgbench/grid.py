@@ -64,8 +64,9 @@ class ModelEntry:
 
     def __post_init__(self) -> None:
         if not self.label:
-            base = adapter_label(self.adapter)
-            self.label = base if not self.variant else f"{base}/{self.variant}"
+            from tgbench.comparison import label_of
+
+            self.label = label_of(adapter_label(self.adapter), self.variant)
 
 
 def adapter_label(adapter: str) -> str:
@@ -414,18 +415,12 @@ def parity_notes(grid: GridConfig) -> list[tuple[str, str]]:
     return context_parity(grid, tokens / sentences, tokens / max(documents, 1))
 
 
-def base_vocab_size(tokenizer: str) -> int:
-    if tokenizer == "gpt2":
-        return 50257
-    match = re.fullmatch(r"bpe-(\d+)", tokenizer)
-    return int(match.group(1)) if match else 50257
-
-
 def parameter_count(spec: RunSpec) -> int:
     """Non-embedding parameters, counted on the meta device (no memory, no init cost)."""
     import torch
 
     from tgbench.adapter import Vocab
+    from tgbench.data.tokenizer import base_vocab_size
     from tgbench.registry import build_adapter
 
     adapter = build_adapter(spec.config)

@@ -43,6 +43,8 @@ BUILTIN_TASKS: dict[str, str] = {
     "ppl": "tgbench.tasks.tg_ppl.task:PerplexityTask",
     "reversal": "tgbench.tasks.tg_reversal.task:ReversalTask",
 }
+# Every other task name is an lm-eval task (name or YAML path), wrapped by this class.
+LM_EVAL_TASK = "tgbench.lmeval:LMEvalTask"
 # The names of the built-in tasks' lm-eval twins (tasks/tg_*/tg_*.yaml) mean the direct task.
 TASK_ALIASES = {"tg_ppl": "ppl", "tg_reversal": "reversal"}
 
@@ -130,9 +132,8 @@ def get_task(name: str, include_paths: Sequence[Path] = ()) -> Task:
     else:
         entries = available_tasks()
         if name not in entries:
-            from tgbench.lmeval import LMEvalTask
-
-            return LMEvalTask(name, include_paths, also_known=sorted({*entries, *TASK_ALIASES}))
+            wrapper = _load_reference(LM_EVAL_TASK, Task, "task", "docs/tasks.md")
+            return wrapper(name, include_paths, also_known=sorted({*entries, *TASK_ALIASES}))
         cls = _load_reference(entries[name].target, Task, "task", "docs/tasks.md")
     if not cls.name:
         raise UserError(f"task class '{name}' sets no `name`", "give the class a name = \"...\" (docs/tasks.md)")

@@ -566,7 +566,8 @@ def task_sections(files: GridFiles, labels: list[str], palette: dict[str, str]) 
         cls = task_class(task, info.reference)
         view = TaskView(task, list(info.metrics), files.results, labels, palette, data_group, param_tokens,
                         description=info.description or (cls.description if cls is not None else ""))
-        out.append(cls().report_section(view) if cls is not None else generic_section(view))
+        own = cls().report_section(view) if cls is not None else None
+        out.append(own if own is not None else generic_section(view))
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tgbench.comparison import comparison, label_of  # noqa: F401 (the one definition; the fits import it from here)
 from tgbench.flags import curve_flags, join_flags, split_flags, table_flags
 from tgbench.runs import RunDir, list_runs, read_json, write_text
 from tgbench.task import Metric, metric_schema, metric_values
@@ -44,18 +45,9 @@ RESULT_COLUMNS = [
 ]
 
 
-def label_of(adapter: Any, variant: Any) -> str:
-    """A run's label: its adapter, or adapter/variant for a named option set (e.g. tg/no-memory)."""
-    if variant is None or (isinstance(variant, float) and math.isnan(variant)) or str(variant).strip() == "":
-        return str(adapter)
-    return f"{adapter}/{variant}"
-
-
 def ordered_labels(labels: Iterable[Any], order: Iterable[str] = ()) -> list[str]:
     """Distinct labels in reading order: the reference first (`tgbench.comparison`), then the grid's model
     order `order`, then the rest alphabetically."""
-    from tgbench.comparison import comparison
-
     return list(comparison(labels, order=list(order)).labels)
 
 

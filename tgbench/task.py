@@ -7,8 +7,8 @@ files are recomputed), the `metrics` it reports (name, direction, display format
 (``ppl``, ``reversal``), the entry-point group ``tgbench.tasks``, ``path/to/file.py:Class`` or
 ``module:Class``, and any lm-eval task name or YAML (wrapped by `tgbench.lmeval.LMEvalTask`).
 
-A task may override `report_section` for its own plots and tables; the default (`tgbench.sections`)
-shows a table per run and each scored metric against D or N with seed bars.
+A task may override `report_section` for its own plots and tables; without one the report draws the
+generic section (`tgbench.sections`): a table per run and each scored metric against D or N with seed bars.
 """
 
 from __future__ import annotations
@@ -117,11 +117,10 @@ class Task(ABC):
             progress: Show a progress bar.
         """
 
-    def report_section(self, view: TaskView) -> Section:
-        """This task's section of the report (default: a table per run and a plot per scored metric)."""
-        from tgbench.sections import generic_section
-
-        return generic_section(view)
+    def report_section(self, view: TaskView) -> Section | None:
+        """This task's own section of the report; None (the default) draws the generic one
+        (`tgbench.sections.generic_section`: a table per run and a plot per scored metric)."""
+        return None
 
 
 def metric_values(task_results: dict[str, Any]) -> dict[str, float]:

@@ -745,11 +745,9 @@ def _median(values: list[float]) -> float | None:
 
 
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import TextColumn
 
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=console,
-        disable=not enabled, transient=False,
-    )
+    from tgbench.console import progress_bar
 
+    return progress_bar(enabled, "steps", (TextColumn("loss {task.fields[loss]:.3f}"),), console=console,
+                        transient=False)

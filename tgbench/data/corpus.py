@@ -525,24 +525,9 @@ def _consume(documents: list[Any]) -> Iterator[sources.RawDocument]:
 
 
 def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from tgbench.console import progress_bar
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("documents"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
+    return progress_bar(enabled, "documents", transient=False)
 
 
 def encode_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
@@ -583,14 +568,11 @@ def encode_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
 
 # -- cache -----------------------------------------------------------------------------------------
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """`write(file)` into a temp file that replaces `path` when it succeeds (`tgbench.files.atomic_path`)."""
+    from tgbench.files import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        write(f)
 
 
 def save_corpus(corpus: EncodedCorpus, directory: Path, seconds: float = 0.0) -> None:

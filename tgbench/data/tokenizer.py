@@ -165,6 +165,11 @@ def parse_tokenizer_spec(spec: str) -> int | None:
     return size
 
 
+def base_vocab_size(spec: str) -> int:
+    """The tokenizer's own vocabulary size for a spec (50257 for "gpt2", N for "bpe-N"), checked."""
+    return parse_tokenizer_spec(spec) or GPT2_BASE_SIZE
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train a byte-level BPE with `vocab_size` entries (fewer if the texts run out of merges).
 
