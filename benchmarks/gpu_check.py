@@ -6,7 +6,11 @@ per step, GPT-2 context 1024) on the embedded corpus, for TG and our GPT-2:
 1. parity: one batch, the same initial weights, the loss in float32 on the CPU and in float32 on CUDA
    (must agree to 1e-4 relative), and in bf16 autocast on CUDA (reported; must agree to 2%);
 2. speed: `--steps` training steps as the trainer takes them (the trainer's loss module, bf16 autocast,
-   gradient clipping, AdamW), after 3 warm-up steps: lexical tokens/s, sentences/s, peak GPU memory.
+   gradient clipping, AdamW), after 3 warm-up steps: lexical tokens/s, sentences/s, peak GPU memory;
+3. TG's sentence-step loop: 2 of those training steps under `torch.profiler`, giving the time per
+   sentence step (step wall time / sentence steps of the batch), the share of device time outside
+   matrix products (and inside attention), and how busy the device is over the step's wall time (a
+   low figure means TG is launch-bound: the host cannot issue the loop's small kernels fast enough).
 
 Fits in about 8 minutes on one GPU (most of it encoding the corpus with the GPT-2 tokenizer). Prints a
 table and a final JSON line; with `--out DIR` it also writes DIR/gpu_check.json.
@@ -107,6 +111,57 @@ def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device,
             "steps": steps, "seconds": seconds, "n_params": adapter.n_params(model)}
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::_addmm_activation")
+ATTENTION_PREFIX = "aten::_scaled_dot_product"
+
+
+def sentence_loop(adapter, vocab, batches: list[Batch], device: torch.device, steps: int = 2) -> dict[str, float]:
+    """Where a TG training step's time goes: per sentence step, outside matmuls, device busy over wall."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = adapter.build(vocab).to(device).train()
+    module = _LossModule(adapter, model)
+    optimizer = make_optimizer(model)
+    batches = [b.to(device) for b in batches]
+
+    def step(batch: Batch) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss, _, _ = module(batch, 0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(batches[0])  # warm-up
+    chosen = [batches[i % len(batches)] for i in range(1, steps + 1)]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        for batch in chosen:
+            step(batch)
+        synchronize(device)
+        wall = time.perf_counter() - started
+    on_device = device.type == "cuda"
+
+    def self_time(event) -> float:  # microseconds on the device (CUDA) or on the CPU
+        if on_device:
+            return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+        return float(event.self_cpu_time_total)
+
+    events = prof.key_averages()
+    total = sum(self_time(e) for e in events) or float("nan")
+    matmul = sum(self_time(e) for e in events if e.key in MATMUL_OPS)
+    attention = sum(self_time(e) for e in events if e.key.startswith(ATTENTION_PREFIX))
+    sentence_steps = sum(len(b.meta["steps"]) for b in chosen)
+    return {"steps": steps, "wall_s_per_step": wall / steps, "sentence_steps_per_batch": sentence_steps / steps,
+            "ms_per_sentence_step": 1e3 * wall / sentence_steps,
+            "share_outside_matmul": 1 - matmul / total, "share_attention": attention / total,
+            "device_busy_fraction": total / 1e6 / wall if on_device else float("nan"),
+            "timed_on": "device" if on_device else "cpu"}
+
+
 def main(quick: bool = False, steps: int = 20, out: Path | None = None) -> dict[str, Any]:
     device = resolve_device("cpu" if quick else "auto")
     vocab, docs, options, batch_tokens = _setup(quick)
@@ -122,6 +177,8 @@ def main(quick: bool = False, steps: int = 20, out: Path | None = None) -> dict[
         result[name] = {"parity": same, "speed": fast}
         rows.append((name, fast["n_params"], fast["tokens_per_s"], fast["sentences_per_s"], fast["peak_memory_mb"],
                      same["rel_fp32"], same["rel_bf16"]))
+        if name == "tg":
+            result["tg"]["sentence_loop"] = sentence_loop(adapter, vocab, batches[:4], device)
         if device.type == "cuda":
             torch.cuda.empty_cache()
     result["parity_ok"] = all(result[n]["parity"]["rel_fp32"] < 1e-4 and result[n]["parity"]["rel_bf16"] < 0.02
@@ -129,6 +186,12 @@ def main(quick: bool = False, steps: int = 20, out: Path | None = None) -> dict[
     print_table(f"GPU check on {result['gpu'] or device} (bf16 autocast, {steps} steps after 3 warm-up)",
                 ["model", "params", "lexical tokens/s", "sentences/s", "peak MB", "|CUDA-CPU| fp32", "|bf16-CPU|"],
                 rows)
+    loop = result["tg"]["sentence_loop"]
+    print(f"TG sentence-step loop: {loop['ms_per_sentence_step']:.2f} ms per sentence step "
+          f"({loop['sentence_steps_per_batch']:.0f} per batch, {loop['wall_s_per_step']:.3f} s per training step); "
+          f"{100 * loop['share_outside_matmul']:.0f}% of {loop['timed_on']} time outside matmuls "
+          f"({100 * loop['share_attention']:.0f}% in attention); device busy "
+          f"{100 * loop['device_busy_fraction']:.0f}% of the wall time")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "gpu_check.json").write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -138,3 +138,28 @@ def test_grid_throughput_quick_trains_the_grid_both_ways_and_prints_the_ratio(ca
         assert sample["training_tokens"] > 0 and all(m > 0 for m in sample["run_peak_memory_mb"])
     assert printed["samples"]["jobs1"][0]["training_tokens"] == printed["samples"]["jobs2"][0]["training_tokens"]
     assert printed["ratio_jobs2_vs_jobs1"] == pytest.approx(printed["wall_s_jobs1"] / printed["wall_s_jobs2"])
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_runs_on_the_cpu_with_the_sentence_loop_profile(capsys):
+    from benchmarks import gpu_check
+
+    gpu_check.main(quick=True, steps=2)
+    printed = last_json(capsys)
+    assert printed["device"] == "cpu" and printed["parity_ok"] is True
+    loop = printed["tg"]["sentence_loop"]
+    assert loop["timed_on"] == "cpu" and loop["sentence_steps_per_batch"] >= 2
+    assert loop["ms_per_sentence_step"] > 0 and 0 < loop["share_outside_matmul"] < 1
+    assert 0 <= loop["share_attention"] < 1
+
+
+@pytest.mark.slow
+def test_profile_step_quick_splits_each_step_into_categories(capsys):
+    from benchmarks import profile_step
+
+    profile_step.main(quick=True, steps=1, threads=(1,))
+    printed = last_json(capsys)
+    for name in ("tg_threads1", "gpt2_threads1"):
+        shares = printed["profiles"][name]
+        assert sum(v for k, v in shares.items() if k != "ms_per_step") == pytest.approx(1.0)
+        assert shares["matmul"] > 0 and shares["ms_per_step"] > 0
