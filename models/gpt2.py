@@ -30,10 +30,10 @@ class GPT2Config:
     width: int = 768
     layers: int = 12
     heads: int = 0  # 0 = ceil(width / 64), at least 1: the same rule as TG (12 at 768)
-    context: int = 1024
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    bias: bool = True
+    context: int = 1024  # tokens the model attends over (its position table); longer text is scored in windows
+    dropout: float = 0.1  # on embeddings, attention outputs and MLP outputs
+    attention_dropout: float = 0.1  # on attention weights
+    bias: bool = True  # biases in linear layers and LayerNorms (GPT-2 has them)
     layer_norm_eps: float = 1e-5
     score_stride: int = 0  # tokens predicted per rolling scoring window; 0 = context (lm-eval's convention)
     score_batch_windows: int = 8  # windows per forward pass when scoring

@@ -98,13 +98,13 @@ class TGConfig:
     max_sentence_tokens: int = 64  # longer sentences are re-split like the data pipeline's cap (near-equal)
     eod_unit: bool = False  # [EOD] as its own unit [BOS] [EOD] [EOS] after the last sentence (release)
     curriculum: bool = True  # stream length S = stream_start + stream_step * floor(epoch / stream_every)
-    stream_start: int = 30
-    stream_step: int = 12
+    stream_start: int = 30  # S at epoch 0 (sentences per training stream)
+    stream_step: int = 12  # sentences S grows by every `stream_every` epochs
     stream_every: int = 5
     fixed_stream_sentences: int = 40  # S when curriculum is off
     # Loss.
-    eos_weight_first_epoch: float = 1.0
-    eos_weight_after_first_epoch: float = 0.05  # 1.0 = the "no EOS down-weighting" ablation
+    eos_weight_first_epoch: float = 1.0  # loss weight of [EOS] targets in epoch 0
+    eos_weight_after_first_epoch: float = 0.05  # later epochs; 1.0 = the "no EOS down-weighting" ablation
     # steps: each sentence step's weighted mean, summed over the steps (paper section 3, release);
     # tokens: one weighted mean over every target of the batch (how GPT-2 is trained).
     loss_reduction: str = "steps"

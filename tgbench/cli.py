@@ -182,9 +182,17 @@ def data_stats(
 
 
 @app.command()
-def adapters() -> None:
-    """List every adapter with its description and origin."""
+def adapters(
+    options: Annotated[str | None, typer.Option(
+        "--options", metavar="NAME", help="Every option of adapter NAME (a name or a reference) with its type, "
+                                          "default and help.")] = None,
+) -> None:
+    """List every adapter with its description and origin (or one adapter's options)."""
     from tgbench.registry import available, get_adapter_class
+
+    if options is not None:
+        _adapter_options(options)
+        return
 
     table = Table(title="adapters")
     for column in ("name", "description", "origin", "target"):
@@ -196,6 +204,32 @@ def adapters() -> None:
             description = f"[red]fails to load: {err}"
         table.add_row(name, description, entry.origin, entry.target)
     print_table(table, console)
+
+
+def _adapter_options(name: str) -> None:
+    from rich.markup import escape
+
+    from tgbench.options import adapter_options
+
+    cls, found = adapter_options(name)
+    config_class = getattr(cls, "config_class", None)
+    title = f"options of {cls.name or name} ({getattr(config_class, '__name__', '?')})"
+    from rich import box
+
+    # Names, types and defaults are never cut; the help column wraps to what the terminal (or 80 columns) leaves.
+    table = Table(title=title, caption="set with --set NAME=VALUE or a grid's options = {NAME = VALUE}",
+                  box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left")
+    table.add_column("option", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("default", no_wrap=True)
+    table.add_column("help", overflow="fold", ratio=1)
+    for option in found:
+        default = '""' if option.default == "" else repr(option.default) if isinstance(option.default, str) \
+            else str(option.default).lower() if isinstance(option.default, bool) else str(option.default)
+        table.add_row(option.name, escape(option.type), escape(default), escape(option.help))
+    console.print(table)
+    if not found:
+        console.print(f"adapter '{name}' declares no config dataclass: its options are its constructor's keywords")
 
 
 @app.command("train-grid")
