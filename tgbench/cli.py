@@ -410,15 +410,54 @@ def fit(
 
 @app.command()
 def report(
-    grid_dir: Annotated[Path, typer.Argument(help="Grid directory (grid.toml, results.csv, fits.json, runs).")],
+    grid_dirs: Annotated[list[Path], typer.Argument(
+        help="Grid directory (grid.toml, results.csv, fits.json, runs); several: one report over all of them.")],
     output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="HTML file to write (default: GRID_DIR/report.html).")] = None,
+        "-o", "--output", help="HTML file to write (default: GRID_DIR/report.html, or OUT/report.html).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="With several grids: the comparison directory (pooled results.csv, fits.json, report).",
+        show_default="compare-A-B beside the first grid")] = None,
+    by_grid: Annotated[bool, typer.Option(
+        "--by-grid", help="With several grids: keep each grid's runs under their own labels (tg@A, tg@B) "
+                          "instead of pooling them by label.")] = False,
+    resamples: Annotated[int, typer.Option(help="With several grids: bootstrap resamples of the pooled fits.",
+                                           show_default=True)] = 200,
+    logger: Annotated[list[str] | None, typer.Option(
+        "--logger", help="wandb: also log the report (with results.csv and fits.json) as a W&B artifact.")] = None,
 ) -> None:
-    """Render a grid's results as one self-contained HTML file (verdict, plots, tables, provenance)."""
-    from tgbench.report import write_report
+    """Render a grid's results as one self-contained HTML file (verdict, plots, tables, provenance).
 
-    path = write_report(grid_dir, output)
+    Given several grid directories, their runs are pooled by label (each keeps its grid of origin) into one
+    comparison directory, fitted together and reported as one grid; runs whose data or tokenizer settings
+    differ are never pooled under one label (the error names the setting; --by-grid keeps them apart).
+    """
+    from tgbench.tracking import check_loggers
+
+    loggers = check_loggers(logger or ())
+    if len(grid_dirs) == 1:
+        from tgbench.report import write_report
+
+        path, where = write_report(grid_dirs[0], output), grid_dirs[0]
+    else:
+        from tgbench.compare import write_comparison
+        from tgbench.report import render_report
+        from tgbench.runs import write_text
+        from tgbench.tasks.scaling import check_resamples
+
+        check_resamples(resamples)
+        files = write_comparison(grid_dirs, out, by_grid=by_grid, resamples=resamples)
+        path, where = Path(output) if output is not None else files.path / "report.html", files.path
+        write_text(path, render_report(files))
+        console.print(f"{len(grid_dirs)} grids pooled in {files.path} (results.csv, fits.json)", soft_wrap=True)
     console.print(f"report written to {path}", soft_wrap=True)
+    if "wandb" in loggers:
+        from tgbench.tracking import log_report_to_wandb
+
+        log_report_to_wandb(path, where)
+
+
+app.command("compare", help="One report over several grid directories (the same as `tgbench report A B ...`).")(
+    report)
 
 
 @app.command()

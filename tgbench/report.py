@@ -641,16 +641,18 @@ def _environment() -> Environment:
     return env
 
 
-def render_report(grid_dir: Path) -> str:
+def render_report(grid_dir: Path | GridFiles) -> str:
     """The report of a grid directory as one HTML string (no network resources, no external files).
 
     Args:
         grid_dir: A grid directory (grid.toml, results.csv, fits.json, run dirs); any of them may be missing.
+            Or its files already read (`tgbench.compare` pools several grids' files into one).
 
     Returns:
         The HTML page.
     """
-    files = load_grid_files(Path(grid_dir))
+    files = grid_dir if isinstance(grid_dir, GridFiles) else load_grid_files(Path(grid_dir))
+    grid_dir = files.path
     frame = files.results
     labels = list(files.comparison.labels)
     palette = colours(labels)
