@@ -80,13 +80,13 @@ def check_pooling(frame: pd.DataFrame, runs: dict[str, RunDir]) -> None:
 
 
 def _relabelled_models(grid: dict[str, Any], name: str, by_grid: bool) -> list[dict[str, Any]]:
-    from tgbench.comparison import label_of_entry
+    from tgbench.comparison import label_of
 
     out = []
     for model in grid.get("models") or []:
         if not isinstance(model, dict):
             continue
-        label = str(model.get("label") or label_of_entry(model))
+        label = str(model.get("label") or label_of(model.get("adapter", ""), model.get("variant")))
         out.append({**model, "label": f"{label}@{name}" if by_grid else label})
     return out
 
