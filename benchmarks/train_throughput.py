@@ -1,11 +1,12 @@
-"""Training throughput: TG, GPT-2, GPT-2 + boundaries and `transformers.GPT2LMHeadModel`.
+"""Training throughput: TG, GPT-2, GPT-2 + boundaries, the peers RMT and TXL, and `transformers.GPT2LMHeadModel`.
 
-All four train at the demo's size (width 128, 4 layers, 4 heads, GPT-2 context 256,
+All of them train at the demo's size (width 128, 4 layers, 4 heads, GPT-2 context 256,
 bpe-8192, 2048 lexical tokens per batch, dropout 0) on real batches of the embedded corpus. A step
 is what `tgbench/train.py` does: forward through `adapter.loss`, backward, gradient clipping,
 AdamW step, zero_grad. The transformers reference (`attn_implementation="sdpa"`, its default, so
 both GPT-2s use fused attention) trains on exactly the packed blocks of our GPT-2 with the same
-loss (logits -> cross-entropy over non-pad targets).
+loss (logits -> cross-entropy over non-pad targets). The peers `rmt` and `txl` take TG's options (the
+same width, depth, dropout and streams) with their own memory defaults (docs/choices.md).
 
 Figures are lexical tokens/s (content-token targets per second), median over repetitions in which
 the contenders alternate. Training FLOP/s is counted with `torch.utils.flop_counter` on one batch
@@ -40,7 +41,8 @@ from benchmarks.common import (
 from tgbench.adapter import Adapter, Batch, LossParts
 from tgbench.models.gpt2 import IGNORE, GPT2Adapter
 
-CONTENDERS = ("tg", "gpt2", "gpt2-boundary", "transformers")
+CONTENDERS = ("tg", "gpt2", "gpt2-boundary", "transformers", "rmt", "txl")
+PEERS = ("rmt", "txl")  # segment-recurrent peers on TG's streams: TG's options, their own memory defaults
 
 
 class TransformersGPT2Adapter(GPT2Adapter):
@@ -66,6 +68,16 @@ class TransformersGPT2Adapter(GPT2Adapter):
         return LossParts(loss=nll.sum() / (targets != IGNORE).sum().clamp(min=1),
                          lexical_nll_sum=nll[batch.tensors["lexical"]].sum().detach(),
                          lexical_tokens=batch.lexical_tokens)
+
+
+def peer_options(name: str, tg_options: dict[str, Any]) -> dict[str, Any]:
+    """TG's options that the peer's config also has (width, layers, heads, dropout, streams)."""
+    import dataclasses
+
+    from tgbench.registry import get_adapter_class
+
+    fields = {f.name for f in dataclasses.fields(get_adapter_class(name).config_class)}
+    return {k: v for k, v in tg_options.items() if k in fields}
 
 
 class Trainer:
@@ -125,6 +137,7 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
         "gpt2": make_adapter("gpt2", setup.options["gpt2"]),
         "gpt2-boundary": make_adapter("gpt2-boundary", setup.options["gpt2-boundary"]),
         "transformers": TransformersGPT2Adapter(**setup.options["gpt2"]),
+        **{name: make_adapter(name, peer_options(name, setup.options["tg"])) for name in PEERS},
     }
     all_batches = {name: a.batches(setup.train, setup.vocab, batch_tokens=setup.batch_tokens, epoch=0,
                                    rng=np.random.default_rng([0, 0, 1]))  # the trainer's epoch-0 generator
@@ -174,6 +187,7 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
         "ratio_gpt2_vs_transformers": tps["gpt2"] / tps["transformers"],
         "ratio_tg_vs_gpt2": tps["tg"] / tps["gpt2"],
         "ratio_gpt2_boundary_vs_gpt2": tps["gpt2-boundary"] / tps["gpt2"],
+        **{f"ratio_{name}_vs_gpt2": tps[name] / tps["gpt2"] for name in PEERS},
         "tg_padding_efficiency": lexical / computed,
         "tg_grid_efficiency": lexical / grid,
         "matmul_peak_flops": peak,

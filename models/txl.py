@@ -82,18 +82,24 @@ class TXLCache:
     """Per stream, the last `width` cached rows, right-aligned (oldest first), detached.
 
     Attributes:
-        keys, values: One (B, width, d) tensor per layer (keys before rotation).
+        rows: (B, width, 2 L d): for every layer its key (before rotation) and value of each cached
+            row, side by side (one tensor, so a step's update is one scatter for every layer).
         valid: (B, width) which columns hold a real row (a stream with fewer rows so far has
             invalid columns on the left).
     """
 
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
+    rows: torch.Tensor
     valid: torch.Tensor
 
     @property
     def width(self) -> int:
         return self.valid.shape[1]
+
+    def layer(self, index: int, width: int, streams: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s cached keys and values (model width `width`) of the first `streams` streams."""
+        start = 2 * index * width
+        rows = self.rows[:streams]
+        return rows[..., start : start + width], rows[..., start + width : start + 2 * width]  # 2 x (B, M, d)
 
 
 @dataclass
@@ -123,17 +129,11 @@ def append_to_cache(cache: TXLCache | None, step: StepInputs, new: list[tuple[to
     from_end = valid.flip(1).cumsum(1).flip(1)  # (B, old + T) real rows at or after each column
     keep = valid & (from_end <= width)
     column = torch.where(keep, width - from_end, width)  # (B, old + T), dropped rows -> dump column
-
-    def select(old_rows: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
-        grid = step.to_grid(rows.detach())  # (B, T, d)
-        both = grid if old_rows is None else torch.cat([old_rows[:B], grid], dim=1)  # (B, old + T, d)
-        out = both.new_zeros(B, width + 1, both.shape[-1])
-        return out.scatter_(1, column[..., None].expand_as(both), both)[:, :width]  # (B, width, d)
-
-    keys = [select(None if cache is None else cache.keys[i], k) for i, (k, _) in enumerate(new)]
-    values = [select(None if cache is None else cache.values[i], v) for i, (_, v) in enumerate(new)]
-    kept = torch.zeros(B, width + 1, dtype=torch.bool, device=device).scatter_(1, column, keep)[:, :width]
-    return TXLCache(keys=keys, values=values, valid=kept)
+    fresh = step.to_grid(torch.cat([t.detach() for kv in new for t in kv], dim=-1))  # (B, T, 2 L d)
+    both = fresh if cache is None else torch.cat([cache.rows[:B], fresh.to(cache.rows.dtype)], dim=1)
+    rows = both.new_zeros(B, width + 1, both.shape[-1]).scatter_(1, column[..., None].expand_as(both), both)
+    kept = torch.zeros(B, width + 1, dtype=torch.bool, device=device).scatter_(1, column, keep)
+    return TXLCache(rows=rows[:, :width], valid=kept[:, :width])  # (B, width, 2 L d), (B, width)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,10 +156,10 @@ class CachedSelfAttention(SelfAttention):
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
         else:
-            B = step.n_streams
-            cached_k = rotate(cache.keys[layer][:B], context.cached, self.heads).to(k.dtype)  # (B, Mc, d)
+            cached_k, cached_v = cache.layer(layer, d, step.n_streams)  # (B, Mc, d) each
+            cached_k = rotate(cached_k, context.cached, self.heads).to(k.dtype)
             keys = torch.cat([_heads(cached_k, self.heads), k], dim=2)  # (B, h, Mc + T, dh)
-            values = torch.cat([_heads(cache.values[layer][:B].to(v.dtype), self.heads), v], dim=2)
+            values = torch.cat([_heads(cached_v.to(v.dtype), self.heads), v], dim=2)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.mask, dropout_p=dropout)
         return self.residual_dropout(self.proj(step.from_grid(_merge(y)))), fresh
 

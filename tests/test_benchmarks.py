@@ -76,7 +76,7 @@ def test_train_throughput_quick_reports_named_ratios(capsys):
     train_throughput.main(quick=True, repeats=1, steps=1)
     printed = last_json(capsys)
     for key in ("ratio_gpt2_vs_transformers", "ratio_tg_vs_gpt2", "tg_padding_efficiency", "matmul_peak_flops",
-                "flops_fraction_tg", "tokens_per_s_transformers"):
+                "flops_fraction_tg", "tokens_per_s_transformers", "ratio_rmt_vs_gpt2", "ratio_txl_vs_gpt2"):
         assert math.isfinite(printed[key]) and printed[key] > 0, key
     assert printed["ratio_tg_vs_gpt2"] == pytest.approx(printed["tokens_per_s_tg"] / printed["tokens_per_s_gpt2"])
     assert printed["transformers_attn_implementation"] == "sdpa"
