@@ -39,7 +39,7 @@ from tgbench.results import write_results
 from tgbench.runs import RunDir, write_text
 from tgbench.tracking import check_loggers, duration, grid_line, make_trackers
 
-PRESETS = ("smoke", "demo", "cpu-study", "cpu-long", "paper-data", "paper-params", "paper-ablations")
+PRESETS = ("smoke", "demo", "cpu-study", "cpu-long", "cpu-peers", "paper-data", "paper-params", "paper-ablations")
 
 
 @dataclass
