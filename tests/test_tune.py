@@ -186,3 +186,18 @@ def test_tgbench_tune_works_on_a_grid_without_tune_and_untuned_grids_carry_the_c
     run_grid(load_grid(path), out, progress=False)  # without [tune] the grid keeps its LR (and says so)
     html = render_report(out)
     assert "one learning rate for every model, not tuned per model" in html and "LR sweep at width 8" in html
+
+
+def test_per_budget_tuning_chooses_at_every_budget(tmp_path):
+    raw = tiny_grid(tmp_path, design="cross", widths=[8], budgets=[300, 600],
+                    tune={"lrs": [1e-3, 2e-3, 4e-3], "per_budget": True})
+    grid = GridConfig.from_dict(raw)
+    specs = sweep_specs(grid)
+    assert len(specs) == 2 * 2 * 3 and {s.tokens for s in specs} == {300, 600}
+    for spec in specs:  # the optimum falls with the budget, as issue 21 measured
+        wanted = 4e-3 if spec.tokens == 300 else 2e-3
+        _fake_sweep_run(tmp_path, spec, 4.0 if spec.config.train.lr == wanted else 5.0)
+    result = write_tune(grid, tmp_path, warn=False)
+    assert result.chosen() == {"tg": {"300": 4e-3, "600": 2e-3}, "gpt2": {"300": 4e-3, "600": 2e-3}}
+    assert result.keys() == ["label", "budget"]
+    assert {(s.tokens, s.config.train.lr) for s in expand(grid, result.lr_for)} == {(300, 4e-3), (600, 2e-3)}
