@@ -43,6 +43,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from tgbench.comparison import DEFAULT_REFERENCE
+
 ALPHA = 0.05
 POWER_TARGET = 0.8
 MAX_REPLICATES = 10_000  # replicates_needed above this is reported as null ("not within reach")
@@ -82,7 +84,7 @@ def comparison_pairs(labels: Sequence[str], reference: str | None = None,
     if not labels:
         return []
     if reference is None:
-        reference = "tg" if "tg" in labels else labels[0]
+        reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in labels else labels[0]
     others = [lab for lab in labels if lab != reference] if baselines is None else list(baselines)
     return [(reference, other) for other in others if other != reference]
 

@@ -72,3 +72,39 @@ def test_results_have_a_column_per_task_metric():
     schemas = task_schemas(grid)
     assert list(schemas) == ["ppl", "reversal"]  # files without a schema take the registered task's
     assert {m.name: m.higher_is_better for m in schemas["reversal"].metrics}["reversed_margin"] is True
+
+
+def test_entry_point_and_module_references_find_plug_in_tasks(monkeypatch, tmp_path):
+    import sys
+
+    from tgbench import registry
+
+    (tmp_path / "my_tasks.py").write_text(
+        "from tgbench.task import Metric, Task, TaskResult\n\n"
+        "class Echo(Task):\n    name = 'echo'\n    metrics = (Metric('x', True),)\n\n"
+        "    def evaluate(self, run, **kwargs):\n        return TaskResult({'x': 1.0})\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert get_task("my_tasks:Echo").reference == "my_tasks:Echo"
+
+    class FakeEntryPoint:
+        name, value, dist = "echo", "my_tasks:Echo", None
+
+    real = registry.importlib.metadata.entry_points
+
+    def entry_points(group):
+        return [FakeEntryPoint()] if group == registry.TASK_ENTRY_POINT_GROUP else real(group=group)
+
+    monkeypatch.setattr(registry.importlib.metadata, "entry_points", entry_points)
+    assert "echo" in registry.available_tasks() and get_task("echo").name == "echo"
+    assert task_class("echo").__name__ == "Echo"
+
+
+def test_tasks_command_lists_the_tasks_with_their_directions():
+    from typer.testing import CliRunner
+
+    from tgbench.cli import app
+
+    result = CliRunner().invoke(app, ["tasks"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "ppl" in text and "tg_reversal" in text and "reversed_margin (+)" in text and "lexical_loss (-)" in text

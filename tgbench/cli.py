@@ -232,6 +232,28 @@ def _adapter_options(name: str) -> None:
         console.print(f"adapter '{name}' declares no config dataclass: its options are its constructor's keywords")
 
 
+@app.command()
+def tasks() -> None:
+    """List every tgbench task with its metrics and origin (any lm-eval task name or YAML works too)."""
+    from tgbench.registry import TASK_ALIASES, available_tasks, get_task
+
+    table = Table(title="tasks (and any lm-eval task name or YAML path)")
+    for column in ("name", "aliases", "description", "metrics", "origin", "target"):
+        table.add_column(column)
+    for name, entry in available_tasks().items():
+        aliases = ", ".join(a for a, n in TASK_ALIASES.items() if n == name)
+        try:
+            task = get_task(name)
+            description = task.description
+            metrics = ", ".join(f"{m.name} ({'+' if m.higher_is_better else '-'})" for m in task.metrics
+                                if m.higher_is_better is not None)
+        except Exception as err:  # a broken third-party task must not hide the others
+            description, metrics = f"[red]fails to load: {err}", ""
+        table.add_row(name, aliases, description, metrics, entry.origin, entry.target)
+    print_table(table, console)
+    console.print("+ higher is better, - lower is better; how to add a task: docs/tasks.md", soft_wrap=True)
+
+
 @app.command("train-grid")
 def train_grid(
     config: Annotated[Path | None, typer.Argument(help="Grid TOML file.")] = None,
