@@ -278,6 +278,8 @@ class LMEvalTask(Task):
         else:
             self.name, self._yaml = spec, None
         self._metrics: list[Metric] | None = None
+        self.description = f"lm-eval task {self.name}" + (f" ({spec})" if spec != self.name else "") + \
+            ", run through the tgbench lm-eval model (every request scored by the adapter)"
 
     @property
     def metrics(self) -> tuple[Metric, ...]:  # type: ignore[override]
