@@ -126,7 +126,7 @@ def sentence_loop(adapter, vocab, batches: list[Batch], device: torch.device, st
     batches = [b.to(device) for b in batches]
 
     def step(batch: Batch) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             loss, _, _ = module(batch, 0)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -72,6 +72,9 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def test_no_import_cycles():
     known = modules()
+    # The package's __init__ is a facade (its version, and the Python API imported on first attribute access):
+    # `import tgbench` for `tgbench.__version__` does not import the API, so it is no edge of the graph.
+    del known["tgbench"]
     graph = {name: imports(name, path, known) for name, path in known.items()}
     assert graph["tgbench.grid"] and "tgbench.results" in graph["tgbench.grid"]  # the detector sees imports
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [{"a", "b"}]
