@@ -367,7 +367,12 @@ def validate(config: Annotated[Path, typer.Argument(help="Grid or run TOML file 
     if "models" in raw:
         grid = load_grid(config)
         check_data(grid.data)
-        console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs")
+        sweep = ""
+        if grid.tune is not None:
+            from tgbench.tune import sweep_specs
+
+            sweep = f" after a tuning sweep of {len(sweep_specs(grid))} runs"
+        console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs{sweep}")
         _print_parity(grid)
     else:
         from tgbench.registry import resolved
