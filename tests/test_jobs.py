@@ -155,3 +155,16 @@ def test_ctrl_c_checkpoints_every_running_run_and_the_rerun_finishes_with_the_sa
     for spec in specs:
         assert records(tmp_path / "runs" / spec.run_id) == records(tmp_path / "reference" / spec.run_id)
         assert "resuming" in (tmp_path / "runs" / spec.run_id / "worker.log").read_text()
+
+
+def test_with_gpus_each_worker_gets_its_own_and_the_default_is_one_run_per_gpu(tmp_path, monkeypatch):
+    import tgbench.parallel as parallel
+
+    monkeypatch.setattr(parallel, "visible_gpus", lambda: ["4", "6"])  # as CUDA_VISIBLE_DEVICES=4,6 lists them
+    specs = expand(GridConfig.from_dict(two_run_grid(tmp_path)))
+    assert resolve_jobs(0, specs) == 2
+    assert [s.gpu for s in plan_slots(2, specs)] == ["4", "6"]
+    assert [s.gpu for s in plan_slots(3, specs)] == ["4", "6", "4"]  # more jobs than GPUs: round-robin
+    pinned = [dataclasses.replace(s, config=dataclasses.replace(
+        s.config, train=dataclasses.replace(s.config.train, device="cpu"))) for s in specs]
+    assert resolve_jobs(0, pinned) == 1 and all(s.gpu is None for s in plan_slots(2, pinned))
