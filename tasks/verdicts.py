@@ -314,6 +314,7 @@ def power_analysis(result: dict, scheme: str, a: str, b: str) -> dict:
            "replicates_needed": None, "power_at_observed": None}
     if sd is None or not sd > 0 or n_units < 2:
         out["note"] = "no seed variance to size the design from (fewer than 2 replicates, or identical losses)"
+        out["sentence"] = power_sentence(out)  # `tgbench fit` prints every entry's sentence
         return out
     hi = sd * 1000.0 / math.sqrt(n_units)
     out["min_detectable_delta"] = float(optimize.brentq(lambda e: _power(e, sd, n_units) - POWER_TARGET,

@@ -196,3 +196,14 @@ def test_committed_reports_keep_raw_numbers_that_refit_to_their_fits(report, tmp
     refit = fit_grid(pd.read_csv(tmp_path / "results.csv"), n_resamples=0)
     assert [(v["a"], v["b"], v["class"], v["sentence"]) for v in refit["verdicts"]] == \
         [(v["a"], v["b"], v["class"], v["sentence"]) for v in committed["verdicts"]]
+
+
+def test_one_replicate_power_entry_has_a_sentence_for_tgbench_fit():
+    from tgbench.tasks.scaling import summary_lines
+    from tgbench.tasks.verdicts import power_analysis
+
+    result = {"pooled": {"sd": None, "mean": 0.05}, "n_units": 1, "unit": "replicate",
+              "per_budget": [{"n": 1}, {"n": 1}]}
+    power = power_analysis(result, "per-budget", "tg", "rmt")
+    assert "no seed variance" in power["sentence"]
+    assert summary_lines({"power": [power]}) == [f"power {power['sentence']}"]
