@@ -128,6 +128,7 @@ def test_tensorboard_from_the_cli(tmp_path, monkeypatch):
     assert read_tensorboard(out)["val/loss"]
 
 
+@pytest.mark.slow  # starting W&B's service takes 10-40 s here
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
 def test_wandb_offline_run_holds_config_metrics_and_the_run_artifact(tmp_path, tiny_corpus, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default
@@ -135,5 +136,13 @@ def test_wandb_offline_run_holds_config_metrics_and_the_run_artifact(tmp_path, t
     result = train(config(epochs=1), tmp_path / "run", corpus=tiny_corpus, progress=False, loggers=["wandb"])
     offline = list((result.run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1, list((result.run_dir / "wandb").iterdir())
-    files = {p.name for p in offline[0].rglob("*")}
-    assert any(name.endswith(".wandb") for name in files)
+    (log,) = offline[0].glob("*.wandb")
+    data = log.read_bytes()  # the offline run's record log (protobuf records; their strings are stored as they are)
+    for key in ("model_options", "batch_tokens", "eval_tokens"):  # the run's config as W&B config
+        assert key.encode() in data, key
+    for record in RunDir(result.run_dir).read_metrics():  # every metric as logged
+        for key in record:
+            if key not in ("step", "time"):
+                assert key.encode() in data, key
+    for name in (b"run-run", b"config.toml", b"summary.json", b"best_val_ppl"):  # the artifact and the summary
+        assert name in data, name
