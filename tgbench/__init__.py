@@ -10,9 +10,10 @@ __all__ = ["load_fits", "load_results"]
 
 
 def __getattr__(name: str):
-    # Imported on first use, so `import tgbench` (and the CLI) stays light.
+    # PEP 562 lazy attributes: tgbench.api (pandas and the results code) is imported on first use only, so
+    # `import tgbench` stays light and no module that imports the package imports the API with it.
     if name in ("load_results", "load_fits"):
-        from tgbench import api
+        import importlib
 
-        return getattr(api, name)
+        return getattr(importlib.import_module("tgbench.api"), name)
     raise AttributeError(f"module 'tgbench' has no attribute {name!r}")
