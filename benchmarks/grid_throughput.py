@@ -1,8 +1,9 @@
 """Grid throughput: the demo grid's first budget trained one run at a time (all cores) and two at once.
 
 The grid is the `demo` preset restricted to its smallest budget (TG and GPT-2, width 128 x 4 layers,
-2 seeds: 4 runs of 2 epochs). Each contender trains those 4 runs into a fresh directory through
-`tgbench.grid.run_grid`, exactly as `tgbench train-grid` does:
+2 seeds: 4 runs of 2 epochs), without its tuning sweep (the runs train at the grid's learning rate).
+Each contender trains those 4 runs into a fresh directory through `tgbench.grid.run_grid`, exactly as
+`tgbench train-grid` does:
 
 - `jobs1`: one run after another in this process, each with every core (`train.threads = cores`);
 - `jobs2`: two runs at once in worker processes (`--jobs 2`), each with `cores // 2` threads; worker
@@ -52,7 +53,8 @@ def quick_corpus(path: Path, n_docs: int = 120) -> Path:
 def demo_first_budget(quick: bool, workdir: Path) -> GridConfig:
     """The demo preset at its smallest budget (or toy sizes on a generated corpus when quick)."""
     grid = load_grid(preset="demo")
-    grid = dataclasses.replace(grid, budgets=[min(grid.budgets)])
+    # The runs alone: the preset's learning-rate sweep is more runs of the same kind, not what is compared.
+    grid = dataclasses.replace(grid, budgets=[min(grid.budgets)], tune=None)
     if quick:
         corpus = quick_corpus(workdir / "corpus.txt")
         data = dataclasses.replace(grid.data, corpus=str(corpus), tokenizer="bpe-300", splitter="blingfire",

@@ -124,7 +124,7 @@ def test_slots_divide_the_cores_and_jobs_are_not_part_of_the_config_hash(tmp_pat
 
 @pytest.mark.slow
 def test_ctrl_c_checkpoints_every_running_run_and_the_rerun_finishes_with_the_same_numbers(tmp_path):
-    raw = two_run_grid(tmp_path, epochs=3, log_every=1, checkpoint_every=1000)
+    raw = two_run_grid(tmp_path, epochs=5, log_every=1, checkpoint_every=1000)
     raw["budgets"] = [1200]
     path = tmp_path / "grid.toml"
     path.write_text(to_toml(raw))
@@ -146,9 +146,10 @@ def test_ctrl_c_checkpoints_every_running_run_and_the_rerun_finishes_with_the_sa
     assert proc.wait(timeout=120) == 130
     output = " ".join((tmp_path / "cli.log").read_text().split())
     assert "interrupted: signal 2; checkpoint written in" in output
-    for spec in specs:
-        run = RunDir(tmp_path / "runs" / spec.run_id)
-        assert not run.done and (run.checkpoints / "latest.json").exists(), spec.run_id
+    cut = [s for s in specs if not RunDir(tmp_path / "runs" / s.run_id).done]
+    assert cut  # at least one run was still training (on a loaded machine the other may have finished)
+    for spec in cut:
+        assert (RunDir(tmp_path / "runs" / spec.run_id).checkpoints / "latest.json").exists(), spec.run_id
         assert spec.run_id in output.replace(" ", "")
     frame = run_grid(grid, tmp_path / "runs", progress=False, jobs=2)
     assert set(frame["status"]) == {"done"}
