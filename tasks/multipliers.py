@@ -18,8 +18,12 @@ Two multipliers of A over B at A's measured x, m(x) = x_B(L_A(x)) / x (m > 1: B 
 Lack-of-fit F test with replicates (Draper & Smith 1998, sec. 2.1): F = (SS_lof / (c - p)) / (SS_pe / (n - c)),
 c distinct x, p parameters.
 
-Measured coverage of the true multiplier (tests/test_multipliers.py, curved and saturating truths fitted
-with Kaplan) is stated there and in the report's fits notes.
+Measured coverage of the true multiplier (tests/test_multipliers.py's generator, 1000 grids per setting,
+3 seeds, 3-5 budgets, log-noise SD 0.003-0.03, A = B with 1.3x the data): Kaplan fits of a quadratic-in-log-log
+truth cover 94.7-100% at every budget, of a saturating truth 95.1-100% (intervals are wide when the law
+misfits: that is the lack of fit). Interpolated: 95-98% wherever A's loss is inside B's measured losses with
+SD <= 0.01; at SD 0.03 it drops to 87-90% at some middle budgets of a curved truth, and to 52-77% at points
+near the edge of B's range (few grids have a value there); read it with that in mind.
 """
 
 from __future__ import annotations
