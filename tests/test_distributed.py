@@ -117,7 +117,7 @@ def test_grad_accumulation_one_keeps_old_hashes_and_compile_is_not_hashed():
     base = RunConfig(model="gpt2")
     # the hash of a run written before the two settings existed: its settings never held them
     old = base.to_dict()
-    for key in ("device", "threads", "grad_accumulation", "compile", "jobs"):
+    for key in ("device", "threads", "grad_accumulation", "compile", "jobs", "data_seed", "init_seed"):
         old["train"].pop(key, None)
     for key in ("cache_dir", "workers"):
         old["data"].pop(key, None)

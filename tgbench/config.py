@@ -160,6 +160,9 @@ class RunConfig:
             settings["train"].pop(volatile, None)
         if settings["train"].get("grad_accumulation") == 1:  # runs from before the setting keep their hash
             settings["train"].pop("grad_accumulation")
+        for name in ("data_seed", "init_seed"):  # -1 (= seed): runs from before the settings keep their hash
+            if settings["train"].get(name) == -1:
+                settings["train"].pop(name)
         for name, default in LATER_MODEL_OPTIONS.items():  # runs from before the option keep their hash
             if settings["model_options"].get(name, default) == default:
                 settings["model_options"].pop(name, None)
