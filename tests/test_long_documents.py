@@ -346,11 +346,10 @@ def test_short_documents_get_their_full_left_context_at_any_stride():
     vocab = Vocab(base_size=20)
     document = [np.array([1, 2, 3]), np.array([4, 5, 6, 7])]
     sequence = [vocab.eod_id, 1, 2, 3, 4, 5, 6, 7]
-    values = []
     for stride in (0, 2, 8):
         adapter = build_adapter(RunConfig(model="gpt2", model_options=dict(
             width=16, layers=1, heads=2, context=8, score_stride=stride, dropout=0.0, attention_dropout=0.0)))
         torch.manual_seed(0)
         model = adapter.build(vocab).eval()
-        values.append(adapter.score(model, [document], vocab)[0].tolist())
-        assert values[-1] == pytest.approx(_full_context_logprobs(model, sequence, 8, [0] * 7), abs=1e-5)
+        scores = adapter.score(model, [document], vocab)[0].tolist()
+        assert scores == pytest.approx(_full_context_logprobs(model, sequence, 8, [0] * 7), abs=1e-5)
