@@ -108,3 +108,12 @@ def test_tasks_command_lists_the_tasks_with_their_directions():
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "ppl" in text and "tg_reversal" in text and "reversed_margin (+)" in text and "lexical_loss (-)" in text
+
+
+def test_a_task_name_with_dots_gets_a_file_and_column_prefix_without_them(tmp_path):
+    from tgbench.evaluate import result_path
+    from tgbench.results import split_task_column, task_column
+
+    path = result_path(tmp_path, "arc.easy/v2")
+    assert path.name == "arc_easy_v2.json"
+    assert split_task_column(task_column(path.stem, "acc_norm")) == ("arc_easy_v2", "acc_norm")

@@ -28,7 +28,8 @@ def result_path(run_dir: Path, name: str) -> Path:
 
 
 def task_file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    """The file-safe name of a task, also the ``<task>`` of its results.csv columns (so no dots in it)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name)
 
 
 def checkpoint_info(run_dir: Path, checkpoint: str) -> dict[str, Any]:
