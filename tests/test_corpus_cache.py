@@ -198,7 +198,7 @@ def test_a_smaller_sentence_cap_keeps_the_same_documents_and_tokens(tmp_path):
 
     rng = np.random.default_rng(3)
     docs = []
-    for i in range(60):  # some documents are one long sentence: dropped at every cap
+    for i in range(60):  # some are one long sentence: dropped (or kept, as fragments of the fixed count cap) alike
         long = " ".join(rng.choice(WORDS, size=int(rng.integers(20, 60))))
         sentences = [f"Doc {i} {long}."] + [_sentence(rng) for _ in range(int(rng.integers(0, 3)))]
         docs.append(" ".join(sentences))

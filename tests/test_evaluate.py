@@ -217,9 +217,11 @@ def test_lm_eval_cli_adds_the_task_folder_and_hands_over(monkeypatch):
     seen = []
     monkeypatch.setattr(sys, "argv", ["tgbench-lm-eval"])
     lmeval.lm_eval_cli(["--model", "tgbench", "--tasks", "tg_reversal"], run=lambda: seen.append(list(sys.argv)))
-    assert seen[0][-2:] == ["--include_path", str(lmeval.TASKS_DIR)]
-    lmeval.lm_eval_cli(["--model", "tgbench", "--include_path", "x"], run=lambda: seen.append(list(sys.argv)))
-    assert seen[1][-1] == "x"
+    # tgbench's task folder, and tgbench's batching and device instead of lm-eval's 1 and cuda:0
+    assert seen[0][-6:] == ["--include_path", str(lmeval.TASKS_DIR), "--batch_size", "32", "--device", "auto"]
+    lmeval.lm_eval_cli(["--model", "tgbench", "--include_path", "x", "-b", "8", "--device=cpu"],
+                       run=lambda: seen.append(list(sys.argv)))
+    assert seen[1][1:] == ["--model", "tgbench", "--include_path", "x", "-b", "8", "--device=cpu"]  # given: kept
     from lm_eval.api.registry import get_model
 
     assert get_model("tgbench") is lmeval.TGBenchLM

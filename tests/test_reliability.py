@@ -229,6 +229,11 @@ def test_sigint_and_sigterm_write_a_checkpoint_say_how_to_resume_and_exit_non_ze
     out = ws.root / sig.name
     assert f"interrupted:signal{int(sig)};checkpointwrittenin{squash(str(out))}/checkpoints" in message
     assert "fix:resumewiththesamecommand(--resumeauto)" in message and "Traceback" not in message
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "reliability.md").read_text(encoding="utf-8")
+    for quoted in ("interrupted: signal N; checkpoint written in RUN/checkpoints",
+                   "fix: resume with the same command (--resume auto)"):  # the docs quote what is printed
+        assert f"`{quoted}`" in docs
+        assert squash(quoted.replace("signal N", f"signal {int(sig)}").replace("RUN", str(out))) in message
     run = RunDir(out)
     saved = read_checkpoint(run.checkpoints, "latest").sidecar["state"]["step"]
     assert saved >= process.seen  # written at the signal, not at the last periodic checkpoint (step 0 here)

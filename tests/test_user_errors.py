@@ -150,7 +150,7 @@ def assert_one_line_error(code: int, output: str, *named: str) -> None:
     ("validate-splitter", ["splitter 'nltk'"]),
     ("validate-corpus", ["missing.txt"]),
     ("validate-option", ["detach_memory", "'maybe'"]),
-    ("lm-eval-missing-run", ["run=", "nope", "not a run directory"]),
+    ("lm-eval-missing-run", ["run=", "nope", "not a tgbench run"]),
     ("lm-eval-task-typo", ["tg_reversl", "tg_reversal"]),
     ("mis-scoring", ["dropping", "scored", "score()"]),
     ("hub-dataset", ["tgbench-tests/no-such-dataset", "HF_HOME"]),

@@ -26,9 +26,36 @@ console = Console()
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import tgbench
+
+        console.print(f"tgbench {tgbench.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _global(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
-    _state["debug"] = debug
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (also after the command).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def token_count(value: str | int) -> int:
+    """A whole number of tokens written as 100000, 100_000, 1e5, 100k or 1.5M (the parser of --tokens)."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().replace("_", "").replace(",", "")
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(text[-1:].lower(), 1)
+    try:
+        parsed = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of tokens (write 100000, 1e5 or 100k)") from None
+    if not parsed.is_integer():
+        raise typer.BadParameter(f"{value!r} is not a whole number of tokens")
+    return int(parsed)
 
 
 def parse_value(text: str) -> Any:
@@ -79,9 +106,11 @@ def train(
     context: Annotated[int | None, typer.Option(
         help="Context length (GPT-2 style adapters).", show_default="1024")] = None,
     tokens: Annotated[int | None, typer.Option(
-        help="Training-token budget D (lexical tokens).", show_default="0 = the whole training split")] = None,
+        parser=token_count, metavar="<int>", help="Training-token budget D (lexical tokens): 300000, 3e5 or 300k.",
+        show_default="0 = the whole training split")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs over the subset.", show_default="1")] = None,
-    batch_tokens: Annotated[int | None, typer.Option(help="Lexical tokens per step.", show_default="4096")] = None,
+    batch_tokens: Annotated[int | None, typer.Option(
+        parser=token_count, metavar="<int>", help="Lexical tokens per step.", show_default="4096")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.", show_default="2.5e-4")] = None,
     seed: Annotated[int | None, typer.Option(help="Seeds data order, init and dropout.", show_default="0")] = None,
     corpus: CorpusOpt = None,
@@ -145,6 +174,7 @@ def data_stats(
 ) -> None:
     """Documents, sentences, tokens and splitting events per split, and how long documents and sentences are."""
     from tgbench.data import DataConfig, corpus_stats, document_shape, load_corpus, mean_sentence_tokens
+    from tgbench.data.corpus import DROP_RULE_CAP
 
     corpus = load_corpus(_data_config(DataConfig(), source, tokenizer, splitter))
     stats = corpus_stats(corpus)
@@ -159,7 +189,8 @@ def data_stats(
         row = [getattr(figures, c) for c in columns]
         table.add_row(split, *[f"{v:.1f}" if isinstance(v, float) else f"{v:,}" for v in row])
     table.caption = ("re-split: sentences over the token cap cut into fragments; merged: fragments under the "
-                     "minimum joined to a neighbour; dropped: documents with too few sentences")
+                     "minimum joined to a neighbour; dropped: documents with fewer than "
+                     f"{corpus.config.min_document_sentences} sentences (counted after a {DROP_RULE_CAP}-token cap)")
     print_table(table, console)
     shape = Table(title="document shape: sentences per document, tokens per sentence")
     shape.add_column("split")
@@ -274,25 +305,35 @@ def train_grid(
              "CUDA each its own GPU.", show_default="the grid's train.jobs; 0 = the GPU count, else 1")] = None,
 ) -> None:
     """Train every run of a grid (skips DONE runs, resumes interrupted ones, reruns failed ones)."""
-    from tgbench.grid import dry_run_table, load_grid, run_grid
+    from tgbench.grid import dry_run_table, fmt_duration, fmt_flops, load_grid, run_grid
 
     grid = load_grid(config, preset, settings=parse_assignments(set_))
     if dry_run:
+        import torch
+
+        from tgbench.train import CPU_FLOPS_PER_CORE
+
         rows = dry_run_table(grid)
         sweep = [r for r in rows if r["stage"] == "tune"]
         title = f"grid '{grid.name}': {len(rows) - len(sweep)} runs" + (
             f" after a tuning sweep of {len(sweep)}" if sweep else "")
         table = Table(title=title)
-        for column in ("stage", "run_id", "n_params", "tokens", "epochs", "lr", "pflops"):
+        for column in ("stage", "run_id", "n_params", "tokens", "epochs", "lr", "compute", "CPU time"):
             table.add_column(column, justify="left" if column in ("stage", "run_id") else "right")
         for row in rows:
             table.add_row(row["stage"], row["run_id"], f"{row['n_params']:,}", f"{row['tokens']:,}",
-                          str(row["epochs"]), row["lr"], f"{row['pflops']:.4f}")
+                          str(row["epochs"]), row["lr"], fmt_flops(row["flops"]), fmt_duration(row["cpu_seconds"]))
         print_table(table, console)
-        total = sum(r["pflops"] for r in rows)
-        tuning = sum(r["pflops"] for r in sweep)
-        console.print(f"total compute ~{total:.3f} PFLOP (6 N D, attention ignored)"
-                      + (f", of which the tuning sweep ~{tuning:.3f} ({tuning / total:.0%})" if sweep else ""))
+        total = sum(r["flops"] for r in rows)
+        tuning = sum(r["flops"] for r in sweep)
+        console.print(f"total compute ~{fmt_flops(total)} (6 N D, N with embeddings, attention ignored)"
+                      + (f", of which the tuning sweep ~{fmt_flops(tuning)} ({tuning / total:.0%})" if sweep else "")
+                      + f"; on this machine's CPU ~{fmt_duration(sum(r['cpu_seconds'] for r in rows))} of training "
+                      f"one run at a time, at {CPU_FLOPS_PER_CORE / 1e9:.0f} GFLOP/s per thread x "
+                      f"{torch.get_num_threads()} threads (evaluation not included)", soft_wrap=True)
+        if torch.cuda.is_available():
+            console.print(f"a GPU ({torch.cuda.get_device_name(0)}) is available: on it the grid runs far "
+                          "faster; its time is not estimated", soft_wrap=True)
         _print_parity(grid)
         return
     target = out or Path("runs") / grid.name
@@ -397,8 +438,7 @@ def fit(
     """Fit scaling laws, multipliers and the verdict of every pair; writes fits.json and prints them."""
     import json
 
-    from tgbench.results import write_results
-    from tgbench.runs import list_runs
+    from tgbench.results import check_grid_dir, refresh_results
     from tgbench.tasks.scaling import check_resamples, summary_lines, write_fits
 
     check_resamples(resamples)
@@ -410,10 +450,9 @@ def fit(
             if len(parts) != 2 or not all(parts):
                 raise UserError(f"--pair {text!r} is not two labels A,B", "write it as --pair tg,gpt2")
             pairs.append(tuple(parts))
-    if not grid_dir.is_dir():
-        raise UserError(f"grid directory '{grid_dir}' does not exist", "run tgbench train-grid first")
-    if list_runs(grid_dir):  # a directory holding only a results.csv (a committed report's) is fitted as it is
-        write_results(grid_dir)
+    check_grid_dir(grid_dir, "fit")
+    refresh_results(grid_dir)  # a directory holding only a results.csv (a committed report's) is fitted as it is
+    _check_csv(grid_dir / "results.csv")
     compared = None
     if pairs is None and (grid_dir / "results.csv").is_file():
         import pandas as pd
@@ -433,6 +472,17 @@ def fit(
         console.print(line, soft_wrap=True, markup=False)
     compared = ", ".join(f"{a} vs {b}" for a, b in fits.get("pairs", [])) or "no pairs"
     console.print(f"fits written to {path} ({compared})", soft_wrap=True, markup=False)
+
+
+def _check_csv(path: Path) -> None:
+    """A results table that cannot be read is an error naming it (not a pandas traceback)."""
+    import pandas as pd
+
+    try:
+        pd.read_csv(path, nrows=1)
+    except (UnicodeDecodeError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"'{path}' is not a results table ({type(err).__name__}: {_one_line(err)})",
+                        "delete it and rerun `tgbench fit` beside the run directories, which rebuilds it") from err
 
 
 @app.command()
@@ -544,6 +594,19 @@ def _given_value(param) -> str | None:
     return given
 
 
+def _take_debug_flag() -> None:
+    """`--debug` anywhere before a `--` (`tgbench train ... --debug` as well as `tgbench --debug train ...`)."""
+    args = sys.argv[1:]
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" in args[:end]:
+        _state["debug"] = True
+        sys.argv = [sys.argv[0], *[a for a in args[:end] if a != "--debug"], *args[end:]]
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or "(no message)"
+
+
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
     import errno
@@ -551,6 +614,7 @@ def main() -> None:
     from tgbench.console import print_error
 
     usage_errors, aborts, exits = _click_errors()
+    _take_debug_flag()
     try:
         code = app(standalone_mode=False)  # without standalone mode, click returns a typer.Exit's code
     except UserError as err:
@@ -594,8 +658,16 @@ def main() -> None:
             sys.exit(2)
         if _state["debug"]:
             raise
-        print_error(f"{type(err).__name__}: {err}", "rerun with --debug for the traceback, and please report it",
-                    label="internal error")
+        from tgbench.registry import user_code_frame
+
+        frame = user_code_frame(err)
+        if frame is not None:  # a plug-in (adapter or task) raised: its author can fix it, tgbench cannot
+            file, line, function = frame
+            print_error(f"plug-in code raised {type(err).__name__}: {_one_line(err)} (at {file}:{line}, in "
+                        f"{function})", "fix the code at that line; rerun with --debug for the full traceback")
+            sys.exit(2)
+        print_error(f"{type(err).__name__}: {_one_line(err)}",
+                    "rerun with --debug for the traceback, and please report it", label="internal error")
         sys.exit(1)
     if isinstance(code, int) and code != 0:
         sys.exit(code)

@@ -75,8 +75,11 @@ def eval_command(
     if runs is not None or (grid_dir / "results.csv").exists():
         from tgbench.results import refresh_results
 
-        if refresh_results(grid_dir):
-            console.print(f"results table updated: {grid_dir / 'results.csv'}", soft_wrap=True)
+        try:
+            if refresh_results(grid_dir):
+                console.print(f"results table updated: {grid_dir / 'results.csv'}", soft_wrap=True)
+        except UserError as err:  # the evaluation is written; only the table beside it could not be rebuilt
+            console.print(f"results table not updated: {err.message}", soft_wrap=True, markup=False)
 
 
 def export_command(

@@ -311,6 +311,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"config file '{path}' does not exist", "give the path of an existing TOML file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"'{path}' is not a TOML file: it is not UTF-8 text (byte {err.start})",
+                        "give a TOML text file (a grid file or a run's config.toml)") from err
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"'{path}' is not valid TOML: {err}", "fix the syntax at the position named") from err
 

@@ -23,6 +23,13 @@ def print_error(message: str, fix: str | None = None, label: str = "error") -> N
         err.print(f"[bold]fix:[/bold] {escape(fix)}", soft_wrap=True)
 
 
+def print_warning(message: str, hint: str | None = None) -> None:
+    """`warning: MESSAGE` and `hint: HINT` on stderr, one line each (a warning's advice is no error's `fix:`)."""
+    err.print(f"[bold yellow]warning:[/bold yellow] {escape(message)}", soft_wrap=True)
+    if hint:
+        err.print(f"[bold]hint:[/bold] {escape(hint)}", soft_wrap=True)
+
+
 def print_table(table: Table, console: Console | None = None) -> None:
     """Print a Rich table at its natural width, so no column (run ids above all) is cut or wrapped."""
     console = console or out

@@ -1,4 +1,4 @@
-"""Where tensors live: device names, bf16 autocast, peak memory, and the torchrun process group.
+"""Where tensors live: device names, bf16 autocast, per-run peak memory, and the torchrun process group.
 
 Small helpers shared by training, evaluation and the benchmarks. A run is distributed when it is
 started by `torchrun` (the RANK / WORLD_SIZE / LOCAL_RANK variables are set): each process then
@@ -120,3 +120,30 @@ def _proc_status_kib(field: str) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+class RunMemory:
+    """The peak memory one training run adds, the same whether runs share a process (a grid run one after
+    another) or not (`--jobs` workers).
+
+    On CUDA: the peak of allocated GPU memory since the run started. On CPU: the peak resident set size
+    during the run minus the resident set size when it started (model, optimiser state and activations; the
+    corpus loaded before, and memory an earlier run of the process left with the allocator, are not
+    counted). Where the CPU peak cannot be reset (not Linux, a restricted /proc), the figure is None rather
+    than the process's lifetime peak, which would repeat the largest earlier run.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        reset_peak_memory()
+        if device.type == "cuda":
+            self.start_mb, self.available = 0.0, True
+            return
+        rss, peak = _proc_status_kib("VmRSS"), _proc_status_kib("VmHWM")
+        self.available = device.type == "cpu" and rss is not None and peak is not None and peak - rss < 1024
+        self.start_mb = (rss or 0.0) / 1024
+
+    def peak_mb(self) -> float | None:
+        if not self.available:
+            return None
+        return max(0.0, peak_memory_mb(self.device) - self.start_mb)

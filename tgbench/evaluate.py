@@ -102,9 +102,7 @@ def eval_run(run_dir: Path, task: str | Task, *, checkpoint: str = "best", inclu
     from tgbench.runs import load_run
 
     run_dir = Path(run_dir)
-    if not RunDir(run_dir).config_path.exists():
-        raise UserError(f"'{run_dir}' is not a run directory (no config.toml)",
-                        "give a directory written by `tgbench train`, or a grid with --runs")
+    RunDir(run_dir).check_is_run()
     task = get_task(task, include_paths) if isinstance(task, str) else task
     info = checkpoint_info(run_dir, checkpoint)
     versions = task.versions(run_dir)

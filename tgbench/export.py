@@ -85,7 +85,7 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> Path:
             transformers is missing.
     """
     from tgbench.models.gpt2 import GPT2Adapter, hf_state_dict
-    from tgbench.runs import load_run
+    from tgbench.runs import load_run, make_dir
 
     loaded = load_run(Path(run_dir), checkpoint=checkpoint, device="cpu")
     if not isinstance(loaded.adapter, GPT2Adapter) or type(loaded.adapter) is not GPT2Adapter:
@@ -110,7 +110,7 @@ def export_hf(run_dir: Path, out: Path, checkpoint: str = "best") -> Path:
         raise RuntimeError(f"weight names do not map: missing {missing}, unexpected {unexpected}")
     _check_parity(loaded.model, model, vocab)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     model.save_pretrained(str(out))
     export_tokenizer(loaded.corpus.tokenizer, vocab, out)
     return out

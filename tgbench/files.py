@@ -30,13 +30,22 @@ os.umask(UMASK)
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`, on any error it is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise UserError(f"cannot write '{path}': it is a directory", "give a file path, not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, "the previous file is intact") from err
+        raise unwritable(path, err) from err
     os.close(fd)
     os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600 files; results are meant to be shared
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # again: a writer that replaces the file (safetensors does) leaves it 0600, unreadable by the group
+        os.chmod(tmp_path, 0o666 & ~UMASK)
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
@@ -48,6 +57,29 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def make_dir(path: Path) -> Path:
+    """`mkdir -p` for an output directory; a path that cannot be a directory is a UserError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise unwritable(path, err) from err
+    return path
+
+
+def unwritable(path: Path, err: OSError) -> UserError:
+    """The error for an output path that cannot be created or written (a file in the way, /proc, no permission)."""
+    reason = {errno.ENOTDIR: "a file is in the way, where a directory is needed",
+              errno.EEXIST: "a file is in the way, where a directory is needed",
+              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "read-only file system",
+              errno.ENOENT: "the file system does not let a directory be made there"}.get(
+        err.errno, err.strerror or type(err).__name__)
+    where = f" at '{err.filename}'" if err.filename and str(err.filename) != str(path) else ""
+    return UserError(f"cannot write '{path}': {reason}{where}",
+                     "choose an output path in a writable directory (e.g. --out runs/NAME)")
 
 
 def disk_full(path: Path, consequence: str) -> UserError:

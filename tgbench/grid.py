@@ -36,7 +36,7 @@ from tgbench.config import (
 from tgbench.data import DataConfig
 from tgbench.errors import UserError, unknown_name
 from tgbench.results import write_results
-from tgbench.runs import RunDir, write_text
+from tgbench.runs import RunDir, make_dir, write_text
 from tgbench.tracking import check_loggers, duration, grid_line, make_trackers
 
 PRESETS = ("smoke", "demo", "cpu-study", "cpu-long", "cpu-peers", "paper-data", "paper-params", "paper-ablations")
@@ -415,8 +415,8 @@ def parity_notes(grid: GridConfig) -> list[tuple[str, str]]:
     return context_parity(grid, tokens / sentences, tokens / max(documents, 1))
 
 
-def parameter_count(spec: RunSpec) -> int:
-    """Non-embedding parameters, counted on the meta device (no memory, no init cost)."""
+def parameter_counts(spec: RunSpec) -> tuple[int, int]:
+    """(non-embedding, all) parameters, counted on the meta device (no memory, no init cost)."""
     import torch
 
     from tgbench.adapter import Vocab
@@ -426,22 +426,45 @@ def parameter_count(spec: RunSpec) -> int:
     adapter = build_adapter(spec.config)
     with torch.device("meta"):
         model = adapter.build(Vocab(base_vocab_size(spec.config.data.tokenizer)))
-    return adapter.n_params(model)
+    return adapter.n_params(model), sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(spec: RunSpec) -> int:
+    """Non-embedding parameters, counted on the meta device (no memory, no init cost)."""
+    return parameter_counts(spec)[0]
 
 
 # -- execution ---------------------------------------------------------------------------------
+def plugin_code_change(spec: RunSpec, run_dir: RunDir) -> str | None:
+    """How a plug-in adapter's code differs from the code the run recorded (None for built-in adapters,
+    unchanged code, or a run that recorded none): such a run is retrained, not skipped."""
+    from tgbench.registry import adapter_code, code_change
+
+    if not run_dir.config_path.exists():
+        return None
+    code = adapter_code(spec.adapter)
+    return code_change(run_dir.read_meta().get("adapter_code"), code) if code["origin"] == "plug-in" else None
+
+
 def run_one(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True, on_log=None) -> str:
     """Train one run of a grid; returns its final status. Failed runs are rerun from scratch."""
     from tgbench.registry import resolved
     from tgbench.train import TrainingFailed, train
 
     run_dir = RunDir(grid_dir / spec.run_id)
-    # A failed run, or one whose settings changed in the grid file, starts over; others resume or skip.
+    # A failed run, or one whose settings or plug-in adapter code changed, starts over; others resume or skip.
     changed = run_dir.config_path.exists() and run_dir.read_config().hash() != resolved(spec.config).hash()
+    if not changed and (change := plugin_code_change(spec, run_dir)) is not None:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"run {spec.run_id}: the adapter's code changed ({change}); retraining it",
+                                   soft_wrap=True, markup=False)
+        changed = True
     resume = "never" if run_dir.failed or changed else "auto"
     try:
         result = train(spec.config, run_dir.path, resume=resume, progress=progress, corpus=corpus, on_log=on_log,
-                       labels={"label": spec.label, "variant": spec.variant, **spec.meta}, loggers=spec.loggers)
+                       labels={"label": spec.label, "variant": spec.variant, **spec.meta}, loggers=spec.loggers,
+                       advice=False)
     except TrainingFailed as err:
         from rich.console import Console
 
@@ -477,7 +500,7 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
     check_data(grid.data)  # before any directory is made or run trained
     if executor not in ("local", "slurm", "slurm-local"):
         raise unknown_name("executor", executor, ("local", "slurm", "slurm-local"))
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     make_trackers(loggers, plain_lines=False)  # a missing tensorboard / wandb fails before the first run
     write_text(out / "grid.toml", to_toml(grid.to_dict()))
     stage = {"executor": executor, "progress": progress, "slurm": slurm, "jobs": jobs, "loggers": loggers,
@@ -574,8 +597,13 @@ class _Board:
         if not enabled or not Console().is_terminal:
             self.plain = enabled
             return nullcontext()
-        self._live = Live(self.table(), refresh_per_second=2, transient=False)
+        self._live = Live(self._live_table(), refresh_per_second=2, transient=False)
         return self._live
+
+    def _live_table(self):
+        from rich.console import Console
+
+        return self.table(rows=max(3, Console().height - 8))  # title, header, borders, caption, progress
 
     def print_final(self, enabled: bool) -> None:
         from rich.console import Console
@@ -619,9 +647,24 @@ class _Board:
     def refresh(self) -> None:
         self._last = time.monotonic()
         if self._live is not None:
-            self._live.update(self.table())
+            self._live.update(self._live_table())
 
-    def table(self):
+    def visible(self, rows: int | None) -> list[RunSpec]:
+        """The runs shown when only `rows` fit: a window that scrolls with the first running (or pending) run."""
+        if rows is None or len(self.specs) <= rows:
+            return list(self.specs)
+        rows = max(rows, 3)
+        states = [self.state[s.run_id] for s in self.specs]
+        focus = next((i for i, st in enumerate(states) if st == "running"),
+                     next((i for i, st in enumerate(states) if st not in ("done", "skipped", "failed")), 0))
+        start = min(max(0, focus - rows // 3), len(self.specs) - rows)
+        return self.specs[start: start + rows]
+
+    def table(self, rows: int | None = None):
+        """The table of every run, or of a window of `rows` runs (a live table taller than the terminal
+        cannot be redrawn, so it scrolls with the running run and counts the others in its caption)."""
+        from collections import Counter
+
         from rich.table import Table
 
         running = sum(state == "running" for state in self.state.values())
@@ -633,7 +676,13 @@ class _Board:
             table.add_column(column, justify="left" if column in ("run", "where") else "right",
                              overflow="fold" if column == "run" else "ellipsis")
         colours = {"done": "green", "skipped": "green", "failed": "red", "running": "yellow"}
-        for spec in self.specs:
+        shown = self.visible(rows)
+        if len(shown) < len(self.specs):
+            first = self.specs.index(shown[0]) + 1
+            counts = Counter(self.state[s.run_id] for s in self.specs)
+            table.caption = (f"runs {first}-{first + len(shown) - 1} of {len(self.specs)}: "
+                             + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+        for spec in shown:
             record = self.latest.get(spec.run_id, {})
             state = self.state[spec.run_id]
             cells = [spec.run_id, f"[{colours.get(state, 'white')}]{state}",
@@ -650,18 +699,24 @@ def _fmt(value: float | None) -> str:
 
 
 def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
-    """The runs to train, the tuning sweep's first, with parameter counts and a compute estimate (6 N D FLOPs).
+    """The runs to train, the tuning sweep's first, with parameter counts, a compute estimate (6 N D FLOPs, N
+    with embeddings: the output layer costs as much as any matrix) and the wall time that makes on this
+    machine's CPU, one run at a time (`cpu_seconds`).
 
     Each row's `stage` is "tune" or "grid"; `lr` is the run's peak LR, or "tuned" for a grid run whose LR the
-    sweep will choose.
+    sweep will choose; `pflops` counts non-embedding parameters (as the paper's N), `flops` all of them.
     """
-    counts: dict[tuple, int] = {}
+    from tgbench.train import cpu_seconds, training_flops
+
+    counts: dict[tuple, tuple[int, int]] = {}
+    totals: dict[str, int] = {}
 
     def count(spec: RunSpec) -> int:
         key = (spec.adapter, repr(sorted(spec.config.model_options.items())))
         if key not in counts:
-            counts[key] = parameter_count(spec)
-        return counts[key]
+            counts[key] = parameter_counts(spec)
+        totals[spec.run_id] = counts[key][1]
+        return counts[key][0]
 
     rows = []
     if grid.tune is not None:
@@ -676,4 +731,29 @@ def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
                      "seed": spec.seed, "epochs": spec.config.train.epochs,
                      "lr": "tuned" if tuned else f"{spec.config.train.lr:.3g}",
                      "pflops": 6 * n * spec.tokens * spec.config.train.epochs / 1e15})
+    for row in rows:
+        row["total_params"] = totals[row["run_id"]]
+        row["flops"] = training_flops(row["total_params"], row["tokens"] * row["epochs"])
+        row["cpu_seconds"] = cpu_seconds(row["flops"])
     return rows
+
+
+def fmt_flops(flops: float) -> str:
+    """FLOPs in the unit that keeps 3 significant digits readable: 412 GFLOP, 3.1 TFLOP, 2.4 PFLOP."""
+    for scale, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP")):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A wall time as 40 s, 12 min, 3.5 h or 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+

@@ -185,9 +185,23 @@ def resolve_task(task: str, include_paths: Sequence[Path] = (), metadata: dict |
     if task not in manager.all_tasks:
         manager = task_manager(include_paths, True, metadata)
         if task not in manager.all_tasks:
-            local = task_manager(include_paths, False).all_tasks
-            raise unknown_name("task", task, sorted({*also_known, *local}))
+            raise unknown_task(task, manager.all_tasks, include_paths, also_known)
     return manager, task, task
+
+
+def unknown_task(task: str, known: Sequence[str], include_paths: Sequence[Path] = (),
+                 also_known: Sequence[str] = ()) -> UserError:
+    """The error for a task name that is neither tgbench's nor lm-eval's (nor in an --include-path folder)."""
+    import difflib
+
+    close = difflib.get_close_matches(task, [*also_known, *known], n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    searched = f", nor in {', '.join(str(p) for p in include_paths)}" if include_paths else ""
+    own = ", ".join(sorted(also_known)) or "ppl, reversal"
+    return UserError(
+        f"unknown task '{task}': not a tgbench task, not one of lm-eval's {len(known):,} task names{searched}",
+        f"{hint}give a tgbench task ({own}), an lm-eval task name (`lm-eval ls tasks` lists them), a task YAML "
+        "path, or --include-path DIR for a folder of your own task YAMLs")
 
 
 HUB_ERRORS = ("ConnectionError", "DatasetNotFoundError", "LocalEntryNotFoundError", "OfflineModeIsEnabled",
@@ -347,14 +361,27 @@ def check_lm_eval_args(args: Sequence[str]) -> None:
     model_args = _option(args, "--model_args") or ""
     for pair in model_args.split(","):
         key, _, value = pair.partition("=")
-        if key.strip() == "run" and not RunDir(Path(value.strip())).config_path.exists():
-            raise UserError(f"--model_args run={value.strip()} is not a run directory (no config.toml)",
-                            "give a directory written by `tgbench train` or `tgbench train-grid`")
+        if key.strip() == "run":
+            RunDir(Path(value.strip())).check_is_run(f"--model_args run={value.strip()}")
     local = local_lm_eval_tasks()
     for task in (_option(args, "--tasks") or "").split(","):
         task = task.strip()
         if task.startswith("tg_") and task not in local:
             raise unknown_name("task", task, local)
+
+
+def _skip_lm_eval_builtin_tasks() -> None:
+    """Make lm-eval's CLI index only the given task folders, not its ~14,000 built-in YAMLs (which takes
+    longer than scoring a small run): used when every requested task is one of tgbench's."""
+    import lm_eval.tasks
+
+    builtin = lm_eval.tasks.TaskManager
+
+    class LocalTaskManager(builtin):
+        def __init__(self, *args: Any, include_defaults: bool = False, **kwargs: Any) -> None:
+            super().__init__(*args, include_defaults=include_defaults, **kwargs)
+
+    lm_eval.tasks.TaskManager = LocalTaskManager
 
 
 def lm_eval_cli(argv: list[str] | None = None, run: Callable[[], None] | None = None) -> None:
@@ -368,12 +395,19 @@ def lm_eval_cli(argv: list[str] | None = None, run: Callable[[], None] | None = 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     args = sys.argv[1:]
-    if args and not any(a in ("-h", "--help") for a in args) and not any(
-            a == "--include_path" or a.startswith("--include_path=") for a in args):
-        sys.argv.append("--include_path")
-        sys.argv.append(str(TASKS_DIR))
+    if args and not any(a in ("-h", "--help") for a in args):
+        # lm-eval's own defaults are made for Hugging Face models on a GPU: batch size 1 (one `score` call per
+        # request, ~10x slower than `tgbench eval`) and device cuda:0 (wrong on a CPU machine). Unless given,
+        # tgbench's are used: 32 documents per call (as `tgbench eval`) and the device `auto` picks.
+        for names, value in ((("--include_path",), str(TASKS_DIR)), (("--batch_size", "-b"), str(DEFAULT_BATCH_SIZE)),
+                             (("--device",), "auto")):
+            if not any(a in names or a.startswith(names[0] + "=") for a in args):
+                sys.argv += [names[0], value]
     try:
         check_lm_eval_args(args)
+        tasks = [t.strip() for t in (_option(args, "--tasks") or "").split(",") if t.strip()]
+        if tasks and all(t in local_lm_eval_tasks() for t in tasks):
+            _skip_lm_eval_builtin_tasks()
         if run is None:
             from lm_eval.__main__ import cli_evaluate as run
         run()

@@ -140,8 +140,11 @@ def needs_training(spec: RunSpec, out: Path) -> bool:
     run = RunDir(out / spec.run_id)
     if not (run.done and run.config_path.exists()):
         return True
+    from tgbench.grid import plugin_code_change
+
     try:
-        return run.read_config().hash() != resolved(spec.config).hash()
+        return (run.read_config().hash() != resolved(spec.config).hash()
+                or plugin_code_change(spec, run) is not None)
     except (UserError, OSError, ValueError):
         return True  # let the worker report what is wrong with the directory
 

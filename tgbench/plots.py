@@ -74,12 +74,40 @@ def _finite(v: float | None) -> bool:
     return v is not None and isinstance(v, int | float) and math.isfinite(v)
 
 
-def fmt_si(value: float) -> str:
+def fmt_si(value: float, digits: int = 3) -> str:
     """Compact tick text: 2M, 500k, 1.5G, 0.25."""
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
+            return f"{value / scale:.{digits}g}{suffix}"
+    return f"{value:.{digits}g}"
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """`fmt_si` labels with as many digits as it takes to tell every tick apart (10.2k 10.4k, not 10k 10k)."""
+    labels = [fmt_si(t) for t in ticks]
+    for digits in range(4, 10):
+        if len(set(labels)) == len(labels):
+            break
+        labels = [fmt_si(t, digits) for t in ticks]
+    return labels
+
+
+def _drawable(s: Series, xlog: bool, ylog: bool) -> bool:
+    """Whether anything of `s` is drawn (a point, a line of two points, or an error bar)."""
+    return (any(_usable(x, y, xlog, ylog) for x, y in s.points)
+            or sum(_usable(x, y, xlog, ylog) for x, y in s.line) >= 2
+            or any(_usable(x, lo, xlog, ylog) and _usable(x, hi, xlog, ylog) for x, lo, hi in s.errors))
+
+
+def legend_entries(series: Sequence[Series], xlog: bool = True, ylog: bool = False) -> list[Series]:
+    """What the legend shows: one entry per legend name, styled as the first of its series that is drawn;
+    a name none of whose series is drawn has no entry (the legend describes only what is drawn)."""
+    names = [s.name for s in series if s.legend]
+    entries: dict[str, Series] = {}
+    for s in series:
+        if s.name in names and s.name not in entries and _drawable(s, xlog, ylog):
+            entries[s.name] = s
+    return sorted(entries.values(), key=lambda s: names.index(s.name))
 
 
 def log_ticks(lo: float, hi: float, max_ticks: int = 8) -> list[float]:
@@ -169,7 +197,7 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
                 if _usable(x, y, xlog, ylog):
                     xs.append(x)
                     ys.append(y)
-    legend = [s for s in series if s.legend]
+    legend = legend_entries(series, xlog, ylog)
     legend_w = min(200, 34 + 7 * max((len(s.name) for s in legend), default=0)) if legend else 0
     left, right, top, bottom = 62, 14 + (0 if legend_inside else legend_w), 34, 52 + (14 if note else 0)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
@@ -198,16 +226,18 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
         # reference lines are labelled on the left, bands on the right, so the two never overlap
         anchor = f'x="{x0 + 4}"' if abs(lo - hi) < 1 else f'x="{x1 - 4}" text-anchor="end"'
         parts.append(f'<text {anchor} y="{hi - 3:.1f}" class="pband">{escape(b.label)}</text>')
-    for t in ax.ticks():
+    x_ticks = ax.ticks()
+    for t, text in zip(x_ticks, tick_labels(x_ticks), strict=True):
         px = ax(t)
         parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y1}" y2="{y0}" class="pgrid"/>'
                      f'<text x="{px:.1f}" y="{y0 + 15}" text-anchor="middle" class="ptick">'
-                     f"{fmt_si(t)}</text>")
-    for t in ay.ticks():
+                     f"{text}</text>")
+    y_ticks = ay.ticks()
+    for t, text in zip(y_ticks, tick_labels(y_ticks), strict=True):
         py = ay(t)
         parts.append(f'<line x1="{x0}" x2="{x1}" y1="{py:.1f}" y2="{py:.1f}" class="pgrid"/>'
                      f'<text x="{x0 - 6}" y="{py + 4:.1f}" text-anchor="end" class="ptick">'
-                     f"{fmt_si(t)}</text>")
+                     f"{text}</text>")
     parts.append(f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" class="pframe"/>')
     scale = " (log)"
     parts.append(f'<text x="{(x0 + x1) / 2}" y="{y0 + 34}" text-anchor="middle" class="plabel">'

@@ -84,6 +84,35 @@ def available_tasks() -> dict[str, AdapterEntry]:
     return _available(BUILTIN_TASKS, TASK_ENTRY_POINT_GROUP)
 
 
+# Source files of plug-ins (path:Class, module:Class, entry points; adapters and tasks): an exception raised in
+# one of them is its author's to fix, and the CLI reports it as such (`user_code_frame`).
+USER_CODE_FILES: set[str] = set()
+
+
+def _builtin(location: str) -> bool:
+    return any(target.split(":")[0] == location for target in (*BUILTIN_ADAPTERS.values(), *BUILTIN_TASKS.values()))
+
+
+def user_code_frame(err: BaseException) -> tuple[str, int, str] | None:
+    """(file, line, function) of the innermost traceback frame of `err` in a plug-in's file."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename in USER_CODE_FILES:
+            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno, tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    if found is None and isinstance(err, SyntaxError) and err.filename in USER_CODE_FILES:
+        found = (err.filename, err.lineno or 0, "<module>")
+    return found
+
+
+def _import_failed(what: str, err: Exception) -> UserError:
+    frame = user_code_frame(err)
+    where = f" at {frame[0]}:{frame[1]}" if frame else ""
+    return UserError(f"{what} failed to import: {type(err).__name__}: {err}{where}",
+                     "fix the code at that line (rerun with --debug for the traceback)")
+
+
 def _load_reference(reference: str, base: type = Adapter, kind: str = "adapter",
                     docs: str = "docs/adapters.md") -> type:
     location, _, attr = reference.rpartition(":")
@@ -95,14 +124,32 @@ def _load_reference(reference: str, base: type = Adapter, kind: str = "adapter",
         spec = importlib.util.spec_from_file_location(module_name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        USER_CODE_FILES.add(str(spec.origin))
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            sys.modules.pop(module_name, None)
+            raise _import_failed(f"{kind} file '{path}'", err) from err
     else:
+        builtin = _builtin(location)
+        if not builtin:
+            found = _find_origin(location)
+            if found:
+                USER_CODE_FILES.add(found)
         try:
             module = importlib.import_module(location)
         except ModuleNotFoundError as err:
-            raise UserError(f"cannot import {kind} module '{location}' ({err})",
-                            "check the module is installed, or give path/to/file.py:Class") from err
+            if builtin or (err.name and location.startswith(err.name)):
+                raise UserError(f"cannot import {kind} module '{location}' ({err})",
+                                "check the module is installed, or give path/to/file.py:Class") from err
+            raise _import_failed(f"{kind} module '{location}'", err) from err
+        except Exception as err:
+            if builtin:
+                raise
+            raise _import_failed(f"{kind} module '{location}'", err) from err
+        if not builtin and getattr(module, "__file__", None):
+            USER_CODE_FILES.add(module.__file__)
     try:
         cls = getattr(module, attr)
     except AttributeError as err:
@@ -156,6 +203,13 @@ def task_class(name: str, reference: str = "") -> type[Task] | None:
     except (UserError, ImportError, SyntaxError, OSError):
         return None
     return cls if cls.name == name else None
+def _find_origin(location: str) -> str | None:
+    """The file a module would be imported from, without importing it (None when it cannot be found)."""
+    try:
+        spec = importlib.util.find_spec(location)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None else None
 
 
 def get_adapter_class(name: str) -> type[Adapter]:
@@ -171,6 +225,35 @@ def get_adapter_class(name: str) -> type[Adapter]:
         raise unknown_name("adapter", name, entries)
     cls = _load_reference(entries[name].target)
     return cls
+
+
+def adapter_code(name: str) -> dict[str, str]:
+    """What identifies an adapter's code: the file defining its class and that file's sha256.
+
+    `origin` is "built-in" (a model file of tgbench; a run records tgbench's git sha beside it) or "plug-in"
+    (a path:Class or module:Class reference, or an entry point: code its author edits between runs).
+    """
+    import hashlib
+
+    cls = get_adapter_class(name)
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None) or "unknown"
+    try:
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    except OSError:
+        digest = "unknown"
+    origin = "built-in" if _builtin(cls.__module__) else "plug-in"
+    return {"origin": origin, "class": cls.__qualname__, "file": str(file), "sha256": digest}
+
+
+def code_change(recorded: dict[str, str] | None, current: dict[str, str]) -> str | None:
+    """How an adapter's code differs from what a run recorded (None when equal, or the run recorded nothing)."""
+    if not isinstance(recorded, dict) or not recorded.get("sha256") or recorded.get("sha256") == "unknown":
+        return None
+    if recorded.get("sha256") == current.get("sha256"):
+        return None
+    return (f"{current.get('file')} has sha256 {str(current.get('sha256'))[:12]}, the run was trained with "
+            f"{str(recorded.get('sha256'))[:12]}")
 
 
 def build_adapter(config: RunConfig) -> Adapter:

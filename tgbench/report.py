@@ -26,6 +26,7 @@ from tgbench.plots import Band, Series, colours, plot
 from tgbench.results import (
     MEMORY_TRAIN,
     TaskInfo,
+    check_grid_dir,
     done_rows,
     ordered_labels,
     read_results,
@@ -392,9 +393,13 @@ def curve_plots(files: GridFiles, palette: dict[str, str], limit: int = 12) -> l
                                  legend=label not in shown))
             series.append(Series(label, palette[label], [], [], train, dashed=True, legend=False))
             shown.add(label)
+        dots = any(s.points for s in series if not s.dashed)
+        drawn = [what for what, dashed in ((f"solid{' or dots' if dots else ''}: validation", False),
+                                           ("dashed: training", True))
+                 if any(len(s.line) >= 2 or s.points for s in series if s.dashed == dashed)]
         out.append(plot(series, title=f"Loss: width {width}, D = {fmt_value(tokens, fmt='si')}",
                         xlabel="tokens seen", ylabel="loss (nats/token)", xlog=True, width=370, height=260,
-                        legend_inside=True))
+                        legend_inside=True, note="; ".join(drawn)))
     return out
 
 
@@ -688,14 +693,18 @@ def render_report(grid_dir: Path | GridFiles) -> str:
 
 
 def write_report(grid_dir: Path, output: Path | None = None) -> Path:
-    """Render the report of `grid_dir` and write it atomically (default `<grid_dir>/report.html`)."""
+    """Render the report of `grid_dir` and write it atomically (default `<grid_dir>/report.html`).
+
+    `grid_dir` may be a single run directory: the report of that one run.
+    """
     from tgbench.errors import UserError
 
     grid_dir = Path(grid_dir)
-    if not grid_dir.is_dir():
-        raise UserError(f"grid directory '{grid_dir}' does not exist",
-                        "give the --out directory of `tgbench train-grid`")
+    check_grid_dir(grid_dir, "report")
     output = Path(output) if output is not None else grid_dir / "report.html"
+    if output.is_dir():
+        raise UserError(f"-o '{output}' is a directory",
+                        f"give the report's file name, e.g. -o {output / 'report.html'}")
     with contextlib.suppress(OSError):  # a read-only grid: render_report rebuilds a stale table in memory
         refresh_results(grid_dir)
     write_text(output, render_report(grid_dir))

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tgbench.comparison import comparison, label_of  # noqa: F401 (the one definition; the fits import it from here)
+from tgbench.errors import UserError
 from tgbench.flags import curve_flags, join_flags, split_flags, table_flags
 from tgbench.runs import RunDir, list_runs, read_json, write_text
 from tgbench.task import Metric, metric_schema, metric_values
@@ -123,6 +124,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         variant: The variant when the run's files do not record one (runs from before tgbench 0.2).
     """
     run = RunDir(run_dir)
+    run.check_is_run()
     config = run.read_config()
     meta = run.read_meta()
     summary = read_json(run.summary_path)
@@ -181,6 +183,24 @@ def task_schemas(grid_dir: Path) -> dict[str, TaskInfo]:
                 schema = list(cls.metrics)
             found[task] = TaskInfo(task, schema, str(data.get("description") or ""), reference)
     return {task: found[task] for task in task_order(found)}
+
+
+def check_grid_dir(grid_dir: Path, command: str) -> None:
+    """Refuse what holds no results: a missing or empty directory, or one another tool wrote.
+
+    Raises:
+        UserError: naming the directory (and `command`, the command that was given it).
+    """
+    grid_dir = Path(grid_dir)
+    if not grid_dir.is_dir():
+        raise UserError(f"grid directory '{grid_dir}' does not exist",
+                        "give the --out directory of `tgbench train-grid` (or a run directory)")
+    if (grid_dir / "config.toml").exists():
+        RunDir(grid_dir).check_is_run()
+    if not list_runs(grid_dir) and not (grid_dir / "results.csv").is_file():
+        raise UserError(f"'{grid_dir}' holds no runs (no run directory with a config.toml, no results.csv): "
+                        f"nothing to {command}",
+                        "give the --out directory of `tgbench train-grid`, or train into it first")
 
 
 def build_results(grid_dir: Path, variants: dict[str, str] | None = None, skip_broken: bool = False) -> pd.DataFrame:

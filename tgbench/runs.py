@@ -40,7 +40,9 @@ from tgbench.files import (  # noqa: F401 (the write helpers are imported from h
     atomic_path,
     disk_full,
     json_safe,
+    make_dir,
     read_json,
+    unwritable,
     write_bytes,
     write_json,
     write_text,
@@ -82,10 +84,7 @@ def run_lock(run_dir: Path, warn=None) -> Iterator[None]:
 
     run_dir = Path(run_dir)
     created = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise unwritable(run_dir, err) from err
+    make_dir(run_dir)
     path = run_dir / LOCK_NAME
     while True:
         try:
@@ -122,16 +121,6 @@ def run_lock(run_dir: Path, warn=None) -> Iterator[None]:
         if created:
             with contextlib.suppress(OSError):
                 run_dir.rmdir()  # only succeeds while empty
-
-
-def unwritable(path: Path, err: OSError) -> UserError:
-    """The error for an output path that cannot be created or written (a file in the way, /proc, no permission)."""
-    reason = {errno.ENOTDIR: "a file is in the way", errno.EEXIST: "a file is in the way",
-              errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-              errno.EROFS: "read-only file system", errno.ENOENT: "no such directory"}.get(
-        err.errno, err.strerror or type(err).__name__)
-    return UserError(f"cannot write '{path}': {reason} ({err.filename or path})",
-                     "choose an output path in a writable directory (e.g. --out runs/NAME)")
 
 
 # -- provenance ------------------------------------------------------------------------------
@@ -219,6 +208,28 @@ class RunDir:
         import tomllib
 
         return tomllib.loads(self.config_path.read_text(encoding="utf-8")).get("meta", {})
+
+    def foreign_reason(self) -> str | None:
+        """Why this is not a directory tgbench wrote (no config.toml, or one without tgbench's [meta]), or None."""
+        import tomllib
+
+        if not self.config_path.is_file():
+            return "no config.toml"
+        try:
+            raw = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            return "its config.toml is not readable TOML"
+        meta = raw.get("meta")
+        if not isinstance(meta, dict) or "format" not in meta or "model" not in raw:
+            return "its config.toml was not written by tgbench"
+        return None
+
+    def check_is_run(self, what: str = "") -> None:
+        """Refuse a directory tgbench did not write, naming it (`what` names it as the user gave it)."""
+        reason = self.foreign_reason()
+        if reason is not None:
+            raise UserError(f"not a tgbench run: {what or self.path} ({reason})",
+                            "give a directory written by `tgbench train` or `tgbench train-grid`")
 
     def check_version(self) -> None:
         """Refuse run directories written by an incompatible tgbench."""
@@ -310,7 +321,7 @@ def save_checkpoint(
     With `keep_previous`, the current checkpoint of that name becomes `previous` first, so a
     corrupted new file can fall back to it.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dir(directory)
     tensors = {f"model.{k}": v for k, v in _unique_tensors(model.state_dict()).items()}
     optim_meta = None
     if optimizer is not None:
@@ -410,7 +421,8 @@ def latest_good_checkpoint(directory: Path, warn=print) -> Checkpoint | None:
 
 
 def list_runs(grid_dir: Path, finished: bool = False) -> list[Path]:
-    """The run directories of a grid (subdirectories holding a config.toml), sorted by name.
+    """The run directories of a grid (subdirectories holding a config.toml), sorted by name; a run directory
+    given instead of a grid is a grid of that one run (`tgbench report RUN_DIR`).
 
     Args:
         grid_dir: The grid directory; a missing one has no runs.
@@ -419,6 +431,8 @@ def list_runs(grid_dir: Path, finished: bool = False) -> list[Path]:
     grid_dir = Path(grid_dir)
     if not grid_dir.is_dir():
         return []
+    if (grid_dir / "config.toml").exists() and RunDir(grid_dir).foreign_reason() is None:
+        return [grid_dir] if not finished or (grid_dir / "DONE").exists() else []
     return [d for d in sorted(grid_dir.iterdir())
             if d.is_dir() and (d / "config.toml").exists() and (not finished or (d / "DONE").exists())]
 
@@ -455,9 +469,7 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: str = "auto", corp
     from tgbench.registry import build_adapter
 
     run = RunDir(run_dir)
-    if not run.config_path.exists():
-        raise UserError(f"'{run_dir}' is not a run directory (no config.toml)", "give a directory written by "
-                        "`tgbench train` or `tgbench train-grid`")
+    run.check_is_run()
     if checkpoint not in ("best", "latest"):
         raise UserError(f"checkpoint '{checkpoint}' is not known", "use best or latest")
     run.check_version()

@@ -35,15 +35,16 @@ from tgbench.adapter import Adapter, Batch, Document, Vocab
 from tgbench.config import RunConfig
 from tgbench.devices import (
     Distributed,
+    RunMemory,
     autocast_context,
     distributed_from_env,
     init_process_group,
-    peak_memory_mb,
     resolve_device,
 )
 from tgbench.errors import UserError
-from tgbench.registry import build_adapter, resolved
+from tgbench.registry import adapter_code, build_adapter, code_change, resolved
 from tgbench.runs import (
+    LOCK_NAME,
     Checkpoint,
     RunDir,
     latest_good_checkpoint,
@@ -117,8 +118,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, total_st
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
 
 
-CPU_FLOPS_PER_CORE = 15e9  # training FLOP/s per core measured here (benchmarks: ~30 GFLOP/s on 2 cores)
+# Training speed on CPU in 6 N D FLOP/s per core (N with embeddings): the demo grid's runs measured 6.3k-8.3k
+# lexical tokens/s at N = 1.87M on 2 cores (reports/demo.html), i.e. 35-46 GFLOP/s per core; the lower end.
+CPU_FLOPS_PER_CORE = 35e9
 LARGE_RUN_HOURS = 1.0
+
+
+def training_flops(n_params_total: int, tokens: int) -> float:
+    """6 N D: forward and backward FLOPs of `tokens` training tokens (attention ignored)."""
+    return 6.0 * n_params_total * tokens
+
+
+def cpu_seconds(flops: float, threads: int | None = None) -> float:
+    """Estimated wall time of `flops` training FLOPs on this machine's CPU (`CPU_FLOPS_PER_CORE` per thread)."""
+    return flops / (CPU_FLOPS_PER_CORE * (threads or torch.get_num_threads()))
 
 
 def warn_if_large(model: torch.nn.Module, tokens: int, device: torch.device) -> float:
@@ -132,15 +145,58 @@ def warn_if_large(model: torch.nn.Module, tokens: int, device: torch.device) -> 
     """
     if device.type != "cpu":
         return 0.0
-    flops = 6 * sum(p.numel() for p in model.parameters()) * tokens
-    hours = flops / (CPU_FLOPS_PER_CORE * torch.get_num_threads()) / 3600
+    flops = training_flops(sum(p.numel() for p in model.parameters()), tokens)
+    hours = cpu_seconds(flops) / 3600
     if hours > LARGE_RUN_HOURS:
-        from tgbench.console import print_error
+        from tgbench.console import print_warning
 
-        print_error(f"this run is large for a CPU: ~{flops / 1e15:.2f} PFLOP, roughly {hours:.0f} hours on "
-                    f"{torch.get_num_threads()} threads", "for a quick run try --width 128 --layers 4 --tokenizer "
-                    "bpe-8192 --tokens 300000, or train on a GPU (--device cuda)", label="warning")
+        print_warning(f"this run is large for a CPU: ~{flops / 1e15:.2f} PFLOP, roughly {hours:.0f} hours on "
+                      f"{torch.get_num_threads()} threads", "for a quick run try --width 128 --layers 4 --tokenizer "
+                      "bpe-8192 --tokens 300k --lr 3e-3 --batch-tokens 2048, or train on a GPU (--device cuda)")
     return hours
+
+
+FEW_STEPS = 100  # below this many optimiser steps a run is warned about (it barely learns)
+NEAR_UNIGRAM = 0.8  # a validation PPL above this fraction of the unigram PPL is warned about
+
+
+def warn_if_few_steps(total_steps: int, tc) -> bool:
+    """Warn when a run has too few optimiser steps to learn (a bare `tgbench train --tokens 50000`: 13)."""
+    if total_steps >= FEW_STEPS:
+        return False
+    from tgbench.console import print_warning
+
+    print_warning(f"this run takes only {total_steps} optimizer steps ({tc.batch_tokens:,} tokens per step, "
+                  f"{tc.epochs} epoch(s)); under ~{FEW_STEPS} steps a model barely learns",
+                  f"lower --batch-tokens (now {tc.batch_tokens}), raise --tokens or --epochs, and try a higher --lr "
+                  f"(now {tc.lr:g}; the demo preset trains small models with --lr 3e-3 --batch-tokens 2048)")
+    return True
+
+
+def unigram_loss(train_docs: Sequence[Document], valid_docs: Sequence[Document], vocab_size: int) -> float:
+    """Lexical NLL of the validation documents under the training split's add-one unigram distribution."""
+    train_ids = [s for d in train_docs for s in d]
+    valid_ids = [s for d in valid_docs for s in d]
+    if not valid_ids:
+        return math.nan
+    counts = np.bincount(np.concatenate(train_ids), minlength=vocab_size).astype(np.float64) + 1.0 \
+        if train_ids else np.ones(vocab_size)
+    logp = np.log(counts / counts.sum())
+    tokens = np.concatenate(valid_ids)
+    return float(-logp[np.clip(tokens, 0, len(logp) - 1)].mean())
+
+
+def warn_if_untrained(best_val_loss: float | None, unigram: float, steps: int, tc) -> bool:
+    """Warn when a run ends near the unigram perplexity (it learned little more than word frequencies)."""
+    if best_val_loss is None or not math.isfinite(unigram) or best_val_loss < unigram + math.log(NEAR_UNIGRAM):
+        return False
+    from tgbench.console import print_warning
+
+    print_warning(f"validation perplexity {math.exp(min(best_val_loss, 50)):.0f} is near (or above) this corpus's "
+                  f"unigram perplexity {math.exp(unigram):.0f}: the model learned little beyond word frequencies",
+                  f"raise --lr (now {tc.lr:g}) or lower --batch-tokens (now {tc.batch_tokens}) for more than the "
+                  f"{steps} steps this run took")
+    return True
 
 
 def seed_everything(seed: int) -> None:
@@ -292,6 +348,8 @@ class Session:
     n_params: int
     on_log: Callable[[dict[str, Any]], None] | None
     trackers: list[Tracker] = field(default_factory=list)  # plain lines, TensorBoard, W&B (rank 0 only)
+    memory: RunMemory | None = None  # set once the corpus is loaded: what the run itself adds is measured
+    advice: bool = False  # warn about too few steps / an untrained end (single runs; see `train`)
     state: TrainState = field(default_factory=TrainState)
     window_start: float = 0.0
     lr: float = 0.0
@@ -325,7 +383,7 @@ def steps_in_epoch(n_batches: int, batches_per_step: int) -> int:
 # -- one session ------------------------------------------------------------------------------------------
 def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool = True,
           corpus=None, on_log: Callable[[dict[str, Any]], None] | None = None,
-          labels: dict[str, Any] | None = None, loggers: Sequence[str] = ()) -> RunResult:
+          labels: dict[str, Any] | None = None, loggers: Sequence[str] = (), advice: bool = True) -> RunResult:
     """Train one run into directory `out` (under torchrun: one process's share of it).
 
     Args:
@@ -341,6 +399,8 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         labels: The run's ``label`` and ``variant`` in its grid and other provenance (``lr_source``,
             ``train_overrides``), recorded in its config.toml's [meta] (the results table reads them there).
         loggers: Trackers besides metrics.jsonl (always written): "tensorboard", "wandb" (see tgbench.tracking).
+        advice: Warn when the run has too few steps to learn, or ends near the unigram perplexity (grids,
+            whose small runs are meant to be small, turn this off).
 
     Returns:
         The run's status and final figures.
@@ -361,7 +421,7 @@ def train(config: RunConfig, out: Path, *, resume: str = "auto", progress: bool 
         skipped = _existing_run(run, config, resume, dist_info)
         if skipped is not None:
             return skipped
-        session = _start(config, run, resume, dist_info, device, corpus, progress, on_log, labels or {})
+        session = _start(config, run, resume, dist_info, device, corpus, progress, on_log, labels or {}, advice)
         if dist_info.is_main:
             session.trackers = trackers
         return _tracked(session, progress and not plain_lines)
@@ -389,7 +449,15 @@ def _tracked(session: Session, progress_bar: bool) -> RunResult:
 
 def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distributed) -> RunResult | None:
     """Refuse a directory holding other settings, skip a DONE run, or clear it for `--resume never`."""
+    # what tgbench itself puts there before config.toml: the lock, a --jobs worker's log, temp files
+    ours = (LOCK_NAME, "worker.log")
+    others = [p.name for p in run.path.iterdir() if p.name not in ours and not p.name.startswith(".")] \
+        if run.path.is_dir() else []
+    if others and not run.config_path.exists() and not run.checkpoints.exists():
+        raise UserError(f"'{run.path}' is not empty and holds no tgbench run (it has {', '.join(sorted(others)[:3])}"
+                        f"{', ...' if len(others) > 3 else ''})", "train into a new or empty --out directory")
     if run.config_path.exists():
+        run.check_is_run()
         run.check_version()
         previous = resolved(run.read_config())
         if resume == "auto" and previous.hash() != config.hash():
@@ -397,6 +465,13 @@ def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distri
                 f"'{run.path}' holds a run with different settings (config hash {previous.hash()} vs {config.hash()})",
                 "choose a new --out directory, or pass --resume never to overwrite it",
             )
+        change = code_change(run.read_meta().get("adapter_code"), adapter_code(config.model))
+        if resume == "auto" and change is not None:
+            if adapter_code(config.model)["origin"] == "plug-in":
+                raise UserError(f"the adapter's code changed since '{run.path}' was trained ({change})",
+                                "pass --resume never to retrain it with the new code, or choose a new --out directory")
+            console.print(f"[yellow]warning: tgbench's model code changed since {run.path} was trained ({change}); "
+                          "the run is kept as it is (--resume never retrains it)", soft_wrap=True)
         if resume == "auto" and run.done:
             summary = read_json(run.summary_path)
             return RunResult(run.path, "skipped", summary.get("best_val_loss", math.nan), summary.get("steps", 0),
@@ -414,7 +489,7 @@ def _existing_run(run: RunDir, config: RunConfig, resume: str, dist_info: Distri
 
 
 def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, device: torch.device, corpus,
-           progress: bool, on_log, labels: dict[str, Any]) -> Session:
+           progress: bool, on_log, labels: dict[str, Any], advice: bool = False) -> Session:
     """Build the model, data, optimiser and schedule, and restore the latest checkpoint when resuming."""
     from tgbench.data import load_corpus
 
@@ -425,6 +500,7 @@ def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, 
     if corpus is None or getattr(corpus, "config", config.data) != config.data:
         corpus = load_corpus(config.data, progress=progress and dist_info.is_main)  # or a model-specific cap
     vocab = corpus.vocab
+    memory = RunMemory(device)
     seed_everything(tc.initialisation_seed)
     model = adapter.build(vocab).to(device)
     train_split = corpus.splits["train"]
@@ -440,13 +516,15 @@ def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, 
         raise UserError("the training subset produced no batches", "raise --tokens or use a larger corpus")
     if dist_info.is_main:
         warn_if_large(model, sum(len(s) for d in train_docs for s in d) * tc.epochs, device)
+        if advice:
+            warn_if_few_steps(sum(steps_per_epoch), tc)
     optimizer = make_optimizer(model, config)
     session = Session(
         config=config, run=run, adapter=adapter, model=model, step_module=_step_module(adapter, model, tc, dist_info),
         optimizer=optimizer, scheduler=make_scheduler(optimizer, config, sum(steps_per_epoch)), device=device,
         dist=dist_info, vocab=vocab, train_docs=train_docs,
         valid_docs=validation_documents(corpus.splits["valid"].documents(), tc.eval_tokens),
-        steps_per_epoch=steps_per_epoch, n_params=adapter.n_params(model), on_log=on_log,
+        steps_per_epoch=steps_per_epoch, n_params=adapter.n_params(model), on_log=on_log, memory=memory, advice=advice,
     )
     checkpoint = latest_good_checkpoint(run.checkpoints, warn=lambda m: console.print(f"[yellow]{m}"))
     if checkpoint is not None and resume == "auto":
@@ -456,7 +534,8 @@ def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, 
     if dist_info.is_main:
         run.write_config(config, {**provenance(str(device)), "n_params": session.n_params,
                                   "total_steps": session.total_steps, "world_size": dist_info.world_size,
-                                  "adapter_description": adapter.description, **labels})
+                                  "adapter_description": adapter.description,
+                                  "adapter_code": adapter_code(config.model), **labels})
     return session
 
 
@@ -595,7 +674,7 @@ def _log_window(session: Session) -> dict[str, Any]:
         "grad_norm": float(window.grad_norm) / steps, "grad_norm_max": float(window.grad_norm_max),
         "clipped_fraction": float(window.clipped) / steps,
         "tokens_per_s": tokens / elapsed, "sentences_per_s": sentences / elapsed,
-        "peak_memory_mb": peak_memory_mb(session.device),
+        "peak_memory_mb": session.memory.peak_mb(),
     }
     state.window = Window()
     session.window_start = time.perf_counter()
@@ -682,6 +761,7 @@ def _fail(session: Session, record: dict[str, Any], key: str = "train_loss") -> 
 def _finish(session: Session) -> RunResult:
     """summary.json and DONE (rank 0), and the run's figures."""
     state, run = session.state, session.run
+    unigram = unigram_loss(session.train_docs, session.valid_docs, session.vocab.size)
     train_records = [r for r in run.read_metrics() if "train_loss" in r] if session.dist.is_main else []
     summary = {
         "adapter": session.config.model, "n_params": session.n_params, "steps": state.step, "tokens": state.tokens,
@@ -690,8 +770,9 @@ def _finish(session: Session) -> RunResult:
         **gradient_summary(train_records),
         "tokens_per_s": _median([r["tokens_per_s"] for r in train_records]),
         "sentences_per_s": _median([r["sentences_per_s"] for r in train_records]),
-        "peak_memory_mb": peak_memory_mb(session.device), "wall_s_this_session": time.perf_counter() - session.started,
+        "peak_memory_mb": session.memory.peak_mb(), "wall_s_this_session": time.perf_counter() - session.started,
         "world_size": session.dist.world_size, "config_hash": session.config.hash(),
+        "unigram_val_ppl": math.exp(unigram) if math.isfinite(unigram) else None,
     }
     summary.update(_training_memory_reads(session))
     if session.dist.is_main:
@@ -699,6 +780,8 @@ def _finish(session: Session) -> RunResult:
         run.mark("DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
         for tracker in session.trackers:
             tracker.finish(summary)
+        if session.advice:
+            warn_if_untrained(state.best_val_loss, unigram, state.step, session.config.train)
     if session.dist.enabled:
         import torch.distributed as dist
 

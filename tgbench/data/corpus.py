@@ -47,7 +47,10 @@ from tgbench.data.tokenizer import (
 )
 from tgbench.errors import UserError, unknown_name
 
-FORMAT_VERSION = 2  # bump whenever the encoding or the cache layout changes
+FORMAT_VERSION = 3  # bump whenever the encoding or the cache layout changes (3: the drop rule counts after a cap)
+# The drop rule counts a document's sentences after sentences over this many tokens are cut (the default
+# `max_sentence_tokens`, fixed so that every cap keeps the same documents).
+DROP_RULE_CAP = 64
 SPLITS = sources.SPLITS
 ENCODE_CHUNK_DOCS = 256  # documents per tokenizer batch (and per worker task and progress-bar step)
 MIN_CHUNKS_PER_WORKER = 4  # a worker takes a second or more to start: not worth it for less work than this
@@ -64,7 +67,8 @@ class DataConfig:
         tokenizer: "gpt2" (GPT-2 BPE) or "bpe-<N>" (byte-level BPE trained on the train split).
         max_sentence_tokens: Longer sentences are re-split into near-equal fragments.
         min_fragment_tokens: Shorter pieces are merged into a neighbour when it has room.
-        min_document_sentences: Documents with fewer sentences (as split, before the cap) are dropped.
+        min_document_sentences: Documents with fewer sentences are dropped (counted after sentences over
+            `DROP_RULE_CAP` = 64 tokens are cut, whatever `max_sentence_tokens` is).
         text_field: JSONL field / hub column holding the text.
         valid_fraction: Share of documents hashed into valid, for sources without their own splits.
         test_fraction: Same for test.
@@ -299,9 +303,12 @@ def _encode_chunk(texts: Sequence[str], tokenizer: Tokenizer, config: DataConfig
         sentences, n_resplit, n_merged = cap_and_merge(ids, config.max_sentence_tokens, config.min_fragment_tokens)
         resplit += n_resplit
         merged += n_merged
-        # Sentences as the splitter found them: the kept documents (and so every content token
-        # of every split) do not depend on the cap, e.g. for the half-length ablation.
-        if sum(1 for s in ids if s) < config.min_document_sentences:
+        # Sentences counted after the reference cap cuts long ones: a long document without punctuation
+        # is kept as several fragments, and the kept documents (so every content token of every split)
+        # do not depend on the model's own cap, e.g. for the half-length ablation.
+        counted = sentences if config.max_sentence_tokens == DROP_RULE_CAP else cap_and_merge(
+            ids, DROP_RULE_CAP, config.min_fragment_tokens)[0]
+        if sum(1 for s in counted if len(s)) < config.min_document_sentences:
             dropped += 1
             continue
         document_sentences.append(len(sentences))
@@ -557,11 +564,17 @@ def encode_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
             )
     for name in SPLITS:
         if len(splits[name]) == 0:
+            dropped = stats[name].documents_dropped
+            if read[name] == 0 or dropped < read[name]:
+                raise UserError(f"split '{name}' has no documents: {read[name]} read",
+                                "use a larger corpus, or larger valid_fraction/test_fraction "
+                                f"(now {config.valid_fraction}/{config.test_fraction})")
             raise UserError(
-                f"split '{name}' has no documents: {read[name]} read, {stats[name].documents_dropped} "
-                f"dropped with fewer than {config.min_document_sentences} sentences",
-                "use a larger corpus, or larger valid_fraction/test_fraction "
-                f"(now {config.valid_fraction}/{config.test_fraction})",
+                f"split '{name}' has no documents: all {read[name]} read were dropped by the rule that a document "
+                f"needs at least {config.min_document_sentences} sentences (min_document_sentences; counted after "
+                f"sentences over {DROP_RULE_CAP} tokens are cut)",
+                "give documents of several sentences (sentence punctuation; a blank line between documents in "
+                "plain text), or set data.min_document_sentences = 1",
             )
     return EncodedCorpus(config, corpus_key(config), tokenizer, tokenizer.vocab, splits, stats)
 

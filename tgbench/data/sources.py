@@ -217,6 +217,35 @@ def _wikitext_directory(path: Path) -> dict[str, Path]:
     return found
 
 
+TEXT_PROBE_BYTES = 64 << 10
+MAX_BINARY_SHARE = 0.10  # a file whose probe is more than this share NUL / control / non-UTF-8 bytes is binary
+
+
+def check_text_file(path: Path) -> None:
+    """Refuse a file that is mostly not text (an archive, an image, a model file), before anything is read.
+
+    A few invalid bytes are repaired and counted (see `decode_bytes`); a file whose first 64 KiB are more
+    than 10% NUL, control or non-UTF-8 bytes is not a corpus.
+
+    Raises:
+        UserError: naming the file and what share of it is not text.
+    """
+    with open(path, "rb") as handle:
+        probe = handle.read(TEXT_PROBE_BYTES)
+    if not probe:
+        return
+    _, invalid = decode_bytes(probe[: len(probe) - 3] if len(probe) == TEXT_PROBE_BYTES else probe)
+    control = sum(1 for byte in probe if byte < 32 and byte not in (9, 10, 12, 13))
+    share = (invalid + control) / len(probe)
+    if share > MAX_BINARY_SHARE:
+        raise UserError(
+            f"corpus file '{path}' is not text: {share:.0%} of its first {len(probe) // 1024 or 1} KiB are NUL, "
+            "control or non-UTF-8 bytes",
+            "give a text corpus (plain text with blank lines between documents, WikiText or JSONL); "
+            "a few bad bytes are repaired, a binary file is not",
+        )
+
+
 def source_files(corpus: str) -> list[Path]:
     """The files a path-like corpus spec reads (for the cache key); empty for embedded/hub sources."""
     if corpus.startswith("hf:"):
@@ -447,6 +476,8 @@ def read_source(config: Any) -> tuple[dict[str, list[RawDocument]], int]:
                 f"corpus path not found: {path}",
                 "pass an existing WikiText directory/file, .txt or .jsonl file, 'embedded', 'kjv' or 'hf:NAME'",
             )
+        if path.is_file():
+            check_text_file(path)
         if path.is_dir():
             files = _wikitext_directory(path)
             if set(files) != set(SPLITS):
@@ -456,6 +487,8 @@ def read_source(config: Any) -> tuple[dict[str, list[RawDocument]], int]:
                     "a WikiText directory holds wiki.train.raw, wiki.valid.raw and wiki.test.raw "
                     "(or .tokens); otherwise pass one file",
                 )
+            for file in files.values():
+                check_text_file(file)
             own_splits = {split: parse_wikitext(_decoded_lines(file)) for split, file in files.items()}
         elif path.suffix == ".jsonl":
             documents = parse_jsonl(_decoded_lines(path), config.text_field, name=str(path))
