@@ -33,7 +33,7 @@ from torch import nn
 from tgbench.adapter import EffectiveContext, MemoryReads, Vocab
 from tgbench.errors import UserError
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
-from tgbench.models.tg import TG, Block, StepInputs, gather_rows
+from tgbench.models.tg import TG, Block, StepInputs, gather_rows, step_inputs
 
 
 @dataclass
@@ -163,15 +163,8 @@ class RMT(nn.Module):
         K = self.config.memory_tokens
         # One lookup for the whole batch (one embedding backward per batch, as TG does).
         embedded = self.wte(tensors["ids"]) + self.wpe(K + tensors["pos"])  # (N_total, d)
-        per_step = torch.split(embedded, [row1 - row0 for row0, row1, *_ in steps])
         outputs = []
-        for (row0, row1, s0, s1, T), emb in zip(steps, per_step, strict=True):
-            step = StepInputs(
-                ids=tensors["ids"][row0:row1], pos=tensors["pos"][row0:row1],
-                grid_index=tensors["grid_index"][row0:row1], stream=tensors["stream"][row0:row1],
-                bos_rows=tensors["bos_rows"][s0:s1], eos_rows=tensors["eos_rows"][s0:s1],
-                n_streams=s1 - s0, max_len=T, embedded=emb,
-            )
+        for step in step_inputs(tensors, steps, embedded):
             x, _, memory, _ = self.step(step, memory)
             outputs.append(x)
         x = gather_rows(torch.cat(outputs), tensors["target_rows"])  # (N_targets, d)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -271,6 +271,20 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     plain scatter (`index_copy_`). x: (R, C), index: (N,) -> (N, C).
     """
     return _UniqueGather.apply(x, index)
+
+
+def step_inputs(tensors: dict[str, torch.Tensor], steps: list[tuple[int, int, int, int, int]],
+                embedded: torch.Tensor) -> Iterator[StepInputs]:
+    """The inputs of every sentence step of a batch of streams, each with its rows of `embedded`."""
+    per_step = torch.split(embedded, [row1 - row0 for row0, row1, *_ in steps])
+    for (row0, row1, s0, s1, T), emb in zip(steps, per_step, strict=True):
+        yield StepInputs(
+            ids=tensors["ids"][row0:row1], pos=tensors["pos"][row0:row1],
+            grid_index=tensors["grid_index"][row0:row1], stream=tensors["stream"][row0:row1],
+            bos_rows=tensors["bos_rows"][s0:s1], eos_rows=tensors["eos_rows"][s0:s1],
+            n_streams=s1 - s0, max_len=T, embedded=emb,
+        )
+
 
 
 class _UniqueGather(torch.autograd.Function):
@@ -624,14 +638,7 @@ class TG(nn.Module):
         outputs, vectors, penalty = [], [], None
         # One lookup for the whole batch: a per-step lookup would build a dense (V, d) gradient per step.
         embedded = self.wte(tensors["ids"]) + self.wpe(tensors["pos"])  # (N_total, d)
-        per_step = torch.split(embedded, [row1 - row0 for row0, row1, *_ in steps])
-        for (row0, row1, s0, s1, T), emb in zip(steps, per_step, strict=True):
-            step = StepInputs(
-                ids=tensors["ids"][row0:row1], pos=tensors["pos"][row0:row1],
-                grid_index=tensors["grid_index"][row0:row1], stream=tensors["stream"][row0:row1],
-                bos_rows=tensors["bos_rows"][s0:s1], eos_rows=tensors["eos_rows"][s0:s1],
-                n_streams=s1 - s0, max_len=T, embedded=emb,
-            )
+        for step in step_inputs(tensors, steps, embedded):
             if self.config.checkpoint_steps and self.training and torch.is_grad_enabled():
                 x, m, memory, p = checkpoint(self.step, step, memory, use_reentrant=False)
             else:

@@ -32,7 +32,7 @@ from torch import nn
 from tgbench.adapter import EffectiveContext, Vocab
 from tgbench.errors import UserError
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
-from tgbench.models.tg import TG, SelfAttention, StepInputs, SwiGLU, _heads, _merge, gather_rows
+from tgbench.models.tg import TG, SelfAttention, StepInputs, SwiGLU, _heads, _merge, gather_rows, step_inputs
 
 ROPE_BASE = 10000.0
 
@@ -247,15 +247,8 @@ class TXL(nn.Module):
         """
         cache = self.empty_memory()
         embedded = self.wte(tensors["ids"])  # (N_total, d) one lookup per batch
-        per_step = torch.split(embedded, [row1 - row0 for row0, row1, *_ in steps])
         outputs = []
-        for (row0, row1, s0, s1, T), emb in zip(steps, per_step, strict=True):
-            step = StepInputs(
-                ids=tensors["ids"][row0:row1], pos=tensors["pos"][row0:row1],
-                grid_index=tensors["grid_index"][row0:row1], stream=tensors["stream"][row0:row1],
-                bos_rows=tensors["bos_rows"][s0:s1], eos_rows=tensors["eos_rows"][s0:s1],
-                n_streams=s1 - s0, max_len=T, embedded=emb,
-            )
+        for step in step_inputs(tensors, steps, embedded):
             x, _, cache, _ = self.step(step, cache)
             outputs.append(x)
         x = gather_rows(torch.cat(outputs), tensors["target_rows"])  # (N_targets, d)
