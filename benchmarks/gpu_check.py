@@ -78,13 +78,12 @@ def parity(name: str, adapter, vocab, batch: Batch, cuda: torch.device) -> dict[
             "rel_fp32": abs(fp32 - cpu) / abs(cpu), "rel_bf16": abs(bf16 - cpu) / abs(cpu)}
 
 
-def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device, steps: int) -> dict[str, float]:
-    """Training steps as the trainer takes them; tokens/s, sentences/s, peak memory."""
+def _training_step(adapter, vocab, batches: list[Batch], device: torch.device):
+    """A fresh model and one training step as the trainer takes it; returns (model, step, batches on device)."""
     torch.manual_seed(0)
     model = adapter.build(vocab).to(device).train()
     module = _LossModule(adapter, model)
     optimizer = make_optimizer(model)
-    batches = [b.to(device) for b in batches]
 
     def step(batch: Batch) -> None:
         with autocast(device):
@@ -93,6 +92,13 @@ def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device,
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return model, step, [b.to(device) for b in batches]
+
+
+def speed(name: str, adapter, vocab, batches: list[Batch], device: torch.device, steps: int) -> dict[str, float]:
+    """Training steps as the trainer takes them; tokens/s, sentences/s, peak memory."""
+    model, step, batches = _training_step(adapter, vocab, batches, device)
 
     for batch in batches[:3]:
         step(batch)
@@ -119,19 +125,7 @@ def sentence_loop(adapter, vocab, batches: list[Batch], device: torch.device, st
     """Where a TG training step's time goes: per sentence step, outside matmuls, device busy over wall."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = adapter.build(vocab).to(device).train()
-    module = _LossModule(adapter, model)
-    optimizer = make_optimizer(model)
-    batches = [b.to(device) for b in batches]
-
-    def step(batch: Batch) -> None:
-        with autocast(device):
-            loss, _, _ = module(batch, 0)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    model, step, batches = _training_step(adapter, vocab, batches, device)
 
     step(batches[0])  # warm-up
     chosen = [batches[i % len(batches)] for i in range(1, steps + 1)]
