@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.tgbench-installed
 
-.PHONY: setup demo test test-all lint bench clean browser
+.PHONY: setup demo test test-all lint bench reports clean browser
 
 setup: $(STAMP)
 
@@ -37,6 +37,16 @@ lint: setup
 
 bench: setup
 	$(BIN)/tgbench bench all
+
+# Re-fit and re-render every committed report folder from its own files (results.csv, tune.json), then
+# screenshot the top of each page. A folder is made by copying a finished grid's results.csv and tune.json
+# into reports/<name>/ (see reports/README.md).
+reports: setup browser
+	@for dir in reports/*/; do dir=$${dir%/}; \
+		$(BIN)/tgbench fit $$dir >/dev/null && $(BIN)/tgbench report $$dir && \
+		chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1500 \
+			--virtual-time-budget=5000 --screenshot=$(CURDIR)/$$dir/report.png file://$(CURDIR)/$$dir/report.html \
+			2>/dev/null || exit 1; done
 
 clean:
 	rm -rf runs .pytest_cache build *.egg-info

@@ -187,17 +187,6 @@ def test_cpu_study_refit_from_its_results_table(tmp_path):
     assert len(pd.read_csv(tmp_path / "results.csv")) == 27  # the table was fitted as it is, not rebuilt
 
 
-@pytest.mark.parametrize("report", ["demo", "cpu-study"])
-def test_committed_reports_keep_raw_numbers_that_refit_to_their_fits(report, tmp_path):
-    """reports/<name>/ holds the report's results.csv and fits.json; re-fitting gives the committed verdicts."""
-    folder = Path(__file__).parents[1] / "reports" / report
-    shutil.copy(folder / "results.csv", tmp_path / "results.csv")
-    committed = json.loads((folder / "fits.json").read_text())
-    refit = fit_grid(pd.read_csv(tmp_path / "results.csv"), n_resamples=0)
-    assert [(v["a"], v["b"], v["class"], v["sentence"]) for v in refit["verdicts"]] == \
-        [(v["a"], v["b"], v["class"], v["sentence"]) for v in committed["verdicts"]]
-
-
 def test_one_replicate_power_entry_has_a_sentence_for_tgbench_fit():
     from tgbench.tasks.scaling import summary_lines
     from tgbench.tasks.verdicts import power_analysis

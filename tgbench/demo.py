@@ -40,7 +40,7 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
     frame = write_results(out)
     _print_results(frame)
     compared = grid.comparison
-    fits = write_fits(out, n_resamples=100, reference=compared.reference, baselines=list(compared.baselines))
+    fits = write_fits(out, reference=compared.reference, baselines=list(compared.baselines))
     console.print(f"  {fits}", soft_wrap=True)
     console.rule("[bold]4/4 writing the report")
     report = write_report(out)

@@ -119,7 +119,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: RunConfig, total_st
 
 
 # Training speed on CPU in 6 N D FLOP/s per core (N with embeddings): the demo grid's runs measured 6.3k-8.3k
-# lexical tokens/s at N = 1.87M on 2 cores (reports/demo.html), i.e. 35-46 GFLOP/s per core; the lower end.
+# lexical tokens/s at N = 1.87M on 2 cores (an earlier demo report), i.e. 35-46 GFLOP/s per core; the lower end.
 CPU_FLOPS_PER_CORE = 35e9
 LARGE_RUN_HOURS = 1.0
 
