@@ -541,7 +541,7 @@ app.command("compare", help="One report over several grid directories (the same 
 def demo(
     out: Annotated[Path | None, typer.Option(help="Where the runs go (default: runs/<preset>).")] = None,
     preset: Annotated[str, typer.Option(help="The grid to run end to end: demo (~13 min on 2 cores) or "
-                                             "cpu-study (~40 min), tuning sweeps included; any preset works.",
+                                             "cpu-study (~42 min), tuning sweeps included; any preset works.",
                                         show_default=True)] = "demo",
 ) -> None:
     """The default job on the embedded corpus: train the grid, evaluate, fit, report."""
