@@ -69,6 +69,8 @@ def resolve_device(name: str, dist_info: Distributed | None = None) -> torch.dev
     except RuntimeError as err:
         raise UserError(f"unknown device '{name}'", "use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda":
+        if device.index is None:  # newer torch's set_device wants an index: "cuda" means the current GPU
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 
