@@ -1,7 +1,8 @@
 """Shared pieces of the benchmarks: the demo-preset setup, data, timing and reporting.
 
-Devices, autocast and optimizers are the trainer's own (`tgbench.devices`, `tgbench.train.make_optimizer`
-with the benchmark preset's [train] settings), so a benchmark measures what training runs.
+Devices, autocast and optimizers are the trainer's own (`tgbench.core.devices`,
+`tgbench.training.optim.make_optimizer` with the benchmark preset's [train] settings), so a benchmark
+measures what training runs.
 
 Every benchmark compares contenders *side by side in one process*: the contenders alternate within
 each repetition and the figure reported is the median over repetitions, so a ratio holds on a noisy
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 
 from tgbench.adapter import Adapter, Batch, Document, Vocab
-from tgbench.config import RunConfig, TrainConfig
-from tgbench.devices import autocast_context, resolve_device  # noqa: F401 (the benchmarks' device)
+from tgbench.core.devices import autocast_context, resolve_device  # noqa: F401 (the benchmarks' device)
+from tgbench.plan.config import RunConfig, TrainConfig
 
 PRESET = "cpu-study"  # the demo's size (width 128, 4 layers), with GPT-2 + boundaries too
 QUICK_WIDTH = 32  # quick mode: toy models
@@ -66,7 +67,8 @@ def synthetic_documents(rng: np.random.Generator, n_docs: int, vocab_size: int, 
 
 def demo_options(width: int | None = None) -> tuple[dict[str, dict[str, Any]], int, Any]:
     """Adapter options of the benchmark preset (cpu-study: the demo's size) at its largest width, and batch tokens."""
-    from tgbench.grid import expand, load_grid
+    from tgbench.plan.expand import expand
+    from tgbench.plan.validate import load_grid
 
     grid = load_grid(preset=PRESET)
     width = width or max(grid.widths)
@@ -123,20 +125,21 @@ def build_model(adapter: Adapter, vocab: Vocab, device: torch.device, seed: int 
 
 def preset_train() -> TrainConfig:
     """The benchmark preset's [train] settings (learning rate, betas, weight decay, dtype)."""
-    from tgbench.grid import load_grid
+    from tgbench.plan.validate import load_grid
 
     return load_grid(preset=PRESET).train
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig | None = None) -> torch.optim.Optimizer:
-    """The trainer's AdamW (`tgbench.train.make_optimizer`: no decay on 1-D tensors) with the preset's settings."""
-    from tgbench.train import make_optimizer as trainer_optimizer
+    """The trainer's AdamW (`tgbench.training.optim.make_optimizer`: no decay on 1-D tensors) with the preset's
+    settings."""
+    from tgbench.training.optim import make_optimizer as trainer_optimizer
 
     return trainer_optimizer(model, RunConfig(train=train or preset_train()))
 
 
 def autocast(device: torch.device, dtype: str = "auto"):
-    """The trainer's autocast (`tgbench.devices.autocast_context`): bf16 on CUDA for "auto", else float32."""
+    """The trainer's autocast (`tgbench.core.devices.autocast_context`): bf16 on CUDA for "auto", else float32."""
     return autocast_context(device, dtype)
 
 

@@ -1,6 +1,6 @@
 """`torch.compile` of the training step: TG and GPT-2, eager against compiled, side by side.
 
-The step is the trainer's (`tgbench.train`): `adapter.loss` called through the trainer's loss module,
+The step is the trainer's (`tgbench.training.trainer`): `adapter.loss` called through the trainer's loss module,
 which `--compile` wraps in `torch.compile` (default mode, inductor); backward, gradient clipping,
 AdamW step. Both contenders train at the demo's size (width 128, 4 layers) on real batches of the embedded corpus.
 Compilation happens in the warm-up, whose time is reported separately; TG's batches change shape from
@@ -23,7 +23,7 @@ import torch
 from benchmarks.common import alternate, autocast, emit, load_setup, make_adapter, median, print_table
 from benchmarks.train_throughput import Trainer
 from tgbench.adapter import Adapter, Batch
-from tgbench.train import _LossModule
+from tgbench.training.trainer import _LossModule
 
 MODELS = ("tg", "gpt2")
 

@@ -41,7 +41,7 @@ from benchmarks.common import (
     synthetic_documents,
 )
 from tgbench.adapter import Batch, Vocab
-from tgbench.train import _LossModule
+from tgbench.training.trainer import _LossModule
 
 PAPER = {"width": 768, "layers": 12, "heads": 12, "dropout": 0.0, "attention_dropout": 0.0}
 BATCH_TOKENS = 20_000

@@ -2,7 +2,7 @@
 
 The grid is the `demo` preset restricted to its smallest budget (TG and GPT-2, width 128 x 4 layers,
 2 seeds: 4 runs of 2 epochs), without its tuning sweep (the runs train at the grid's learning rate).
-Each contender trains those 4 runs into a fresh directory through `tgbench.grid.run_grid`, exactly as
+Each contender trains those 4 runs into a fresh directory through `tgbench.plan.grid.run_grid`, exactly as
 `tgbench train-grid` does:
 
 - `jobs1`: one run after another in this process, each with every core (`train.threads = cores`);
@@ -31,9 +31,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import alternate, emit, median, print_table
-from tgbench.grid import GridConfig, expand, load_grid, run_grid
-from tgbench.parallel import cpu_cores
-from tgbench.runs import read_json
+from tgbench.core.files import read_json
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.plan.validate import load_grid
+from tgbench.training.executor import run_grid
+from tgbench.training.pool import cpu_cores
 
 QUICK_WORDS = ["red", "blue", "tree", "house", "river", "sings", "walks", "quickly", "old", "the", "a", "cat"]
 

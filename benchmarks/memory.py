@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import autocast, build_model, emit, load_setup, make_adapter, print_table, resolve_device
-from tgbench.models.tg import stream_batch
+from tgbench.models.streams import stream_batch
 
 STREAM_LENGTHS = (30, 66, 138)
 

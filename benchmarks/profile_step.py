@@ -1,7 +1,7 @@
 """Where one training step's time goes: TG and GPT-2 at the demo size under `torch.profiler`.
 
 The step is the throughput benchmark's (`benchmarks.train_throughput.Trainer`: the trainer's loss,
-backward, gradient clipping, AdamW built by `tgbench.train.make_optimizer`), at width 128 x 4 layers,
+backward, gradient clipping, AdamW built by `tgbench.training.optim.make_optimizer`), at width 128 x 4 layers,
 bpe-8192, 2048 lexical tokens per step, on real batches of the embedded corpus, with 1 and with 2
 threads. For each it prints the most expensive operators (self CPU time) and a JSON line with every
 contender's share of self CPU time per category: matrix products, the loss's softmax, attention,

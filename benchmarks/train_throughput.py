@@ -2,7 +2,7 @@
 
 All of them train at the demo's size (width 128, 4 layers, 4 heads, GPT-2 context 256,
 bpe-8192, 2048 lexical tokens per batch, dropout 0) on real batches of the embedded corpus. A step
-is what `tgbench/train.py` does: forward through `adapter.loss`, backward, gradient clipping,
+is what `tgbench/training/trainer.py` does: forward through `adapter.loss`, backward, gradient clipping,
 AdamW step, zero_grad. The transformers reference (`attn_implementation="sdpa"`, its default, so
 both GPT-2s use fused attention) trains on exactly the packed blocks of our GPT-2 with the same
 loss (logits -> cross-entropy over non-pad targets). The peers `rmt` and `txl` take TG's options (the

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, Sampler, Vocab, heads_for
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
 
 
 @dataclass

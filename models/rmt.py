@@ -31,9 +31,11 @@ import torch
 from torch import nn
 
 from tgbench.adapter import EffectiveContext, MemoryReads, Vocab
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
+from tgbench.models.layers import Block
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
-from tgbench.models.tg import TG, Block, StepInputs, gather_rows, step_inputs
+from tgbench.models.streams import StepInputs, gather_rows, step_inputs
+from tgbench.models.tg import TG
 
 
 @dataclass

@@ -24,8 +24,9 @@ from typing import ClassVar
 import numpy as np
 
 from tgbench.adapter import Document, Vocab, heads_for
-from tgbench.errors import UserError
-from tgbench.models.tg import LOSS_REDUCTIONS, TGAdapter, TGConfig, split_spans, split_units
+from tgbench.core.errors import UserError
+from tgbench.models.streams import StreamAdapter, split_spans, split_units
+from tgbench.models.tg import LOSS_REDUCTIONS, TGConfig
 
 SEGMENTS = ("sentence", "span")
 
@@ -102,7 +103,7 @@ class SegmentConfig:
         return self.span_tokens if self.segment == "span" else self.max_sentence_tokens
 
 
-class SegmentAdapter(TGAdapter):
+class SegmentAdapter(StreamAdapter):
     """TG's adapter with sentence or span units chosen by `segment`; subclasses set `build`."""
 
     config_class = SegmentConfig

@@ -30,9 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tgbench.adapter import EffectiveContext, Vocab
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
+from tgbench.models.layers import SelfAttention, SwiGLU, merge_heads, split_heads
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
-from tgbench.models.tg import TG, SelfAttention, StepInputs, SwiGLU, _heads, _merge, gather_rows, step_inputs
+from tgbench.models.streams import StepInputs, gather_rows, step_inputs
+from tgbench.models.tg import TG
 
 ROPE_BASE = 10000.0
 
@@ -150,7 +152,7 @@ class CachedSelfAttention(SelfAttention):
         q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (N, d)
         fresh = (k, v)
         q, k = rotate(q, context.rows, self.heads), rotate(k, context.rows, self.heads)
-        q, k, v = (_heads(step.to_grid(t), self.heads) for t in (q, k, v))  # (B, h, T, dh)
+        q, k, v = (split_heads(step.to_grid(t), self.heads) for t in (q, k, v))  # (B, h, T, dh)
         dropout = self.attention_dropout if self.training else 0.0
         cache = context.cache
         if cache is None:
@@ -158,10 +160,10 @@ class CachedSelfAttention(SelfAttention):
         else:
             cached_k, cached_v = cache.layer(layer, d, step.n_streams)  # (B, Mc, d) each
             cached_k = rotate(cached_k, context.cached, self.heads).to(k.dtype)
-            keys = torch.cat([_heads(cached_k, self.heads), k], dim=2)  # (B, h, Mc + T, dh)
-            values = torch.cat([_heads(cached_v.to(v.dtype), self.heads), v], dim=2)
+            keys = torch.cat([split_heads(cached_k, self.heads), k], dim=2)  # (B, h, Mc + T, dh)
+            values = torch.cat([split_heads(cached_v.to(v.dtype), self.heads), v], dim=2)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.mask, dropout_p=dropout)
-        return self.residual_dropout(self.proj(step.from_grid(_merge(y)))), fresh
+        return self.residual_dropout(self.proj(step.from_grid(merge_heads(y)))), fresh
 
 
 class XLBlock(nn.Module):

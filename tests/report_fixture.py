@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tgbench.config import to_toml
-from tgbench.grid import GridConfig, expand
-from tgbench.results import write_results
-from tgbench.runs import RunDir, write_json, write_text
+from tgbench.core.files import write_json, write_text
+from tgbench.plan.config import to_toml
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.results.table import write_results
+from tgbench.training.rundir import RunDir
 
 HOSTILE = "<script>alert(1)</script>"
 FAILED_MESSAGE = "training loss became nan at step 120; the last good checkpoint is kept in checkpoints"
@@ -129,7 +131,7 @@ def write_synthetic_grid(path: Path, *, hostile: bool = False, fits: bool = True
     Args:
         path: The grid directory to create.
         hostile: Add HTML/script injection strings to the grid name, description, corpus and a model variant.
-        fits: Also write fits.json (through tgbench.tasks.scaling, when importable).
+        fits: Also write fits.json (through tgbench.tasks.stats.fits, when importable).
         n_resamples: Bootstrap resamples of the fits (small keeps tests fast).
 
     Returns:
@@ -150,7 +152,7 @@ def write_synthetic_grid(path: Path, *, hostile: bool = False, fits: bool = True
     write_results(path)
     if fits:
         try:
-            from tgbench.tasks.scaling import write_fits
+            from tgbench.tasks.stats.fits import write_fits
         except ImportError:
             return path
         write_fits(path, n_resamples=n_resamples)

@@ -2,7 +2,7 @@
 and nothing written or overwritten. Data that is merely odd (bytes that are not UTF-8, a document without
 a sentence boundary, a 10,000-character sentence) is repaired, counted and training goes on.
 
-One case runs the real `tgbench` executable in a subprocess; the rest call `tgbench.cli.main` in process
+One case runs the real `tgbench` executable in a subprocess; the rest call `tgbench.cli.app.main` in process
 (the same entry point, with its exit code and its stdout/stderr captured), which keeps them fast.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from corpora import WORDS, word_documents, write_plain
 
-from tgbench.config import RunConfig, TrainConfig, to_toml
 from tgbench.data import DataConfig, load_corpus
-from tgbench.train import train
+from tgbench.plan.config import RunConfig, TrainConfig, to_toml
+from tgbench.training.trainer import train
 
 TINY_GPT2 = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.0, "attention_dropout": 0.0}
 
@@ -51,8 +51,8 @@ def shared(tmp_path_factory):
 
 @pytest.fixture
 def cli(shared, tmp_path, monkeypatch, capsys):
-    """Run `tgbench ARGS` through `tgbench.cli.main` in process; returns (exit code, stdout + stderr)."""
-    from tgbench.cli import main
+    """Run `tgbench ARGS` through `tgbench.cli.app.main` in process; returns (exit code, stdout + stderr)."""
+    from tgbench.cli.app import main
 
     monkeypatch.setenv("TGBENCH_CACHE_DIR", str(shared / "cache"))
     monkeypatch.chdir(tmp_path)

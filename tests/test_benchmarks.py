@@ -11,8 +11,8 @@ import math
 import pytest
 
 from benchmarks import memory, padding, score_throughput, train_throughput
-from tgbench.bench import BENCHMARKS, run_benchmarks
-from tgbench.errors import UserError
+from tgbench.cli.bench import BENCHMARKS, run_benchmarks
+from tgbench.core.errors import UserError
 
 
 def last_json(capsys) -> dict:

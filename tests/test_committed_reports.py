@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tgbench.cli import app
+from tgbench.cli.app import app
 
 REPORTS = Path(__file__).parents[1] / "reports"
 NAMES = ["demo", "cpu-study", "cpu-long", "cpu-peers"]

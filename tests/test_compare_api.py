@@ -15,8 +15,8 @@ import pytest
 from tiny_runs import run_main, train_tiny_grid
 
 import tgbench
-from tgbench.errors import UserError
-from tgbench.runs import RunDir
+from tgbench.core.errors import UserError
+from tgbench.training.rundir import RunDir
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "python.md"
 
@@ -96,7 +96,7 @@ def test_pooling_runs_of_different_tokenizers_under_one_label_is_an_error(grids,
 
 def test_the_docs_notebook_example_redraws_the_data_scaling_plot(grids, monkeypatch):
     """The five-line example of docs/python.md, run as written with a recording stand-in for matplotlib."""
-    from tgbench.compare import write_comparison
+    from tgbench.results.pooling import write_comparison
 
     out = write_comparison([grids / "A", grids / "B"], grids / "AB-notebook", resamples=0).path
     block = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S).group(1)

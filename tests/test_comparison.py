@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tgbench.comparison import comparison, grid_comparison
-from tgbench.errors import UserError
-from tgbench.grid import GridConfig
-from tgbench.plots import PALETTE, colours
-from tgbench.report import ablation_table, throughput_table
+from tgbench.core.errors import UserError
+from tgbench.plan.comparison import comparison, grid_comparison
+from tgbench.plan.grid import GridConfig
+from tgbench.report.plots import PALETTE, colours
+from tgbench.report.sections import ablation_table, throughput_table
 
 
 def test_defaults_tg_when_present_else_the_first_model_listed():

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from tgbench.core.errors import UserError
 from tgbench.data import DataConfig, Split, corpus_key, corpus_stats, load_corpus
 from tgbench.data import corpus as corpus_module
-from tgbench.errors import UserError
 
 WORDS = "alpha beta gamma delta river stone garden city music light".split()
 
@@ -193,7 +193,7 @@ def test_embedded_corpus_encodes_in_under_a_minute(tmp_path):
 
 def test_a_smaller_sentence_cap_keeps_the_same_documents_and_tokens(tmp_path):
     """The half-length ablation re-encodes at its own cap; every split keeps the same content tokens."""
-    from tgbench.config import RunConfig
+    from tgbench.plan.config import RunConfig
     from tgbench.registry import resolved
 
     rng = np.random.default_rng(3)
@@ -259,7 +259,7 @@ def test_parallel_encoding_is_identical_to_serial(config, monkeypatch, tmp_path,
 
 
 def test_workers_change_neither_the_cache_key_nor_the_run_hash(config):
-    from tgbench.config import RunConfig
+    from tgbench.plan.config import RunConfig
 
     keys = {corpus_key(dataclasses.replace(config, workers=n)) for n in (0, 1, 2, 7)}
     assert keys == {corpus_key(config)}

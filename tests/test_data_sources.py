@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from tgbench.core.errors import UserError
 from tgbench.data import DataConfig, read_source, sources
-from tgbench.errors import UserError
 
 ARTICLE_A = """ = Alpha Article =
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tgbench.core.errors import UserError
 from tgbench.data import cap_and_merge, split_sentences
 from tgbench.data import split as split_module
-from tgbench.errors import UserError
 
 TEXT = (
     "Dr. Smith went to Washington. He arrived on Jan. 5, 2001!  Was it cold? Yes.\n"

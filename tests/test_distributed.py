@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from corpora import word_documents, write_plain
 
-from tgbench.config import RunConfig, TrainConfig, to_toml
+from tgbench.core.files import read_json
 from tgbench.data import DataConfig
+from tgbench.plan.config import RunConfig, TrainConfig, to_toml
 from tgbench.registry import build_adapter
-from tgbench.runs import RunDir, read_json
-from tgbench.train import train
+from tgbench.training.rundir import RunDir
+from tgbench.training.trainer import train
 
 TINY = {"width": 16, "layers": 2, "heads": 2, "dropout": 0.0, "attention_dropout": 0.0}
 

@@ -14,14 +14,13 @@ from typer.testing import CliRunner
 
 from tgbench import evaluate as ev
 from tgbench import lmeval, scoring
-from tgbench.cli_eval import eval_command
-from tgbench.config import RunConfig, TrainConfig
-from tgbench.data.corpus import DataConfig
-from tgbench.errors import UserError
-from tgbench.runs import load_run
+from tgbench.cli.evaluate import eval_command
+from tgbench.core.errors import UserError
+from tgbench.evaluation.loaded import load_run
+from tgbench.plan.config import DataConfig, RunConfig, TrainConfig
 from tgbench.tasks.tg_ppl import task as ppl_task
 from tgbench.tasks.tg_reversal import task as reversal_task
-from tgbench.train import train
+from tgbench.training.trainer import train
 
 NAMES = ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack", "Lucy"]
 
@@ -257,7 +256,7 @@ def test_tg_runs_through_the_same_paths(tmp_path):
 
 
 def test_model_args_device_wins_over_the_lm_eval_cli_default(run_dir):
-    from tgbench.lmeval import TGBenchLM
+    from tgbench.evaluation.lmeval import TGBenchLM
 
     lm = TGBenchLM.create_from_arg_obj({"run": str(run_dir), "device": "cpu"}, {"device": "cuda:0", "batch_size": 4})
     assert next(lm.run.model.parameters()).device.type == "cpu"

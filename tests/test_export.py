@@ -10,7 +10,7 @@ import torch
 from corpora import write_family_corpus
 
 from tgbench import lmeval as ev
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
 
 transformers = pytest.importorskip("transformers")
 
@@ -24,10 +24,9 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny GPT-2 run (with dropout, so eval-mode handling matters) and its export."""
-    from tgbench.config import RunConfig, TrainConfig
-    from tgbench.data.corpus import DataConfig
-    from tgbench.export import export_hf
-    from tgbench.train import train
+    from tgbench.evaluation.export import export_hf
+    from tgbench.plan.config import DataConfig, RunConfig, TrainConfig
+    from tgbench.training.trainer import train
 
     root = tmp_path_factory.mktemp("export")
     write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John", "Paul", "Emma", "Jack"], seed=1,
@@ -44,7 +43,7 @@ def exported(tmp_path_factory):
 
 
 def test_export_layout_and_special_ids(exported):
-    from tgbench.runs import load_run
+    from tgbench.evaluation.loaded import load_run
 
     run = load_run(exported.run_dir, device="cpu")
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
@@ -59,7 +58,7 @@ def test_export_layout_and_special_ids(exported):
 
 def test_gpt2_tokenizer_export_matches_tiktoken(tmp_path):
     from tgbench.data.tokenizer import gpt2_tokenizer
-    from tgbench.export import export_tokenizer
+    from tgbench.evaluation.export import export_tokenizer
 
     ours = gpt2_tokenizer()
     export_tokenizer(ours, ours.vocab, tmp_path)
@@ -72,14 +71,14 @@ def test_gpt2_tokenizer_export_matches_tiktoken(tmp_path):
 
 
 def test_non_gpt2_runs_are_refused(monkeypatch, tmp_path):
-    import tgbench.runs
-    from tgbench.export import export_hf
+    import tgbench.evaluation.export
+    from tgbench.evaluation.export import export_hf
 
     class OtherAdapter:
         name = "tg"
 
     fake = SimpleNamespace(adapter=OtherAdapter(), config=SimpleNamespace(model="tg"))
-    monkeypatch.setattr(tgbench.runs, "load_run", lambda *a, **k: fake)
+    monkeypatch.setattr(tgbench.evaluation.export, "load_run", lambda *a, **k: fake)
     with pytest.raises(UserError, match="only plain gpt2 runs"):
         export_hf(tmp_path / "run", tmp_path / "hf")
 
@@ -90,7 +89,7 @@ def test_hf_model_on_the_export_agrees_with_tgbench_on_the_run(exported, tmp_pat
     pytest.importorskip("accelerate")  # lm-eval's hf model imports it
     from lm_eval.models.huggingface import HFLM
 
-    from tgbench.runs import load_run
+    from tgbench.evaluation.loaded import load_run
 
     long_text = " ".join(TEXTS * 3)  # > 32 tokens: several rolling windows
     (tmp_path / "docs.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in [*TEXTS, long_text]) + "\n")

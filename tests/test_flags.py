@@ -1,4 +1,4 @@
-"""Run flags (tgbench/flags.py): each rule fires on what it is for and rarely on clean runs."""
+"""Run flags (tgbench/results/flags.py): each rule fires on what it is for and rarely on clean runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tgbench.flags import cooks_distance, curve_flags, hampel_spikes, join_flags, split_flags, table_flags
+from tgbench.results.flags import cooks_distance, curve_flags, hampel_spikes, join_flags, split_flags, table_flags
 
 DATA = Path(__file__).parent / "data"
 
@@ -91,7 +91,7 @@ def test_flags_cell_round_trip():
 def test_cpu_study_gpt2_run_with_large_cooks_distance_is_flagged(tmp_path):
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     shutil.copy(DATA / "cpu-study-results.csv", tmp_path / "results.csv")
     assert CliRunner().invoke(app, ["fit", str(tmp_path)]).exit_code == 0

@@ -5,9 +5,15 @@ import json
 import pandas as pd
 import pytest
 
-from tgbench.config import to_toml
-from tgbench.errors import UserError
-from tgbench.grid import PRESETS, GridConfig, dry_run_table, expand, heads_for, load_grid, run_grid, write_results
+from tgbench.adapter import heads_for
+from tgbench.core.errors import UserError
+from tgbench.plan.compute import dry_run_table
+from tgbench.plan.config import to_toml
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.plan.validate import PRESETS, load_grid
+from tgbench.results.table import write_results
+from tgbench.training.executor import run_grid
 
 TINY_TRAIN = {"epochs": 1, "batch_tokens": 128, "lr": 3e-3, "eval_tokens": 300, "log_every": 2,
               "checkpoint_every": 10}
@@ -89,7 +95,7 @@ def test_bad_grid_files_name_the_bad_key_or_value(tmp_path, change, message):
 
 
 def test_tiny_grid_trains_writes_results_and_fits_then_skips_done_runs(tmp_path):
-    from tgbench.tasks.scaling import write_fits
+    from tgbench.tasks.stats.fits import write_fits
 
     path = tmp_path / "grid.toml"
     path.write_text(to_toml(tiny_grid(tmp_path)))

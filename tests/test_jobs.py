@@ -22,11 +22,15 @@ import torch
 from safetensors.torch import load_file
 from test_grid import tiny_grid
 
-from tgbench.config import to_toml
-from tgbench.errors import UserError
-from tgbench.grid import GridConfig, expand, load_grid, run_grid
-from tgbench.parallel import Slot, cpu_cores, execute, plan_slots, resolve_jobs, spec_from_dict, spec_to_dict
-from tgbench.runs import RunDir
+from tgbench.core.errors import UserError
+from tgbench.plan.config import to_toml
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.plan.validate import load_grid
+from tgbench.training.executor import run_grid
+from tgbench.training.pool import Slot, cpu_cores, execute, plan_slots, resolve_jobs, spec_to_dict
+from tgbench.training.rundir import RunDir
+from tgbench.training.workers import spec_from_dict
 
 TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session", "time")
 NAN_ADAPTER = f"{Path(__file__).resolve().parent / 'fixtures_nan_adapter.py'}:NaNGPT2Adapter"
@@ -159,9 +163,9 @@ def test_ctrl_c_checkpoints_every_running_run_and_the_rerun_finishes_with_the_sa
 
 
 def test_with_gpus_each_worker_gets_its_own_and_the_default_is_one_run_per_gpu(tmp_path, monkeypatch):
-    import tgbench.parallel as parallel
+    import tgbench.training.pool as pool
 
-    monkeypatch.setattr(parallel, "visible_gpus", lambda: ["4", "6"])  # as CUDA_VISIBLE_DEVICES=4,6 lists them
+    monkeypatch.setattr(pool, "visible_gpus", lambda: ["4", "6"])  # as CUDA_VISIBLE_DEVICES=4,6 lists them
     specs = expand(GridConfig.from_dict(two_run_grid(tmp_path)))
     assert resolve_jobs(0, specs) == 2
     assert [s.gpu for s in plan_slots(2, specs)] == ["4", "6"]

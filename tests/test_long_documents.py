@@ -1,4 +1,4 @@
-"""Long documents (issue 22): document shape in `data stats`, loss by sentence position, memory reads,
+"""Long documents: document shape in `data stats`, loss by sentence position, memory reads,
 effective context and the context-parity warning, and GPT-2's sliding-window scoring."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from corpora import write_family_corpus
 
-from tgbench.config import RunConfig, TrainConfig
-from tgbench.data.corpus import DataConfig, Split, document_shape, load_corpus
+from tgbench.data.corpus import Split, document_shape, load_corpus
+from tgbench.plan.config import DataConfig, RunConfig, TrainConfig
 from tgbench.registry import build_adapter
 from tgbench.tasks.tg_ppl import positions
 
@@ -64,7 +64,7 @@ def test_document_shape_counts_sentences_per_document_and_tokens_per_sentence():
 
 
 def test_data_stats_prints_the_document_shape_per_split(tmp_path, monkeypatch, capsys):
-    from tgbench.cli import main
+    from tgbench.cli.app import main
 
     corpus = write_family_corpus(tmp_path / "wiki.txt", NAMES, n_docs=30, per_doc=(2, 8))
     monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
@@ -98,7 +98,7 @@ def long_run(root, model, **options):
                         cache_dir=str(root / "cache"), valid_fraction=0.1, test_fraction=0.15),
         train=TrainConfig(epochs=2, batch_tokens=512, eval_tokens=400, lr=3e-3, device="cpu", log_every=5),
     )
-    from tgbench.train import train
+    from tgbench.training.trainer import train
 
     return train(config, root / model, progress=False).run_dir
 
@@ -113,8 +113,8 @@ def long_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("model", ["tg", "gpt2"])
 def test_position_buckets_add_up_to_the_scored_tokens(long_runs, model):
-    from tgbench.evaluate import eval_run
-    from tgbench.results import collect_row
+    from tgbench.evaluation.evaluate import eval_run
+    from tgbench.results.table import collect_row
 
     status, path, results = eval_run(long_runs[model], "ppl", device="cpu", progress=False)
     assert status == "done"
@@ -134,7 +134,7 @@ def test_position_buckets_add_up_to_the_scored_tokens(long_runs, model):
         assert metrics["effective_context_tokens"] == 64.0 and "memory_slots_per_sentence" not in metrics
         assert row["memory_slots_train"] is None and "ppl.memory_slots_per_sentence" not in row
     else:
-        from tgbench.runs import load_run
+        from tgbench.evaluation.loaded import load_run
 
         test = load_run(long_runs["tg"], device="cpu").corpus.splits["test"]
         assert metrics["effective_context_tokens"] == pytest.approx(6 * test.lexical_tokens / test.n_sentences)
@@ -146,8 +146,8 @@ def test_position_buckets_add_up_to_the_scored_tokens(long_runs, model):
 def test_grid_report_shows_loss_by_sentence_position_and_what_each_model_sees(long_runs):
     import html
 
-    from tgbench.evaluate import eval_run
-    from tgbench.report import render_report
+    from tgbench.evaluation.evaluate import eval_run
+    from tgbench.report.page import render_report
 
     for run in long_runs.values():
         eval_run(run, "ppl", device="cpu", progress=False)
@@ -206,7 +206,8 @@ def test_tg_memory_reads_equal_what_the_model_reads(tiny_corpus, use_memory):
 
 
 def test_training_summary_records_memory_slots_read(long_runs):
-    from tgbench.runs import RunDir, read_json
+    from tgbench.core.files import read_json
+    from tgbench.training.rundir import RunDir
 
     summary = read_json(RunDir(long_runs["tg"]).summary_path)
     assert 0 < summary["memory_slots_per_sentence"] <= 6 and 0 < summary["memory_full_fraction"] < 1
@@ -227,7 +228,7 @@ def test_effective_context_of_each_family():
 
 # -- context parity --------------------------------------------------------------------------------------
 def _parity_grid(gpt2_context: int, memory_slots: int = 16):
-    from tgbench.grid import GridConfig
+    from tgbench.plan.grid import GridConfig
 
     return GridConfig.from_dict({
         "name": "parity", "widths": [32], "layers": 2, "budgets": [1000],
@@ -237,7 +238,7 @@ def _parity_grid(gpt2_context: int, memory_slots: int = 16):
 
 
 def test_parity_warns_when_gpt2_sees_less_history_than_tg_memory():
-    from tgbench.grid import context_parity
+    from tgbench.plan.validate import context_parity
 
     lines = context_parity(_parity_grid(256), mean_sentence_tokens=30.0, mean_document_tokens=800.0)
     assert [kind for kind, _ in lines] == ["warning"]  # gpt2-boundary's 1024 covers the 480-token span
@@ -247,14 +248,14 @@ def test_parity_warns_when_gpt2_sees_less_history_than_tg_memory():
     assert context_parity(_parity_grid(480), 30.0)[0][0] == "ok"  # equal is enough
     assert context_parity(_parity_grid(479), 30.0)[0][0] == "warning"
     # A grid without a memory model (or without a window model) has nothing to compare.
-    from tgbench.grid import GridConfig
+    from tgbench.plan.grid import GridConfig
 
     only_gpt2 = GridConfig.from_dict({"widths": [32], "budgets": [1000], "models": [{"adapter": "gpt2"}]})
     assert context_parity(only_gpt2, 30.0) == []
 
 
 def test_validate_and_dry_run_print_the_parity_warning(tmp_path, monkeypatch, capsys):
-    from tgbench.cli import main
+    from tgbench.cli.app import main
 
     corpus = write_family_corpus(tmp_path / "wiki.txt", NAMES, n_docs=30, per_doc=(4, 8))
     grid = tmp_path / "grid.toml"

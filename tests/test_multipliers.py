@@ -1,6 +1,6 @@
 """Multipliers whose intervals include lack of fit, the lack-of-fit F test, and fit forms as registered classes.
 
-Coverage (issue 20 item 8c): truths that are not Kaplan power laws (quadratic in log-log, and saturating),
+Coverage: truths that are not Kaplan power laws (quadratic in log-log, and saturating),
 fitted with Kaplan by the code ``tgbench fit`` runs (``kaplan_multiplier``, which ``fit_grid`` calls). A is B
 with k times the data, so the true multiplier is k at every budget.
 """
@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tgbench.tasks.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
-from tgbench.tasks.scaling import FIT_FORMS, FitForm, Kaplan, fit_grid, get_form
+from tgbench.tasks.stats.fits import fit_grid
+from tgbench.tasks.stats.laws import FIT_FORMS, FitForm, Kaplan, get_form
+from tgbench.tasks.stats.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
 
 DATA = Path(__file__).parent / "data"
 K = 1.3
@@ -80,7 +81,7 @@ def test_lack_of_fit_f_test():
 def test_cpu_study_lack_of_fit_and_saturating_bound(tmp_path):
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     shutil.copy(DATA / "cpu-study-results.csv", tmp_path / "results.csv")
     assert CliRunner().invoke(app, ["fit", str(tmp_path)]).exit_code == 0
@@ -130,7 +131,7 @@ def test_a_new_fit_form_is_one_class(monkeypatch, tmp_path):
 def test_unknown_form_is_a_user_error(tmp_path, monkeypatch, capsys):
     import sys
 
-    from tgbench.cli import main
+    from tgbench.cli.app import main
 
     shutil.copy(DATA / "cpu-study-results.csv", tmp_path / "results.csv")
     monkeypatch.setattr(sys, "argv", ["tgbench", "fit", str(tmp_path), "--form", "kaplam"])

@@ -10,8 +10,8 @@ from tiny_runs import run_main
 
 from tgbench.models.gpt2 import GPT2Config
 from tgbench.models.tg import TGConfig, TGSpanConfig
-from tgbench.options import adapter_options, config_options
-from tgbench.registry import BUILTIN_ADAPTERS
+from tgbench.plan.options import config_options
+from tgbench.registry import BUILTIN_ADAPTERS, get_adapter_class
 
 
 @dataclass
@@ -55,7 +55,8 @@ def test_tg_options_are_every_field_with_its_default_and_comment():
 
 @pytest.mark.parametrize("name", list(BUILTIN_ADAPTERS))
 def test_every_builtin_adapter_lists_options_that_build_it(name):
-    cls, options = adapter_options(name)
+    cls = get_adapter_class(name)
+    options = config_options(cls.config_class)
     assert options and {"width", "layers", "heads"} <= {o.name for o in options}
     cls(cls.config_class(**{o.name: o.default for o in options}))  # the listed defaults are valid settings
 
@@ -69,3 +70,25 @@ def test_cli_prints_the_options_and_rejects_an_unknown_adapter(monkeypatch, caps
     assert "options of tg (TGConfig)" in output
     code, output = run_main(["adapters", "--options", "tgg"], monkeypatch, capsys)
     assert code == 2 and "unknown adapter 'tgg'" in output and "did you mean 'tg'" in output
+
+
+def test_train_flags_come_from_the_config_fields_and_help_prints_brackets_literally():
+    import dataclasses
+    import inspect
+
+    from typer.testing import CliRunner
+
+    from tgbench.cli.app import app
+    from tgbench.cli.train import train_command
+    from tgbench.plan.config import TrainConfig
+
+    parameters = inspect.signature(train_command).parameters
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in ("tokens", "epochs", "batch_tokens", "lr", "seed", "device", "dtype", "grad_accumulation"):
+        info = parameters[name].annotation.__metadata__[0]
+        shown = info.show_default
+        assert shown == (str(defaults[name]) if name != "lr" else "2.5e-4"), (name, shown)
+        assert info.help, name  # from the field's comment
+    result = CliRunner().invoke(app, ["tune", "--help"])
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "a grid without [tune] gets its LR" in flat, result.output  # Rich would eat an unescaped [tune]

@@ -5,11 +5,15 @@ import tomllib
 import pytest
 from test_grid import tiny_grid
 
-from tgbench.config import RunConfig, TrainConfig, apply_run_settings, to_toml
-from tgbench.errors import UserError
-from tgbench.grid import GridConfig, expand, load_grid, run_grid
-from tgbench.runs import RunDir, read_json
-from tgbench.train import gradient_summary, train
+from tgbench.core.errors import UserError
+from tgbench.core.files import read_json
+from tgbench.plan.config import RunConfig, TrainConfig, apply_run_settings, to_toml
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.plan.validate import load_grid
+from tgbench.training.executor import run_grid
+from tgbench.training.rundir import RunDir
+from tgbench.training.trainer import gradient_summary, train
 
 
 def one_cell_grid(tmp_path, **overrides) -> dict:
@@ -67,7 +71,7 @@ def test_cli_train_set_train_key_lands_in_config_toml(tmp_path, monkeypatch):
     from corpora import word_documents, write_plain
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
     corpus = write_plain(tmp_path / "corpus.txt", word_documents(80))
@@ -114,9 +118,9 @@ def test_docs_grids_md_names_every_grid_key():
     import dataclasses
     from pathlib import Path
 
-    from tgbench.config import TuneConfig
     from tgbench.data import DataConfig
-    from tgbench.grid import ModelEntry
+    from tgbench.plan.config import TuneConfig
+    from tgbench.plan.grid import ModelEntry
 
     text = (Path(__file__).parent.parent / "docs" / "grids.md").read_text()
     for cls in (GridConfig, ModelEntry, DataConfig, TrainConfig, TuneConfig):

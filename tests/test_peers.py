@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from tgbench.adapter import Vocab
-from tgbench.config import RunConfig
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
 from tgbench.models.rmt import RMTAdapter, RMTConfig
 from tgbench.models.segments import SegmentAdapter
-from tgbench.models.tg import StepInputs, TGAdapter, stream_batch
+from tgbench.models.streams import StepInputs, stream_batch
+from tgbench.models.tg import TGAdapter
 from tgbench.models.txl import TXLAdapter, TXLConfig
+from tgbench.plan.config import RunConfig
 from tgbench.registry import build_adapter
 
 VOCAB = Vocab(base_size=100)
@@ -306,9 +307,8 @@ def test_defaults_are_tgs_where_shared():
 def peer_runs(tmp_path_factory):
     from corpora import write_family_corpus
 
-    from tgbench.config import TrainConfig
-    from tgbench.data.corpus import DataConfig
-    from tgbench.train import train
+    from tgbench.plan.config import DataConfig, TrainConfig
+    from tgbench.training.trainer import train
 
     root = tmp_path_factory.mktemp("peers")
     write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John"], n_docs=30, per_doc=(3, 6))
@@ -327,8 +327,8 @@ def peer_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("model", ["rmt", "txl"])
 def test_trains_and_scores_through_the_harness(peer_runs, model):
-    from tgbench.evaluate import eval_run
-    from tgbench.results import collect_row
+    from tgbench.evaluation.evaluate import eval_run
+    from tgbench.results.table import collect_row
 
     status, path, results = eval_run(peer_runs[model], "ppl", device="cpu", progress=False)
     assert status == "done"

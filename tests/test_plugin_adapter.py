@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 
 from tgbench import registry
 from tgbench.adapter import Vocab
-from tgbench.cli import app
-from tgbench.config import RunConfig, TrainConfig, to_toml
-from tgbench.data.corpus import DataConfig
-from tgbench.errors import UserError
+from tgbench.cli.app import app
+from tgbench.core.errors import UserError
+from tgbench.plan.config import DataConfig, RunConfig, TrainConfig, to_toml
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lstm_adapter.py"
 
@@ -54,7 +53,7 @@ def test_external_lstm_adapter_trains_scores_and_evaluates_through_the_cli(tmp_p
     ppl = json.loads((tmp_path / "run" / "eval" / "ppl.json").read_text())["results"]["ppl"]
     assert 1.0 < ppl["lexical_ppl"] < 300  # learned something: chance is the 304-token vocabulary
 
-    from tgbench.runs import load_run
+    from tgbench.evaluation.loaded import load_run
 
     loaded = load_run(tmp_path / "run", device="cpu")
     documents = loaded.corpus.splits["test"].documents()

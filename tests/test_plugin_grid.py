@@ -15,8 +15,8 @@ import pytest
 from corpora import write_family_corpus
 from typer.testing import CliRunner
 
-from tgbench.cli import app
-from tgbench.config import to_toml
+from tgbench.cli.app import app
+from tgbench.plan.config import to_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["Anna", "Tom", "Mary", "John", "Paul", "Emma"]
@@ -124,7 +124,7 @@ def test_a_plugin_is_labelled_by_its_name_and_the_grid_names_the_reference(grid)
 
 
 def test_the_report_treats_the_reference_as_the_reference(grid):
-    from tgbench.plots import PALETTE
+    from tgbench.report.plots import PALETTE
 
     html = (grid / "report.html").read_text()
     verdict = section(html, "verdict")

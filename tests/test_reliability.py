@@ -31,14 +31,20 @@ import torch
 from corpora import word_documents, write_plain
 from safetensors.torch import load_file
 
-from tgbench import runs
-from tgbench.config import RunConfig, TrainConfig, to_toml
+from tgbench.core.errors import Interrupted, TrainingFailed, UserError
+from tgbench.core.files import write_json
 from tgbench.data import DataConfig, Split, load_corpus
-from tgbench.errors import UserError
-from tgbench.grid import GridConfig, expand, run_grid
+from tgbench.evaluation.loaded import load_run
 from tgbench.models.gpt2 import GPT2Adapter
-from tgbench.runs import RunDir, latest_good_checkpoint, load_run, read_checkpoint, save_checkpoint, write_json
-from tgbench.train import Interrupted, TrainingFailed, train
+from tgbench.plan.config import RunConfig, TrainConfig, to_toml
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.training import checkpoints as checkpoint_files
+from tgbench.training import rundir
+from tgbench.training.checkpoints import latest_good_checkpoint, read_checkpoint, save_checkpoint
+from tgbench.training.executor import run_grid
+from tgbench.training.rundir import RunDir
+from tgbench.training.trainer import train
 
 CLI = [sys.executable, "-m", "tgbench.cli"]
 TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "wall_s_this_session", "time")
@@ -429,8 +435,8 @@ def test_nan_loss_between_logs_never_reaches_a_checkpoint(synthetic, tmp_path):
 
 
 def test_a_nan_run_fails_and_the_grid_goes_on(ws, tmp_path, monkeypatch, capsys):
-    from tgbench.cli import main
-    from tgbench.report import render_report
+    from tgbench.cli.app import main
+    from tgbench.report.page import render_report
 
     raw = {
         "name": "nan", "widths": [16], "layers": 1, "head_dim": 8, "budgets": [800],
@@ -470,7 +476,7 @@ def _enospc(path) -> OSError:
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_good_one(synthetic, tmp_path, monkeypatch):
-    real_save = runs.save_file
+    real_save = checkpoint_files.save_file
     calls = {"n": 0}
 
     def filling_save(tensors, filename, *args, **kwargs):
@@ -480,7 +486,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_good_one(synthetic, tmp_path, m
             raise _enospc(filename)
         return real_save(tensors, filename, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "save_file", filling_save)
+    monkeypatch.setattr(checkpoint_files, "save_file", filling_save)
     run_dir = tmp_path / "run"
     with pytest.raises(UserError) as caught:
         train(small_config(), run_dir, corpus=synthetic.corpus, progress=False)
@@ -493,7 +499,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_good_one(synthetic, tmp_path, m
     assert read_checkpoint(checkpoints, "previous").sidecar["state"]["step"] == 4
     assert read_checkpoint(checkpoints, "best").sidecar["state"]["step"] == 6
 
-    monkeypatch.setattr(runs, "save_file", real_save)
+    monkeypatch.setattr(checkpoint_files, "save_file", real_save)
     train(small_config(), run_dir, corpus=synthetic.corpus, progress=False)
     assert records(run_dir) == records(synthetic.reference)
 
@@ -508,7 +514,7 @@ def test_disk_full_never_replaces_a_good_checkpoint_or_json_file(tmp_path, monke
         Path(filename).write_bytes(b"partial")
         raise _enospc(filename)
 
-    monkeypatch.setattr(runs, "save_file", full)
+    monkeypatch.setattr(checkpoint_files, "save_file", full)
     torch.nn.init.zeros_(model.weight)
     with pytest.raises(UserError, match="disk full while writing"):
         save_checkpoint(tmp_path, "best", model, {"state": {"step": 2}})
@@ -535,7 +541,7 @@ def test_disk_full_while_appending_metrics_is_a_clear_error(tmp_path, monkeypatc
     def no_space(fd):
         raise _enospc(run.metrics_path)
 
-    monkeypatch.setattr(runs.os, "fsync", no_space)
+    monkeypatch.setattr(rundir.os, "fsync", no_space)
     with pytest.raises(UserError, match="disk full") as caught:
         run.append_metrics({"step": 2, "train_loss": 1.9})
     monkeypatch.undo()
@@ -559,7 +565,7 @@ def test_no_unsafe_deserialisation_in_the_package():
 
 def test_config_values_are_data_never_code(tmp_path, monkeypatch, capsys):
     """Strings in a run config, --set values and a run directory's config.toml are never evaluated."""
-    from tgbench.cli import main
+    from tgbench.cli.app import main
 
     marker = tmp_path / "pwned"
     payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
@@ -578,8 +584,8 @@ def test_config_values_are_data_never_code(tmp_path, monkeypatch, capsys):
 def test_report_escapes_hostile_run_directory_names_and_failure_messages(tmp_path):
     from report_fixture import write_synthetic_grid
 
-    from tgbench.report import render_report
-    from tgbench.results import write_results
+    from tgbench.report.page import render_report
+    from tgbench.results.table import write_results
 
     grid = write_synthetic_grid(tmp_path / "grid", fits=False)
     hostile_names = ["<script>alert(1)<", "<img src=x onerror=alert(1)>"]  # '/' cannot be in a file name

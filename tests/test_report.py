@@ -11,18 +11,13 @@ import pandas as pd
 import pytest
 from report_fixture import FAILED_MESSAGE, HOSTILE, cached_grid, write_synthetic_grid
 
-from tgbench.plots import Series, log_ticks, plot
-from tgbench.report import (
-    GridFiles,
-    load_grid_files,
-    multiplier_summary,
-    pair_verdict,
-    render_report,
-    runs_table,
-    verdicts,
-    write_report,
-)
-from tgbench.results import RESULT_COLUMNS
+from tgbench.report.files import GridFiles, load_grid_files
+from tgbench.report.page import render_report, write_report
+from tgbench.report.plots import Series, log_ticks, plot
+from tgbench.report.sections import RUN_COLUMNS
+from tgbench.report.tables import runs_table
+from tgbench.report.verdict import multiplier_summary, pair_verdict, verdicts
+from tgbench.results.columns import COLUMNS, RESULT_COLUMNS
 
 SECTIONS = ("verdict", "scaling", "curves", "task-ppl", "task-reversal", "runs", "ablations", "fits", "throughput",
             "provenance")
@@ -96,13 +91,13 @@ def test_ablation_table_lists_paper_values_even_without_runs(html):
 
 def test_best_value_in_column_is_highlighted(grid_copy):
     files = load_grid_files(grid_copy)
-    table = runs_table(files.results)
-    index = [c["key"] for c in table["columns"]].index("test_loss")
-    best = [row[index] for row in table["rows"] if "best" in row[index]["classes"]]
+    table = runs_table(files.results, [(key, COLUMNS[key]) for key in RUN_COLUMNS])
+    index = [c["key"] for c in table.columns].index("test_loss")
+    best = [row[index] for row in table.rows if "best" in row[index]["classes"]]
     done = files.results[files.results["status"] == "done"]
     assert len(best) == 1 and best[0]["text"] == f"{done['test_loss'].min():.3f}"
-    index = [c["key"] for c in table["columns"]].index("tokens_per_s")  # higher is better
-    best = [row[index] for row in table["rows"] if "best" in row[index]["classes"]]
+    index = [c["key"] for c in table.columns].index("tokens_per_s")  # higher is better
+    best = [row[index] for row in table.rows if "best" in row[index]["classes"]]
     assert float(best[0]["sort"]) == pytest.approx(done["tokens_per_s"].max())
 
 
@@ -183,7 +178,7 @@ def test_output_is_one_self_contained_file(grid_copy, tmp_path):
 def test_report_command_writes_the_file(grid_copy, tmp_path):
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     result = CliRunner().invoke(app, ["report", str(grid_copy), "-o", str(tmp_path / "x.html")])
     assert result.exit_code == 0, result.output
@@ -286,3 +281,17 @@ def test_an_axis_the_grid_does_not_have_is_not_measured_not_missing():
     assert v["multipliers"]["params"]["status"] == "not measured"
     assert "fewer than 3 sizes at one budget" in v["multipliers"]["params"]["note"]
     assert v["multipliers"]["data"]["status"] == "ok"
+
+
+def test_a_new_page_block_is_one_function_and_one_registration(grid_copy, monkeypatch):
+    from tgbench.report import sections
+    from tgbench.report.task_sections import Section
+
+    def extra(page):
+        return sections.PageSection("extra", "Extra", "task", {"sec": Section("extra", "An extra block",
+                                                                            notes=["hello from a plug-in block"])})
+
+    monkeypatch.setattr(sections, "SECTIONS", [*sections.SECTIONS, extra])
+    html = render_report(grid_copy)
+    assert '<a href="#extra">Extra</a>' in html and "hello from a plug-in block" in html
+    assert html.index('id="provenance"') < html.index('id="extra"')  # blocks come in registration order

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from report_fixture import cached_grid
 
-from tgbench.report import render_report
+from tgbench.report.page import render_report
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -7,7 +7,7 @@ import pytest
 from corpora import write_family_corpus
 
 from tgbench import lmeval as ev
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
 from tgbench.tasks.tg_reversal import task as reversal_task
 
 CONTEXT = re.compile(r"^The son of (\w+) is (\w+)\.$")
@@ -94,10 +94,9 @@ def test_lm_eval_process_results_report_only_the_rows_condition():
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory):
     """A tiny GPT-2 run on a corpus about a few people (so a small BPE learns their names)."""
-    from tgbench.config import RunConfig, TrainConfig
-    from tgbench.data.corpus import DataConfig
-    from tgbench.runs import load_run
-    from tgbench.train import train
+    from tgbench.evaluation.loaded import load_run
+    from tgbench.plan.config import DataConfig, RunConfig, TrainConfig
+    from tgbench.training.trainer import train
 
     root = tmp_path_factory.mktemp("reversal")
     write_family_corpus(root / "wiki.txt", ["Anna", "Tom", "Mary", "John", "Paul", "Emma"])

@@ -1,4 +1,4 @@
-"""Rough edges a newcomer hit (issue 26), each through the real `tgbench` executable in a subprocess: stale
+"""Rough edges a newcomer hit, each through the real `tgbench` executable in a subprocess: stale
 results tables, silently lost runs, two writers of one run directory, misleading errors. User errors are one
 `error:` line and one `fix:` line, exit 2, no traceback.
 """
@@ -137,7 +137,7 @@ def test_duplicate_run_ids_are_an_error_asking_for_a_variant(env):
 # -- 4. one writer per run directory ------------------------------------------------------------------------
 HOLDER = """
 import sys, time
-from tgbench.runs import run_lock
+from tgbench.training.rundir import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(600)
@@ -333,8 +333,8 @@ def test_the_untrained_warning_does_not_fire_on_a_run_that_learned(capsys):
 
     import numpy as np
 
-    from tgbench.config import TrainConfig
-    from tgbench.train import unigram_loss, warn_if_few_steps, warn_if_untrained
+    from tgbench.plan.config import TrainConfig
+    from tgbench.training.advice import unigram_loss, warn_if_few_steps, warn_if_untrained
 
     docs = [[np.array([0, 0, 0, 1])], [np.array([0, 1, 2])]]
     assert math.isclose(unigram_loss(docs, [[np.array([0])]], 4), -math.log(5 / 11))  # add-one: 5, 3, 2, 1
@@ -426,7 +426,7 @@ def test_an_unknown_eval_task_names_lm_eval_and_include_path(env, grid):
 
 
 def test_tick_labels_tell_close_ticks_apart_and_legends_list_only_what_is_drawn():
-    from tgbench.plots import Series, legend_entries, tick_labels
+    from tgbench.report.plots import Series, legend_entries, tick_labels
 
     assert tick_labels([10_000, 10_050, 10_100]) == ["10k", "10.05k", "10.1k"]
     assert tick_labels([1_000, 10_000, 100_000]) == ["1k", "10k", "100k"]
@@ -439,7 +439,9 @@ def test_tick_labels_tell_close_ticks_apart_and_legends_list_only_what_is_drawn(
 
 
 def test_the_live_runs_table_scrolls_with_the_running_run(tmp_path):
-    from tgbench.grid import GridConfig, _Board, expand
+    from tgbench.plan.expand import expand
+    from tgbench.plan.grid import GridConfig
+    from tgbench.training.board import _Board
 
     grid = GridConfig.from_dict({"widths": [16, 32, 48, 64], "budgets": [100, 200, 300, 400, 500],
                                  "models": [{"adapter": "gpt2"}]})
@@ -472,7 +474,7 @@ def test_preset_comments_and_readme_quote_the_sizes_data_stats_prints():
     tokens = " / ".join(rows[s][1] for s in ("train", "valid", "test"))
     assert f"{docs} documents and {tokens} lexical tokens" in " ".join(readme.split())
     train_tokens = int(rows["train"][1].replace(",", ""))
-    demo = " ".join((root / "tgbench/presets/demo.toml").read_text().replace("#", " ").split())
+    demo = " ".join((root / "tgbench/plan/presets/demo.toml").read_text().replace("#", " ").split())
     assert f"{rows['train'][0]} training documents and {rows['train'][1]} lexical training tokens" in demo
-    study = " ".join((root / "tgbench/presets/cpu-study.toml").read_text().replace("#", " ").split())
+    study = " ".join((root / "tgbench/plan/presets/cpu-study.toml").read_text().replace("#", " ").split())
     assert f"800k is {round(100 * 800_000 / train_tokens)}% of the {rows['train'][1]}-token training split" in study

@@ -14,12 +14,13 @@ from tiny_runs import run_main, train_tiny_grid
 from typer.testing import CliRunner
 
 from tgbench.adapter import Adapter, Sampler, Vocab
-from tgbench.cli import app
+from tgbench.cli.app import app
 from tgbench.models.gpt2 import GPT2Adapter, GPT2Config
 from tgbench.models.gpt2_boundary import GPT2BoundaryAdapter
 from tgbench.models.gpt2_gist import GistConfig, GPT2GistAdapter
 from tgbench.models.rmt import RMTAdapter, RMTConfig
-from tgbench.models.tg import TGAdapter, TGConfig, TGSpanAdapter, TGSpanConfig, stream_batch
+from tgbench.models.streams import stream_batch
+from tgbench.models.tg import TGAdapter, TGConfig, TGSpanAdapter, TGSpanConfig
 from tgbench.models.txl import TXLAdapter, TXLConfig
 from tgbench.registry import BUILTIN_ADAPTERS, get_adapter_class
 
@@ -152,9 +153,9 @@ def grid_dir(tmp_path_factory) -> Path:
 
 
 def test_tgbench_sample_from_a_trained_run(grid_dir):
-    from tgbench.runs import load_run
-    from tgbench.sample import render, sample_run
-    from tgbench.scoring import as_document, text_sentences
+    from tgbench.evaluation.loaded import load_run
+    from tgbench.evaluation.sample import render, sample_run
+    from tgbench.evaluation.scoring import as_document, text_sentences
 
     runner = CliRunner()
     tg_run = grid_dir / "tg-w16-l1-D800-s0"
@@ -183,7 +184,7 @@ def test_tgbench_sample_from_a_trained_run(grid_dir):
 
 
 def test_sample_render_numbers_sentences_and_names_the_fallback():
-    from tgbench.sample import SampleResult, render
+    from tgbench.evaluation.sample import SampleResult, render
 
     result = SampleResult(Path("r"), "lstm", "best", 10, "Hi there.", ["", " One.", " Two"], "model", True, 3,
                           settings={"temperature": 0.0})

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tgbench.tasks.scaling import fit_grid, fit_joint, fit_power_law, multiplier, write_fits
+from tgbench.tasks.stats.bootstrap import multiplier
+from tgbench.tasks.stats.fits import fit_grid, write_fits
+from tgbench.tasks.stats.laws import fit_joint, fit_power_law
 
 X = np.geomspace(1e7, 5e7, 5)  # token budgets
 
@@ -195,7 +197,7 @@ def _coverage(form: str, n_grids: int, budgets, seeds: int, noise: float = 0.03)
 
     Each grid: adapters A and B on one data axis, B(x) = A(x / 1.3), multiplicative log-normal noise.
     """
-    from tgbench.tasks.scaling import bootstrap_fit, pair_multiplier
+    from tgbench.tasks.stats.bootstrap import bootstrap_fit, pair_multiplier
 
     truth = {"kaplan": lambda x: (8.8e13 / x) ** 0.08, "saturating": lambda x: 1.7 + 400 * x ** -0.35}[form]
     alpha_true = {"kaplan": 0.08, "saturating": 0.35}[form]
@@ -215,7 +217,7 @@ def _coverage(form: str, n_grids: int, budgets, seeds: int, noise: float = 0.03)
 
 
 def test_interval_coverage_kaplan_two_seeds_three_percent_noise():
-    # issue 13: nominal 95% intervals must cover >= 90% with 3% noise and 2 seeds per cell
+    # nominal 95% intervals must cover >= 90% with 3% noise and 2 seeds per cell
     coverage = _coverage("kaplan", 300, np.geomspace(1e7, 8e7, 4), seeds=2)
     assert coverage["alpha"] >= 0.90 and coverage["m"] >= 0.90, coverage
 
@@ -249,7 +251,7 @@ def test_every_label_is_compared_with_tg_by_default():
 @pytest.mark.parametrize(("pairs", "needle"), [([("tg", "llama")], "llama"), ([("tg", "tg")], "itself"),
                                                (["tg"], "two labels")])
 def test_bad_pairs_are_user_errors(pairs, needle):
-    from tgbench.errors import UserError
+    from tgbench.core.errors import UserError
 
     with pytest.raises(UserError, match=needle):
         fit_grid(_results(widths=((48, 1e12),)), pairs=pairs, n_resamples=0)
@@ -257,7 +259,7 @@ def test_bad_pairs_are_user_errors(pairs, needle):
 
 @pytest.mark.parametrize("n", [-1, 10**9, 2.5, "many"])
 def test_bad_resamples_are_user_errors(n):
-    from tgbench.errors import UserError
+    from tgbench.core.errors import UserError
 
     with pytest.raises(UserError):
         fit_grid(_results(widths=((48, 1e12),)), n_resamples=n)

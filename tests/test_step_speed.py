@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tgbench.config import RunConfig, TrainConfig
 from tgbench.models.tg import TGAdapter
-from tgbench.train import make_optimizer
+from tgbench.plan.config import RunConfig, TrainConfig
+from tgbench.training.optim import make_optimizer
 
 
 def test_foreach_adamw_updates_every_parameter_bit_for_bit_as_the_per_tensor_loop(tiny_corpus):

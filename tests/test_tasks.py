@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from report_fixture import cached_grid
 
-from tgbench.errors import UserError
-from tgbench.lmeval import LMEvalTask, config_metrics
+from tgbench.core.errors import UserError
+from tgbench.evaluation.lmeval import LMEvalTask, config_metrics
 from tgbench.registry import get_task, task_class
-from tgbench.results import read_results, task_schemas
-from tgbench.task import Metric, metric_values
+from tgbench.results.columns import Metric
+from tgbench.results.table import read_results, task_schemas
+from tgbench.task import metric_values
 
 
 def test_builtin_tasks_by_name_and_alias():
@@ -23,7 +24,7 @@ def test_builtin_tasks_by_name_and_alias():
 
 
 def test_unknown_names_become_lm_eval_tasks_and_fail_with_the_known_ones(monkeypatch):
-    import tgbench.lmeval as lmeval
+    import tgbench.evaluation.lmeval as lmeval
 
     local_only = lmeval.task_manager
     monkeypatch.setattr(lmeval, "task_manager", lambda paths=(), defaults=False, metadata=None:
@@ -102,7 +103,7 @@ def test_entry_point_and_module_references_find_plug_in_tasks(monkeypatch, tmp_p
 def test_tasks_command_lists_the_tasks_with_their_directions():
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     result = CliRunner().invoke(app, ["tasks"])
     assert result.exit_code == 0, result.output
@@ -111,8 +112,8 @@ def test_tasks_command_lists_the_tasks_with_their_directions():
 
 
 def test_a_task_name_with_dots_gets_a_file_and_column_prefix_without_them(tmp_path):
-    from tgbench.evaluate import result_path
-    from tgbench.results import split_task_column, task_column
+    from tgbench.evaluation.evaluate import result_path
+    from tgbench.results.columns import split_task_column, task_column
 
     path = result_path(tmp_path, "arc.easy/v2")
     assert path.name == "arc_easy_v2.json"

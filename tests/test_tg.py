@@ -9,17 +9,10 @@ import pytest
 import torch
 
 from tgbench.adapter import Vocab
-from tgbench.errors import UserError
-from tgbench.models.tg import (
-    Block,
-    CrossAttention,
-    StepInputs,
-    TGAdapter,
-    TGConfig,
-    TGSpanAdapter,
-    TGSpanConfig,
-    stream_batch,
-)
+from tgbench.core.errors import UserError
+from tgbench.models.layers import Block, CrossAttention
+from tgbench.models.streams import StepInputs, stream_batch
+from tgbench.models.tg import TGAdapter, TGConfig, TGSpanAdapter, TGSpanConfig
 
 VOCAB = Vocab(base_size=100)
 
@@ -478,8 +471,8 @@ def test_rank_encoding_is_unit_norm_on_keys_only_oldest_first_after_eviction():
 
 
 def test_gate_starts_at_one_is_not_decayed_and_scales_the_output():
-    from tgbench.config import RunConfig
-    from tgbench.train import make_optimizer
+    from tgbench.plan.config import RunConfig
+    from tgbench.training.optim import make_optimizer
 
     adapter = tiny()
     model = build(adapter)
@@ -705,7 +698,7 @@ def test_sentence_head_dropout_acts_between_the_heads_norm_and_linear_in_trainin
     assert sum(int((x == 0).sum()) for x in inputs) == 0
     import dataclasses
 
-    from tgbench.config import RunConfig
+    from tgbench.plan.config import RunConfig
     from tgbench.registry import resolved
 
     new = resolved(RunConfig(model="tg", model_options={"width": 32, "layers": 2}))

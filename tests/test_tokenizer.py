@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tgbench.core.errors import UserError
 from tgbench.data import gpt2_tokenizer, load_tokenizer, train_bpe
 from tgbench.data.tokenizer import parse_tokenizer_spec
-from tgbench.errors import UserError
 
 SAMPLES = [
     "Hello world",

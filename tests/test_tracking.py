@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from tiny_runs import tiny_grid_dict
 
-from tgbench.config import RunConfig, TrainConfig
-from tgbench.errors import UserError
-from tgbench.grid import GridConfig, run_grid
-from tgbench.runs import RunDir
-from tgbench.tracking import ProgressLines, RunInfo, check_loggers, duration, grid_line
-from tgbench.train import train
+from tgbench.core.errors import UserError
+from tgbench.plan.config import RunConfig, TrainConfig
+from tgbench.plan.grid import GridConfig
+from tgbench.training.executor import run_grid
+from tgbench.training.rundir import RunDir
+from tgbench.training.tracking import ProgressLines, RunInfo, check_loggers, duration, grid_line
+from tgbench.training.trainer import train
 
 MODEL = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.0, "attention_dropout": 0.0}
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -95,7 +96,7 @@ def test_unknown_logger_is_a_user_error():
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
 def test_tensorboard_events_hold_every_metric_as_logged(tmp_path, tiny_corpus):
-    from tgbench.tracking import read_tensorboard
+    from tgbench.training.tracking import read_tensorboard
 
     result = train(config(), tmp_path / "run", corpus=tiny_corpus, progress=False, loggers=["tensorboard"])
     scalars = read_tensorboard(result.run_dir)
@@ -113,8 +114,8 @@ def test_tensorboard_from_the_cli(tmp_path, monkeypatch):
     from corpora import word_documents, write_plain
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
-    from tgbench.tracking import read_tensorboard
+    from tgbench.cli.app import app
+    from tgbench.training.tracking import read_tensorboard
 
     monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
     corpus = write_plain(tmp_path / "corpus.txt", word_documents(60))

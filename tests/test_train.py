@@ -7,12 +7,12 @@ import signal
 import pytest
 from safetensors.torch import load_file
 
-from tgbench.config import RunConfig, TrainConfig, load_run_config
-from tgbench.errors import UserError
+from tgbench.core.errors import Interrupted, TrainingFailed, UserError
 from tgbench.models.gpt2 import GPT2Adapter
+from tgbench.plan.config import RunConfig, TrainConfig, load_run_config
 from tgbench.registry import resolved
-from tgbench.runs import RunDir
-from tgbench.train import Interrupted, TrainingFailed, train
+from tgbench.training.rundir import RunDir
+from tgbench.training.trainer import train
 
 MODEL = {"width": 32, "layers": 2, "heads": 4, "context": 32, "dropout": 0.1, "attention_dropout": 0.1}
 
@@ -117,7 +117,7 @@ def test_cli_train_records_every_model_setting_in_config_toml(tmp_path, monkeypa
     from corpora import word_documents, write_plain
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     monkeypatch.setenv("TGBENCH_CACHE_DIR", str(tmp_path / "cache"))
     corpus = write_plain(tmp_path / "corpus.txt", word_documents(120))

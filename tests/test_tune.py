@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 from test_grid import tiny_grid
 
-from tgbench.config import TuneConfig, to_toml
-from tgbench.errors import UserError
-from tgbench.grid import GridConfig, dry_run_table, execute_specs, expand, load_grid, run_grid
-from tgbench.runs import RunDir, write_json
-from tgbench.tune import Group, choose, collect, edge_warning, sweep_specs, tune_budget, write_tune
+from tgbench.core.errors import UserError
+from tgbench.core.files import write_json
+from tgbench.plan.compute import dry_run_table
+from tgbench.plan.config import TuneConfig, to_toml
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.plan.tune import Group, choose, collect, edge_warning, sweep_specs, tune_budget, write_tune
+from tgbench.plan.validate import load_grid
+from tgbench.training.executor import execute_specs, run_grid
+from tgbench.training.rundir import RunDir
 
 GROUP = Group("tg", 128, 100_000)
 
@@ -134,7 +139,7 @@ def test_a_half_done_sweep_resumes_where_it_stopped(tmp_path):
     with pytest.raises(UserError, match="have not finished"):
         write_tune(grid, out, warn=False)
     stamps = {s.run_id: (out / s.run_id / "DONE").stat().st_mtime_ns for s in specs[:2]}
-    from tgbench.tune import run_tune
+    from tgbench.training.executor import run_tune
 
     result = run_tune(grid, out, progress=False)
     assert {s.run_id: (out / s.run_id / "DONE").stat().st_mtime_ns for s in specs[:2]} == stamps
@@ -142,7 +147,7 @@ def test_a_half_done_sweep_resumes_where_it_stopped(tmp_path):
 
 
 def test_a_grid_with_tune_trains_each_model_at_its_chosen_lr_and_reports_the_sweep(tmp_path):
-    from tgbench.report import render_report
+    from tgbench.report.page import render_report
 
     grid = _tune_grid(tmp_path)
     rows = dry_run_table(grid)
@@ -170,8 +175,8 @@ def test_a_grid_with_tune_trains_each_model_at_its_chosen_lr_and_reports_the_swe
 def test_tgbench_tune_works_on_a_grid_without_tune_and_untuned_grids_carry_the_caveat(tmp_path):
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
-    from tgbench.report import render_report
+    from tgbench.cli.app import app
+    from tgbench.report.page import render_report
 
     raw = tiny_grid(tmp_path, design="cross", widths=[8], budgets=[300], models=tiny_grid(tmp_path)["models"][1:])
     path = tmp_path / "grid.toml"
@@ -194,7 +199,7 @@ def test_per_budget_tuning_chooses_at_every_budget(tmp_path):
     grid = GridConfig.from_dict(raw)
     specs = sweep_specs(grid)
     assert len(specs) == 2 * 2 * 3 and {s.tokens for s in specs} == {300, 600}
-    for spec in specs:  # the optimum falls with the budget, as issue 21 measured
+    for spec in specs:  # the optimum falls with the budget, as measured on the demo's models
         wanted = 4e-3 if spec.tokens == 300 else 2e-3
         _fake_sweep_run(tmp_path, spec, 4.0 if spec.config.train.lr == wanted else 5.0)
     result = write_tune(grid, tmp_path, warn=False)

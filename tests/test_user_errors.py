@@ -116,7 +116,7 @@ def outcomes(tmp_path_factory):
         "hub-dataset": tg + ["eval", "--task", str(root / "hub_task.yaml"), "--run", str(root / "broken-run")],
         "dry-run-80": tg + ["train-grid", "--preset", "paper-ablations", "--dry-run"],
         "help-80": tg + ["train", "--help"],
-        "offline-not-forced": [sys.executable, "-c", "import os, tgbench, tgbench.evaluate; "
+        "offline-not-forced": [sys.executable, "-c", "import os, tgbench, tgbench.evaluation.evaluate; "
                                "print('forced' if os.environ.get('HF_HUB_OFFLINE') else 'free')"],
     }
     free_env = {k: v for k, v in env.items() if not k.startswith("HF_")}
@@ -180,7 +180,8 @@ def test_a_good_grid_validates(outcomes):
 
 
 def test_tables_keep_run_ids_whole_at_80_columns(outcomes):
-    from tgbench.grid import expand, load_grid
+    from tgbench.plan.expand import expand
+    from tgbench.plan.validate import load_grid
 
     code, output = outcomes["dry-run-80"]
     assert code == 0, output
@@ -207,7 +208,7 @@ def test_a_run_too_large_for_the_cpu_is_warned_about(capsys):
 
     from tgbench.adapter import Vocab
     from tgbench.models.tg import TGAdapter
-    from tgbench.train import warn_if_large
+    from tgbench.training.advice import warn_if_large
 
     with torch.device("meta"):
         paper_size = TGAdapter().build(Vocab(50257))  # a bare `tgbench train --model tg`: 12 x 768

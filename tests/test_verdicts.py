@@ -1,4 +1,4 @@
-"""The verdict's decision rule, tested for its error rates on synthetic truths (issue 20 item 8).
+"""The verdict's decision rule, tested for its error rates on synthetic truths.
 
 Every simulated table goes through ``table_verdicts``, the function ``fit_grid`` (and so ``tgbench fit``)
 computes its ``verdicts`` with; one table of each kind also goes through ``tgbench fit`` itself.
@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tgbench.tasks.scaling import fit_grid, table_verdicts
-from tgbench.tasks.verdicts import (
+from tgbench.plan.comparison import comparison_pairs
+from tgbench.tasks.stats.fits import fit_grid, table_verdicts
+from tgbench.tasks.stats.verdicts import (
     DEPENDS,
     NOT_DISTINGUISHABLE,
     class_average,
     class_every,
-    comparison_pairs,
     sign_flip_p,
     verdict_classes,
 )
@@ -170,7 +170,7 @@ def test_table_without_seed_scheme_is_analysed_as_shared():
 def test_cpu_study_refit_from_its_results_table(tmp_path):
     from typer.testing import CliRunner
 
-    from tgbench.cli import app
+    from tgbench.cli.app import app
 
     shutil.copy(DATA / "cpu-study-results.csv", tmp_path / "results.csv")  # nothing else in the directory
     result = CliRunner().invoke(app, ["fit", str(tmp_path)])
@@ -188,8 +188,8 @@ def test_cpu_study_refit_from_its_results_table(tmp_path):
 
 
 def test_one_replicate_power_entry_has_a_sentence_for_tgbench_fit():
-    from tgbench.tasks.scaling import summary_lines
-    from tgbench.tasks.verdicts import power_analysis
+    from tgbench.tasks.stats.fits import summary_lines
+    from tgbench.tasks.stats.verdicts import power_analysis
 
     result = {"pooled": {"sd": None, "mean": 0.05}, "n_units": 1, "unit": "replicate",
               "per_budget": [{"n": 1}, {"n": 1}]}

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from corpora import word_documents, write_plain
 
-from tgbench.grid import GridConfig, run_grid
+from tgbench.plan.grid import GridConfig
+from tgbench.training.executor import run_grid
 
 TINY_TRAIN = {"epochs": 1, "batch_tokens": 128, "lr": 3e-3, "eval_tokens": 300, "log_every": 2,
               "checkpoint_every": 4}
@@ -36,10 +37,10 @@ def train_tiny_grid(root: Path, out: Path, **kwargs) -> Path:
 
 
 def run_main(args, monkeypatch, capsys) -> tuple[int, str]:
-    """`tgbench ARGS` through `tgbench.cli.main` in this process: (exit code, stdout + stderr)."""
+    """`tgbench ARGS` through `tgbench.cli.app.main` in this process: (exit code, stdout + stderr)."""
     import sys
 
-    from tgbench.cli import main
+    from tgbench.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["tgbench", *map(str, args)])
     capsys.readouterr()

@@ -4,7 +4,7 @@ Three ways in, for both:
   * built-ins, registered lazily as "module:Class" strings (nothing is imported until used);
   * third-party packages through the entry-point groups ``tgbench.adapters`` and ``tgbench.tasks``;
   * a direct reference ``package.module:Class`` or ``path/to/file.py:Class``.
-A task name that is none of these is an lm-eval task name or YAML path (`tgbench.lmeval.LMEvalTask`).
+A task name that is none of these is an lm-eval task name or YAML path (`tgbench.evaluation.lmeval.LMEvalTask`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tgbench.adapter import Adapter
-from tgbench.errors import UserError, unknown_name
+from tgbench.core.errors import USER_CODE_FILES, UserError, unknown_name, user_code_frame
+from tgbench.plan.config import RunConfig, from_dict
 from tgbench.task import Task
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-
-    from tgbench.config import RunConfig
 
 ENTRY_POINT_GROUP = "tgbench.adapters"
 TASK_ENTRY_POINT_GROUP = "tgbench.tasks"
@@ -44,7 +43,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "reversal": "tgbench.tasks.tg_reversal.task:ReversalTask",
 }
 # Every other task name is an lm-eval task (name or YAML path), wrapped by this class.
-LM_EVAL_TASK = "tgbench.lmeval:LMEvalTask"
+LM_EVAL_TASK = "tgbench.evaluation.lmeval:LMEvalTask"
 # The names of the built-in tasks' lm-eval twins (tasks/tg_*/tg_*.yaml) mean the direct task.
 TASK_ALIASES = {"tg_ppl": "ppl", "tg_reversal": "reversal"}
 
@@ -84,26 +83,8 @@ def available_tasks() -> dict[str, AdapterEntry]:
     return _available(BUILTIN_TASKS, TASK_ENTRY_POINT_GROUP)
 
 
-# Source files of plug-ins (path:Class, module:Class, entry points; adapters and tasks): an exception raised in
-# one of them is its author's to fix, and the CLI reports it as such (`user_code_frame`).
-USER_CODE_FILES: set[str] = set()
-
-
 def _builtin(location: str) -> bool:
     return any(target.split(":")[0] == location for target in (*BUILTIN_ADAPTERS.values(), *BUILTIN_TASKS.values()))
-
-
-def user_code_frame(err: BaseException) -> tuple[str, int, str] | None:
-    """(file, line, function) of the innermost traceback frame of `err` in a plug-in's file."""
-    found = None
-    tb = err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename in USER_CODE_FILES:
-            found = (tb.tb_frame.f_code.co_filename, tb.tb_lineno, tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
-    if found is None and isinstance(err, SyntaxError) and err.filename in USER_CODE_FILES:
-        found = (err.filename, err.lineno or 0, "<module>")
-    return found
 
 
 def _import_failed(what: str, err: Exception) -> UserError:
@@ -265,8 +246,6 @@ def build_adapter(config: RunConfig) -> Adapter:
     Raises:
         UserError: for an unknown adapter, an unknown model option or an invalid value.
     """
-    from tgbench.config import from_dict
-
     cls = get_adapter_class(config.model)
     if not isinstance(config.model_options, dict):
         raise UserError(f"model_options = {config.model_options!r} is not a table",

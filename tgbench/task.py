@@ -5,69 +5,63 @@ columns and of ``<run>/eval/<task>.json``), a `version` (bump it when the number
 files are recomputed), the `metrics` it reports (name, direction, display format, aggregation) and
 `evaluate(run) -> TaskResult`. Tasks are found through `tgbench.registry.get_task`: the built-ins
 (``ppl``, ``reversal``), the entry-point group ``tgbench.tasks``, ``path/to/file.py:Class`` or
-``module:Class``, and any lm-eval task name or YAML (wrapped by `tgbench.lmeval.LMEvalTask`).
+``module:Class``, and any lm-eval task name or YAML (wrapped by `tgbench.evaluation.lmeval.LMEvalTask`).
 
 A task may override `report_section` for its own plots and tables; without one the report draws the
-generic section (`tgbench.sections`): a table per run and each scored metric against D or N with seed bars.
+generic section (`tgbench.report.task_sections`): a table per run and each scored metric against D or N with seed bars.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from tgbench.results.columns import Metric  # noqa: F401 (part of the contract: a task declares its metrics)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tgbench.runs import LoadedRun
-    from tgbench.sections import Section, TaskView
+    import torch
+
+    from tgbench.adapter import Adapter, Vocab
+    from tgbench.plan.config import RunConfig
+    from tgbench.report.task_sections import Section, TaskView
 
 DEFAULT_BATCH_SIZE = 32  # documents per `Adapter.score` call
 
 
-@dataclass(frozen=True)
-class Metric:
-    """One number a task reports.
+@dataclass
+class LoadedRun:
+    """A trained run, ready to evaluate: what `Task.evaluate` receives (`tgbench.evaluation.loaded.load_run`).
 
     Attributes:
-        name: Key in the task's results and the ``<task>.<name>`` column of results.csv.
-        higher_is_better: The metric's direction; None for numbers that are not scores (counts, sizes).
-        fmt: Python format spec of its display (".3f", ".1%"), or "d" for integers.
-        aggregation: How the task combines items into this number (lm-eval's aggregation name, e.g.
-            "mean", "perplexity"); across seeds the report shows the mean and the min-max.
-        label: Display name (default: `name`).
-        unit: Display unit ("nats/token").
+        run_dir: The run directory.
+        config: Its settings (config.toml).
+        adapter: Its adapter, holding the model settings.
+        model: The model with the checkpoint's weights, in eval mode on the evaluation device.
+        corpus: Its encoded corpus (`tgbench.data.EncodedCorpus`: splits, tokenizer, vocab).
+        checkpoint: "best" or "latest".
+        sidecar: The checkpoint's JSON sidecar (step, epoch, checksum).
     """
 
-    name: str
-    higher_is_better: bool | None = None
-    fmt: str = ".4g"
-    aggregation: str = "mean"
-    label: str = ""
-    unit: str = ""
+    run_dir: Path
+    config: RunConfig
+    adapter: Adapter
+    model: torch.nn.Module
+    corpus: Any  # EncodedCorpus
+    checkpoint: str
+    sidecar: dict[str, Any]
 
     @property
-    def direction(self) -> str:
-        return {True: "higher is better", False: "lower is better"}.get(self.higher_is_better, "")
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Metric:
-        known = {k: raw[k] for k in ("name", "higher_is_better", "fmt", "aggregation", "label", "unit") if k in raw}
-        return cls(**{k: (v if k == "higher_is_better" else str(v)) for k, v in known.items()})
+    def vocab(self) -> Vocab:
+        return self.corpus.vocab
 
 
 @dataclass
 class TaskResult:
-    """What `Task.evaluate` returns; `tgbench.evaluate.eval_run` writes it as ``eval/<task>.json``.
+    """What `Task.evaluate` returns; `tgbench.evaluation.evaluate.eval_run` writes it as ``eval/<task>.json``.
 
     Attributes:
         metrics: Metric name -> value (every `Task.metrics` name; extra keys such as ``*_stderr`` are kept
@@ -119,7 +113,7 @@ class Task(ABC):
 
     def report_section(self, view: TaskView) -> Section | None:
         """This task's own section of the report; None (the default) draws the generic one
-        (`tgbench.sections.generic_section`: a table per run and a plot per scored metric)."""
+        (`tgbench.report.task_sections.generic_section`: a table per run and a plot per scored metric)."""
         return None
 
 

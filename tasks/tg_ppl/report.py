@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tgbench.plots import Band, Series, fmt_si, plot
-from tgbench.sections import Table, TaskView, fmt_number, generic_section, mean, num, runs_table
+from tgbench.report.plots import Band, Series, fmt_si, plot
+from tgbench.report.task_sections import Table, TaskView, fmt_number, generic_section, mean, num, runs_table
 from tgbench.tasks.tg_ppl.positions import BUCKETS
 
 # x of each bucket in the plots: its first sentence position, on a log axis (the buckets double)

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from tgbench.adapter import Document
-from tgbench.scoring import run_corpus, run_from, score_documents
+from tgbench.evaluation.scoring import run_corpus, run_from, score_documents
 from tgbench.task import DEFAULT_BATCH_SIZE, Metric, Task, TaskResult
 from tgbench.tasks.tg_ppl.positions import BUCKETS, loss_by_position, position_metrics
+from tgbench.tasks.tg_ppl.report import ppl_section
 
 
 # -- metrics ------------------------------------------------------------------------------
@@ -134,6 +135,5 @@ class PerplexityTask(Task):
                           extra={"by_sentence_position": by_position})
 
     def report_section(self, view):
-        from tgbench.tasks.tg_ppl.report import ppl_section
 
         return ppl_section(view)

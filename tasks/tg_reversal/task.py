@@ -20,10 +20,10 @@ import pandas as pd
 
 import tgbench
 from tgbench.adapter import Document
-from tgbench.errors import UserError
-from tgbench.plots import Band, Series, plot
-from tgbench.scoring import as_document, run_corpus, run_from, score_documents
-from tgbench.sections import SECONDARY_NOTE, Section, Table, TaskView, fmt_number, mean, num, runs_table
+from tgbench.core.errors import UserError
+from tgbench.evaluation.scoring import as_document, run_corpus, run_from, score_documents
+from tgbench.report.plots import Band, Series, plot
+from tgbench.report.task_sections import SECONDARY_NOTE, Section, Table, TaskView, fmt_number, mean, num, runs_table
 from tgbench.task import DEFAULT_BATCH_SIZE, Metric, Task, TaskResult
 
 NAMES_FILE = Path(tgbench.__file__).parent / "data" / "names.txt"

@@ -1,7 +1,6 @@
 """Corpora, sentence splitting, tokenizers and the cached encoded corpus."""
 
 from tgbench.data.corpus import (
-    DataConfig,
     DocumentShape,
     EncodedCorpus,
     Split,
@@ -15,6 +14,7 @@ from tgbench.data.corpus import (
 from tgbench.data.sources import RawDocument, read_source
 from tgbench.data.split import cap_and_merge, split_sentences
 from tgbench.data.tokenizer import Tokenizer, gpt2_tokenizer, load_tokenizer, train_bpe
+from tgbench.plan.config import DataConfig
 
 __all__ = [
     "DataConfig",

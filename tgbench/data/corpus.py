@@ -1,4 +1,4 @@
-"""The encoded corpus: documents -> sentences -> token ids, stored flat and cached.
+"""The encoded corpus: documents -> sentences -> token ids, stored flat and cached. One concept, one file.
 
 `load_corpus` reads a source (`tgbench.data.sources`), splits every document into sentences
 (`tgbench.data.split`), tokenises them in batches, enforces the sentence-length window, drops
@@ -36,6 +36,9 @@ from typing import Any
 import numpy as np
 
 from tgbench.adapter import Vocab
+from tgbench.core.console import progress_bar
+from tgbench.core.errors import UserError, unknown_name
+from tgbench.core.files import atomic_path
 from tgbench.data import sources
 from tgbench.data.split import SPLITTERS, cap_and_merge, check_splitter, split_sentences
 from tgbench.data.tokenizer import (
@@ -45,7 +48,7 @@ from tgbench.data.tokenizer import (
     parse_tokenizer_spec,
     tokenizer_from_str,
 )
-from tgbench.errors import UserError, unknown_name
+from tgbench.plan.config import DataConfig
 
 FORMAT_VERSION = 3  # bump whenever the encoding or the cache layout changes (3: the drop rule counts after a cap)
 # The drop rule counts a document's sentences after sentences over this many tokens are cut (the default
@@ -54,42 +57,6 @@ DROP_RULE_CAP = 64
 SPLITS = sources.SPLITS
 ENCODE_CHUNK_DOCS = 256  # documents per tokenizer batch (and per worker task and progress-bar step)
 MIN_CHUNKS_PER_WORKER = 4  # a worker takes a second or more to start: not worth it for less work than this
-
-
-@dataclass
-class DataConfig:
-    """Which corpus, and how it becomes token ids.
-
-    Attributes:
-        corpus: "embedded", "kjv", a path (WikiText dir/file, .txt plain text, .jsonl), or
-            "hf:NAME[:CONFIG]" for a `datasets` hub name.
-        splitter: Sentence splitter: "syntok", "blingfire" or "sat".
-        tokenizer: "gpt2" (GPT-2 BPE) or "bpe-<N>" (byte-level BPE trained on the train split).
-        max_sentence_tokens: Longer sentences are re-split into near-equal fragments.
-        min_fragment_tokens: Shorter pieces are merged into a neighbour when it has room.
-        min_document_sentences: Documents with fewer sentences are dropped (counted after sentences over
-            `DROP_RULE_CAP` = 64 tokens are cut, whatever `max_sentence_tokens` is).
-        text_field: JSONL field / hub column holding the text.
-        valid_fraction: Share of documents hashed into valid, for sources without their own splits.
-        test_fraction: Same for test.
-        cache_dir: "" -> $TGBENCH_CACHE_DIR or ~/.cache/tgbench.
-        workers: Processes that split and tokenise: 0 = one per available CPU core, 1 = this process
-            only. Fewer for a small corpus: at least `MIN_CHUNKS_PER_WORKER` chunks of
-            `ENCODE_CHUNK_DOCS` documents per worker. The result does not depend on it, so, like
-            cache_dir, it is not part of the cache key.
-    """
-
-    corpus: str = "embedded"
-    splitter: str = "syntok"
-    tokenizer: str = "gpt2"
-    max_sentence_tokens: int = 64
-    min_fragment_tokens: int = 3
-    min_document_sentences: int = 2
-    text_field: str = "text"
-    valid_fraction: float = 0.05
-    test_fraction: float = 0.05
-    cache_dir: str = ""
-    workers: int = 0
 
 
 class Split:
@@ -532,7 +499,6 @@ def _consume(documents: list[Any]) -> Iterator[sources.RawDocument]:
 
 
 def _progress(enabled: bool):
-    from tgbench.console import progress_bar
 
     return progress_bar(enabled, "documents", transient=False)
 
@@ -581,8 +547,7 @@ def encode_corpus(config: DataConfig, progress: bool = True) -> EncodedCorpus:
 
 # -- cache -----------------------------------------------------------------------------------------
 def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """`write(file)` into a temp file that replaces `path` when it succeeds (`tgbench.files.atomic_path`)."""
-    from tgbench.files import atomic_path
+    """`write(file)` into a temp file that replaces `path` when it succeeds (`tgbench.core.files.atomic_path`)."""
 
     with atomic_path(path) as tmp, open(tmp, mode) as f:
         write(f)

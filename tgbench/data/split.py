@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Callable
 
-from tgbench.errors import UserError, unknown_name
+from tgbench.core.errors import UserError, unknown_name
 
 SPLITTERS = ("syntok", "blingfire", "sat")
 SAT_MODEL = "sat-3l-sm"

@@ -1,0 +1,159 @@
+"""Grids of paired runs: expansion, execution (local or Slurm) and resume.
+
+A grid TOML names adapters (with variants such as ablation switches), widths, token budgets and
+seeds, plus shared data and training settings. `expand` turns it into `RunSpec`s; `run_grid`
+trains them one after another (or submits one Slurm job per run through submitit), skipping runs
+that are DONE with the same config hash, resuming interrupted ones and rerunning failed ones.
+`run_grid` ends by writing the grid's results table (`tgbench.results.table.write_results`).
+"""
+
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tgbench.core.errors import UserError, unknown_name
+from tgbench.data import DataConfig
+from tgbench.plan.comparison import comparison, label_of
+from tgbench.plan.config import (
+    GRID_CONTROLLED_TRAIN_KEYS,
+    SCHEME_PER_BUDGET,
+    SCHEME_SHARED,
+    SEED_SCHEMES,
+    TrainConfig,
+    TuneConfig,
+    from_dict,
+)
+from tgbench.registry import get_adapter_class
+
+
+@dataclass
+class ModelEntry:
+    """One architecture of the grid: an adapter plus fixed options (a variant is a named option set).
+
+    Attributes:
+        adapter: Adapter name or reference.
+        variant: Name of this option set (the label becomes adapter/variant).
+        options: Fields of the adapter's config.
+        train: Training settings of this model only, over the grid's [train] (e.g. {lr = 1e-3}); a tuning
+            stage sets `lr` the same way. `tokens` and `seed` come from the grid's budgets and seeds.
+        label: How run ids, tables, legends and `fit --pair` name it. Default: the adapter's `name` (for a
+            plug-in given as path.py:Class, the class's `name`), plus /variant.
+    """
+
+    adapter: str
+    variant: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+
+            self.label = label_of(adapter_label(self.adapter), self.variant)
+
+
+def adapter_label(adapter: str) -> str:
+    """The label of an adapter: its registered name, or the `name` of a plug-in class (path.py:Class,
+    module:Class); a plug-in that does not load keeps its reference (the error comes when it is built)."""
+    if ":" not in adapter:
+        return adapter
+
+    try:
+        cls = get_adapter_class(adapter)
+    except UserError:
+        return adapter
+    return cls.name or cls.__name__
+
+
+@dataclass
+class GridConfig:
+    """A grid: models x widths x budgets x seeds, on shared data and training settings.
+
+    `design = "cross"` runs every width at every budget; `"axes"` runs the data axis (every budget)
+    at `reference_width` and the parameter axis (every width) at the largest budget, as the paper did.
+    """
+
+    name: str = "grid"
+    description: str = ""
+    design: str = "cross"
+    widths: list[int] = field(default_factory=lambda: [64])
+    layers: int = 2
+    head_dim: int = 64  # heads = ceil(width / head_dim), at least 1 (the paper's small-width heads are unknown)
+    budgets: list[int] = field(default_factory=lambda: [100_000])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    reference_width: int = 0  # axes design: 0 = the largest width
+    # per-budget: every (budget, replicate) gets its own data-order and init seed, the same for every model
+    # (cells independent, models paired); shared: a replicate's seed at every budget (tgbench <= 0.2)
+    seed_scheme: str = SCHEME_PER_BUDGET
+    reference: str = ""  # the label every other is compared with ("": tg when present, else the first model)
+    baselines: list[str] = field(default_factory=list)  # the labels compared with it ([]: every other)
+    models: list[ModelEntry] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig | None = None  # a learning-rate sweep before the grid (tgbench.plan.tune)
+
+    def __post_init__(self) -> None:
+        if self.seed_scheme not in SEED_SCHEMES:
+            raise UserError(f"seed_scheme = '{self.seed_scheme}' is not a seed scheme",
+                            f"use seed_scheme = \"{SCHEME_PER_BUDGET}\" (the default) or \"{SCHEME_SHARED}\"")
+        if self.design not in ("cross", "axes"):
+            raise UserError(f"design = '{self.design}' is not a grid design", "use design = \"cross\" or \"axes\"")
+        for name in ("widths", "budgets"):
+            values = getattr(self, name)
+            if not values or any((not isinstance(v, int)) or v <= 0 for v in values):
+                raise UserError(f"{name} = {values} must be a non-empty list of positive integers",
+                                f"fix {name} in the grid file")
+        if not self.seeds:
+            raise UserError("seeds = [] names no seed", "give seeds = [0] or more seeds")
+        for name in ("widths", "budgets", "seeds"):
+            values = getattr(self, name)
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:  # a repeated value gives repeated run ids: one run directory for two runs
+                raise UserError(f"{name} = {values} lists {', '.join(map(str, repeated))} more than once",
+                                f"list each value of {name} once")
+        if self.layers <= 0 or self.head_dim <= 0:
+            raise UserError(f"layers = {self.layers} and head_dim = {self.head_dim} must be positive",
+                            "fix them in the grid file")
+        if not self.models:
+            raise UserError("the grid names no models", "add [[models]] tables with adapter = \"gpt2\" etc.")
+        for index, entry in enumerate(self.models):
+            model_train(self, entry, f"models[{index}].train")  # unknown keys and bad values fail here
+        self._check_comparison()
+
+    def _check_comparison(self) -> None:
+        labels = [m.label for m in self.models]  # repeated labels are `expand`'s error (it names the fix)
+        if self.reference and self.reference not in labels:
+            raise unknown_name("reference", self.reference, labels)
+        for baseline in self.baselines:
+            if baseline not in labels:
+                raise unknown_name("baseline", baseline, labels)
+            if baseline == self.reference:
+                raise UserError(f"baselines lists the reference '{baseline}'", "list only the labels compared with it")
+
+    @property
+    def comparison(self):
+        """The grid's `tgbench.plan.comparison.Comparison` over its model labels."""
+
+        labels = [m.label for m in self.models]
+        return comparison(labels, self.reference, self.baselines, labels)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "grid") -> GridConfig:
+        """A grid from a grid file's content; unknown keys and wrong types are errors that name the key."""
+        return from_dict(cls, raw, source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def model_train(grid: GridConfig, entry: ModelEntry, where: str = "") -> TrainConfig:
+    """A model's training settings: the grid's [train] with the model's own `train` table over it."""
+    where = where or f"models[{grid.models.index(entry)}].train"
+    for key in GRID_CONTROLLED_TRAIN_KEYS:
+        if key in entry.train:
+            raise UserError(f"{where}.{key} cannot be set per model: the grid sets it for every run",
+                            "use the grid's budgets and seeds" if key == "tokens" else "use the grid's seeds")
+    return from_dict(TrainConfig, {**dataclasses.asdict(grid.train), **entry.train}, where)

@@ -1,0 +1,74 @@
+"""The report's Tuning section: the learning-rate sweep from tune.json, and the caveat of untuned runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from tgbench.core.files import read_json
+from tgbench.plan.tune import TUNE_FILE
+from tgbench.report.plots import Series, plot
+from tgbench.results.columns import done_rows
+
+
+# -- the report's Tuning section ----------------------------------------------------------------------------
+def tuning_section(grid_dir: Path, palette: dict[str, str]) -> dict[str, Any] | None:
+    """Validation loss against LR per model (mean with the seeds' min-max bars, chosen LR ringed), from tune.json.
+
+    Returns:
+        None when the grid directory has no tune.json; else plots, the chosen table and the warnings.
+    """
+
+    data = read_json(Path(grid_dir) / TUNE_FILE)
+    if not data.get("groups"):
+        return None
+    cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for group in data["groups"]:
+        cells.setdefault((int(group["width"]), int(group["budget"])), []).append(group)
+    plots = []
+    for (width, budget), members in sorted(cells.items()):
+        series = []
+        for group in members:
+            colour = palette.get(group["label"], "#555555")
+            curve = [p for p in group["curve"] if p.get("mean") is not None and math.isfinite(p["mean"])]
+            chosen = [(p["lr"], p["mean"]) for p in curve if p["lr"] == group.get("chosen")]
+            series.append(Series(group["label"], colour, points=[(p["lr"], p["mean"]) for p in curve],
+                                 errors=[(p["lr"], p["min"], p["max"]) for p in curve if p.get("min") is not None],
+                                 line=[(p["lr"], p["mean"]) for p in curve], rings=chosen))
+        plots.append(plot(series, title=f"LR sweep at width {width}, D = {budget:,} tokens",
+                          xlabel="peak learning rate", ylabel="best validation loss (nats/token)",
+                          note="mean over seeds; bars: seed min-max; ring: chosen LR; diverged LRs are not drawn"))
+    rows = []
+    for group in data["groups"]:
+        diverged = [p["lr"] for p in group["curve"] if p.get("diverged")]
+        rows.append({"label": group["label"], "width": group["width"], "budget": group["budget"],
+                     "chosen": group.get("chosen"), "edge": group.get("edge", ""),
+                     "seeds": max((p.get("seeds", 0) for p in group["curve"]), default=0),
+                     "diverged": diverged})
+    return {"plots": plots, "rows": rows, "rule": data.get("rule", ""), "lrs": data.get("lrs", []),
+            "warnings": data.get("warnings", []), "untuned": data.get("untuned", []),
+            "n_runs": len(data.get("points", []))}
+
+
+def tuning_caveat(frame) -> str:
+    """The caveat beside the verdict of a grid whose runs were not trained at tuned LRs ('' when they were).
+
+    Args:
+        frame: The results table (its `lr` and `lr_source` columns; runs from before them count as untuned).
+    """
+
+    done = done_rows(frame)
+    if done.empty:
+        return ""
+    sources = {str(s) for s in done.get("lr_source", []) if isinstance(s, str) and s}
+    untuned = sorted({str(lab) for lab, s in zip(done["label"], done.get("lr_source", [None] * len(done)),
+                                                  strict=True) if s != "tuned"})
+    if "tuned" in sources:
+        if not untuned:
+            return ""
+        return f"{', '.join(untuned)} trained at a learning rate set by hand, not tuned like the others"
+    lrs = {float(v) for v in done.get("lr", []) if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    if len(lrs) > 1:
+        return "learning rates set by hand per model, not tuned per model"
+    return "one learning rate for every model, not tuned per model"
