@@ -68,8 +68,9 @@ fits.json layout (``fit_grid``, version 3)::
                      "params": {A: {B: {"tokens=D": {"interpolated": mult, form: mult}}}}},
      "points": [rows used], "notes": [why rows, axes or pairs were left out, interval caveats, lack of fit]}
 
-    verdict, power = tasks/verdicts.py (paired tests per measured budget, pooled, interaction; class;
-           sensitive_to; flagged runs and the class without them; power of the pooled test)
+    verdict, power = tasks/verdicts.py (paired tests per measured budget with Holm, pooled with budget as a
+           fixed effect, trend on log2 D; class, sentence and details; influential pairs with Cook's distance;
+           flagged runs and the class without them; prospective power of "on average" and "every budget")
     fit  = PowerLawFit.to_dict() plus "lack_of_fit" (tasks/multipliers.py; None without replicates): form,
            status ("ok" | "exactly determined, no interval" | "fit failed"; a saturating E or alpha on its bound
            is a failure with that reason, so no bound is shown as a fitted value), params, intervals (95%, see
@@ -1149,8 +1150,8 @@ def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None 
     """The ``design``, ``verdicts`` and ``power`` of fits.json alone, by the code ``fit_grid`` runs.
 
     For simulations of the decision rule: the same rows, pairs and tests as ``tgbench fit``, without the
-    curve fits. ``leave_one_out`` / ``with_power`` False skip ``sensitive_to`` / ``power`` (neither changes
-    the class).
+    curve fits. ``leave_one_out`` / ``with_power`` False skip ``influential`` (and the flags) / ``power``
+    (neither changes the class).
     """
     notes: list[str] = []
     rows, _ = _usable_rows(results, notes)
@@ -1327,16 +1328,11 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
 
 
 def summary_lines(fits: Mapping) -> list[str]:
-    """What ``tgbench fit`` prints: the notes, each pair's verdict and power, and the multipliers."""
+    """What ``tgbench fit`` prints: the notes, each pair's class line and details, power, and the multipliers."""
     lines = [f"note: {note}" for note in fits.get("notes", [])]
     for verdict in fits.get("verdicts", []):
         lines.append(f"verdict {verdict['a']} vs {verdict['b']}: {verdict['sentence']}")
-        for p in verdict.get("per_budget", []):
-            lo, hi = p["delta_ci"]
-            ci = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None else ""
-            pv = f", p = {p['p_value']:.2g}" if p["p_value"] is not None else ""
-            lines.append(f"  D = {p['x']:,.0f}: {verdict['a']} - {verdict['b']} = {p['delta_mean']:+.3f} nats{ci}"
-                         f"{pv} (n = {p['n']})")
+        lines.extend(f"  {detail}" for detail in verdict.get("details", []))
     for power in fits.get("power", []):
         lines.append(f"power {power['sentence']}")
     form = fits.get("form", "kaplan")
