@@ -679,8 +679,9 @@ def power_analysis(result: dict, scheme: str, a: str, b: str) -> dict:
 
     Returns:
         {a, b, alpha, power (the target, 0.8), scheme, sd_within, sd_within_df, sd_replicate_means ("shared"),
-        n_budgets, replicates, observed_per_budget, min_detectable_average, min_detectable_every,
-        replicates_needed_every, replicates_needed_crossing, note, sentence}.
+        n_budgets, replicates (the fewest at a budget), replicates_max, observed_per_budget,
+        min_detectable_average, min_detectable_every, replicates_needed_every, replicates_needed_crossing, note,
+        sentence}.
     """
     per = result["per_budget"]
     n = np.array([p["n"] for p in per], dtype=float)
@@ -692,6 +693,7 @@ def power_analysis(result: dict, scheme: str, a: str, b: str) -> dict:
     out = {"a": a, "b": b, "alpha": ALPHA, "power": POWER_TARGET, "scheme": scheme, "sd_within": sd_within,
            "sd_within_df": df_within if sd_within is not None else None, "sd_replicate_means": None,
            "n_budgets": len(per), "replicates": int(n.min()) if n.size else 0,
+           "replicates_max": int(n.max()) if n.size else 0,
            "observed_per_budget": [{"x": p["x"], "delta_mean": p.get("delta_mean")} for p in per],
            "min_detectable_average": None, "min_detectable_every": None, "replicates_needed_every": None,
            "replicates_needed_crossing": None, "note": None}
@@ -742,7 +744,10 @@ def power_sentence(power: dict) -> str:
     if power.get("sd_within") is None or not power["sd_within"] > 0:
         return f"{a} vs {b}: {power.get('note') or 'no power estimate'}."
     parts = []
-    design = (f"{a} vs {b}: with {power['replicates']} replicates per budget at {power['n_budgets']} budget(s) and "
+    reps = power["replicates"]
+    if power.get("replicates_max", reps) != reps:
+        reps = f"{reps}-{power['replicates_max']}"
+    design = (f"{a} vs {b}: with {reps} replicates per budget at {power['n_budgets']} budget(s) and "
               f"a within-budget SD of the paired difference of {power['sd_within']:.3f} nats, this design detects")
     found = []
     if power.get("min_detectable_average") is not None:

@@ -70,7 +70,7 @@ def test_verdict_shows_multipliers_paper_and_ppl_cells(html):
         assert f'data-class="{entry["class"]}"' in verdict
         assert entry["sentence"].replace("'", "&#39;") in verdict  # rendered, not recomputed
     assert 'data-class="tg better on average"' in verdict
-    assert "lower in 6 of 6 same-replicate comparisons" in verdict
+    assert "tg lower at 3 of 3 budgets" in verdict
     assert "Power: tg vs gpt2:" in verdict
     assert "Paired differences at each measured budget" in verdict
     # every pair against tg is fitted by default: no "missing" multiplier card

@@ -380,6 +380,31 @@ def test_one_replicate_power_entry_has_a_sentence_for_tgbench_fit():
 # the fits.json schema and the pieces
 
 
+def _drop(table: pd.DataFrame, budget: int, seeds) -> pd.DataFrame:
+    return table[~((table["tokens"] == budget) & table["seed"].isin(seeds))]
+
+
+@pytest.mark.parametrize(("name", "make"), [
+    ("one budget", lambda rng: synthetic_table(rng, delta=(-0.1,), budgets=(100_000,))),
+    ("two budgets", lambda rng: synthetic_table(rng, delta=(-0.1, 0.0), budgets=(100_000, 200_000))),
+    ("one replicate", lambda rng: synthetic_table(rng, replicates=1)),
+    ("one replicate, shared", lambda rng: synthetic_table(rng, replicates=1, scheme="shared")),
+    ("identical losses", lambda rng: synthetic_table(rng, sd=0.0)),
+    ("no seed noise, A lower", lambda rng: synthetic_table(rng, sd=0.0, delta=(-0.1, -0.1, -0.1))),
+    ("8 replicates (no pooled sign-flip)", lambda rng: synthetic_table(rng, replicates=8)),
+    ("one pair at the middle budget", lambda rng: _drop(synthetic_table(rng), 200_000, [1, 2])),
+    ("shared, a missing cell", lambda rng: _drop(synthetic_table(rng, scheme="shared"), 400_000, [2])),
+])
+def test_thin_and_degenerate_tables_still_give_a_verdict(name, make):
+    out = table_verdicts(make(np.random.default_rng(12)))
+    verdict, power = out["verdicts"][0], out["power"][0]
+    assert verdict["class"] in verdict_classes("a", "b") and verdict["sentence"] and verdict["details"]
+    assert power["sentence"].startswith("a vs b:")
+    json.dumps(out, allow_nan=False)
+    if min(p["n"] for p in verdict["per_budget"]) < 2:
+        assert class_every("a") != verdict["class"] != class_every("b")
+
+
 def test_verdict_schema_and_only_measured_budgets():
     table = synthetic_table(np.random.default_rng(8), delta=(-0.05, -0.05, -0.05))
     table = table[~((table["adapter"] == "b") & (table["tokens"] == 400_000))]  # b never ran the largest budget
