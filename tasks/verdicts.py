@@ -800,7 +800,7 @@ def _sentence(v: dict) -> str:
         text += f"; {v['trend_slope']:+.3f} nats per doubling of D (p = {_p(v['trend_p'])})"
     if v["class"] in (class_every(a), class_every(b)):
         key = "p_a_better" if v["class"] == class_every(a) else "p_b_better"
-        text += f"; every one-sided p <= {max(q[key] for q in per):.2g}"
+        text += f"; every one-sided p is at most {max(q[key] for q in per):.2g}"
     if v["crossing_basis"] == "endpoints":
         first, last = per[0], per[-1]
         text += (f"; one-sided p {_p(min(first['p_a_better'], first['p_b_better']))} at {_si(first['x'])}, "

@@ -399,6 +399,7 @@ def test_thin_and_degenerate_tables_still_give_a_verdict(name, make):
     out = table_verdicts(make(np.random.default_rng(12)))
     verdict, power = out["verdicts"][0], out["power"][0]
     assert verdict["class"] in verdict_classes("a", "b") and verdict["sentence"] and verdict["details"]
+    assert not set("<>&") & set(verdict["sentence"])  # the report compares it with its HTML-escaped text
     assert power["sentence"].startswith("a vs b:")
     json.dumps(out, allow_nan=False)
     if min(p["n"] for p in verdict["per_budget"]) < 2:
