@@ -597,16 +597,6 @@ def _budget_regression(pairs: Pairs) -> OLSInfluence | None:
     return OLSInfluence(OLS(pairs.d * root_w, exog * root_w[:, None]).fit())
 
 
-def cooks_distances(pairs: Pairs) -> np.ndarray | None:
-    """Cook's distance of every pair in the regression of d on log2 D through the budget means (None without
-    residual degrees of freedom)."""
-    fit = _budget_regression(pairs)
-    if fit is None:
-        return None
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(fit.cooks_distance[0], dtype=float)
-
-
 def influence(pairs: Pairs) -> list[dict]:
     """The pairs whose removal moves the pooled mean or the trend slope by more than one standard error.
 
