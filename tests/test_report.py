@@ -44,7 +44,7 @@ def test_every_section_and_plot_present(html):
         _section(html, name)
     # 2 scaling + 2 multiplier + 5 training-curve cells + 2 ppl plots (word PPL, bits/byte)
     # + 4 reversal plots (NLL x 2, margin, error rate)
-    assert html.count("<svg") == 15
+    assert html.count("<svg") == 17  # 15 plots and a verdict plot per pair
     assert "0.5 = chance" in html
     assert html.count("no data to plot yet") == 0
     runs = _section(html, "runs")
@@ -65,9 +65,9 @@ def test_verdict_shows_multipliers_paper_and_ppl_cells(html):
         assert f'data-class="{entry["class"]}"' in verdict
         assert entry["sentence"].replace("'", "&#39;") in verdict  # rendered, not recomputed
     assert 'data-class="tg better on average"' in verdict
-    assert "lower in 6 of 6 same-replicate comparisons" in verdict
+    assert "tg lower at 3 of 3 budgets" in verdict
     assert "Power: tg vs gpt2:" in verdict
-    assert "Paired differences at each measured budget" in verdict
+    assert "every test behind the class" in verdict and "Holm p" in verdict
     # every pair against tg is fitted by default: no "missing" multiplier card
     assert "big missing" not in verdict
 
@@ -116,7 +116,7 @@ def test_without_fits_json(grid_copy):
     verdict = _section(html, "verdict")
     assert "missing" in verdict and "fits.json is missing" in verdict
     assert "No fits: fits.json missing" in _section(html, "fits")
-    assert html.count("<svg") == 15  # plots still drawn, without fitted curves
+    assert html.count("<svg") == 15  # plots still drawn, without fitted curves; no verdict plot without fits.json
 
 
 def test_failed_fits_render_as_fit_failed(grid_copy):
@@ -165,7 +165,9 @@ def test_results_csv_rebuilt_in_memory_without_writing(grid_copy):
 def test_output_is_one_self_contained_file(grid_copy, tmp_path):
     before = set(grid_copy.iterdir())
     out = write_report(grid_copy)
-    assert out == grid_copy / "report.html" and set(grid_copy.iterdir()) - before == {out}
+    plots = {grid_copy / "verdict-tg-vs-gpt2.svg", grid_copy / "verdict-tg-vs-gpt2-boundary.svg"}
+    assert out == grid_copy / "report.html" and set(grid_copy.iterdir()) - before == {out, *plots}
+    assert all(p.read_text().startswith("<svg") and "<style>" in p.read_text() for p in plots)  # pastable alone
     html = out.read_text()
     assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', html, re.I)
     assert "@import" not in html and "url(" not in html
@@ -219,11 +221,14 @@ def test_pair_verdict_is_read_from_fits_json():
              "delta_mean": 0.1, "delta_ci": [0.05, 0.15], "p_value": 0.01, "interaction_p": None,
              "per_budget": [{"x": 1, "delta_mean": 0.1, "delta_ci": [0.05, 0.15], "p_value": 0.01,
                              "sign_flip_p": 0.5, "n": 2, "ppl_a": 20.2, "ppl_b": 21.2, "ppl_rel": -0.05}],
-             "sensitive_to": ["tg-1-0"], "runs": ["tg-1-0", "gpt2-1-0"]}
+             "influential": [{"run_a": "tg-1-0", "run_b": "gpt2-1-0", "x": 1, "moves": "pooled"}],
+             "details": ["each (budget, replicate) has its own seeds"], "runs": ["tg-1-0", "gpt2-1-0"]}
     v = pair_verdict(GridFiles(Path("."), {}, frame, _fits_with([(1.07, 1.02, 1.1)], entry), "present", {}),
                      "tg", "gpt2")
     assert v["class"] == "gpt2 better on average" and v["pill"] == "behind" and v["sentence"] == "as fits.json says"
-    assert v["flagged"] == [{"run": "tg-1-0", "flags": "cell-outlier"}] and v["sensitive_to"] == ["tg-1-0"]
+    assert v["flagged"] == [{"run": "tg-1-0", "flags": "cell-outlier"}] and v["influential"][0]["run_a"] == "tg-1-0"
+    assert v["details"] == ["each (budget, replicate) has its own seeds"]
+    assert "gpt2 better on average" in str(v["forest"]) and "pooled" in str(v["forest"])  # the verdict at a glance
     missing = pair_verdict(GridFiles(Path("."), {}, frame, None, "missing", {}), "tg", "gpt2")
     assert missing["class"] == "" and "fits.json is missing" in missing["sentence"]
 

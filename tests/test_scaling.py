@@ -188,7 +188,7 @@ def test_write_fits_atomically(tmp_path):
     out = write_fits(tmp_path, n_resamples=5)
     assert out == tmp_path / "fits.json"
     fits = json.loads(out.read_text())
-    assert fits["version"] == 3 and fits["multipliers"]["data"]["tg"]["gpt2"]
+    assert fits["version"] == 4 and fits["multipliers"]["data"]["tg"]["gpt2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fits.json", "results.csv"]
 
 

@@ -40,7 +40,6 @@ MOVED: dict[str, str] = {
     "tgbench.cli_eval": "tgbench.cli.evaluate",
     "tgbench.bench": "tgbench.cli.bench",
     "tgbench.demo": "tgbench.cli.demo",
-    "tgbench.tasks.verdicts": "tgbench.tasks.stats.verdicts",
     "tgbench.tasks.multipliers": "tgbench.tasks.stats.multipliers",
 }
 
@@ -53,6 +52,8 @@ SPLIT: dict[str, tuple[str, ...]] = {
     "tgbench.runs": ("tgbench.training.rundir", "tgbench.training.checkpoints", "tgbench.evaluation.loaded",
                      "tgbench.task", "tgbench.core.files"),
     "tgbench.sample": ("tgbench.evaluation.sample", "tgbench.cli.sample"),
+    "tgbench.tasks.verdicts": ("tgbench.tasks.stats.verdicts", "tgbench.tasks.stats.paired",
+                               "tgbench.tasks.stats.power"),
     "tgbench.tasks.scaling": ("tgbench.tasks.stats.fits", "tgbench.tasks.stats.laws",
                               "tgbench.tasks.stats.bootstrap"),
 }

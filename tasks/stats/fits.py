@@ -8,9 +8,9 @@ The multiplier of adapter A over adapter B at a measured x is m(x) = x_B(L_A(x))
 fitted curve: m_D > 1 means B needs m_D times more data to reach A's loss. Every label is fitted once; by
 default the first label ("tg" when present) is compared with every other label of the grid.
 
-fits.json layout (``fit_grid``, version 3)::
+fits.json layout (``fit_grid``, version 4)::
 
-    {"version": 3, "reference": A, "pairs": [[A, B], [A, C], ...], "form": "kaplan" (the form the report draws),
+    {"version": 4, "reference": A, "pairs": [[A, B], [A, C], ...], "form": "kaplan" (the form the report draws),
      "design": {"seed_scheme": "per-budget" | "shared", "source": where that was read},
      "verdicts": [verdict], "power": [power], "flags": {run_id: [flag, ...]},
      "loss_column": "test_loss" | "best_val_loss" | "mixed", "n_resamples": int, "seed": int,
@@ -21,7 +21,9 @@ fits.json layout (``fit_grid``, version 3)::
                      "params": {A: {B: {"tokens=D": {"interpolated": mult, form: mult}}}}},
      "points": [rows used], "notes": [why rows, axes or pairs were left out, interval caveats, lack of fit]}
 
-    verdict, power = tasks/stats/verdicts.py (paired tests per measured budget, pooled, interaction; class;
+    verdict, power = tasks/stats/verdicts.py (paired tests per measured budget with Holm, pooled with budget as a
+           fixed effect, trend on log2 D; class, sentence and details; influential pairs with Cook's distance;
+           flagged runs and the class without them; prospective power of "on average" and "every budget")
            flagged runs and the class without them; power of the pooled test)
     fit  = PowerLawFit.to_dict() plus "lack_of_fit" (tasks/stats/multipliers.py; None without replicates): form,
            status ("ok" | "exactly determined, no interval" | "fit failed"; a saturating E or alpha on its bound
@@ -64,7 +66,8 @@ from tgbench.tasks.stats.laws import (
     get_form,
 )
 from tgbench.tasks.stats.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
-from tgbench.tasks.stats.verdicts import grid_verdicts, seed_scheme
+from tgbench.tasks.stats.paired import seed_scheme
+from tgbench.tasks.stats.verdicts import grid_verdicts
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
     from threadpoolctl import ThreadpoolController
@@ -72,7 +75,7 @@ except ImportError:  # pragma: no cover
     ThreadpoolController = None
 
 
-FITS_VERSION = 3
+FITS_VERSION = 4  # 4: the verdict's classes, trend, influence and prospective power
 
 
 REQUIRED_COLUMNS = ("run_id", "adapter", "width", "layers", "n_params", "tokens", "seed", "status",
@@ -196,8 +199,8 @@ def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None 
     """The ``design``, ``verdicts`` and ``power`` of fits.json alone, by the code ``fit_grid`` runs.
 
     For simulations of the decision rule: the same rows, pairs and tests as ``tgbench fit``, without the
-    curve fits. ``leave_one_out`` / ``with_power`` False skip ``sensitive_to`` / ``power`` (neither changes
-    the class).
+    curve fits. ``leave_one_out`` / ``with_power`` False skip ``influential`` (and the flags) / ``power``
+    (neither changes the class).
     """
     notes: list[str] = []
     rows, _ = _usable_rows(results, notes)
@@ -380,16 +383,11 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
 
 
 def summary_lines(fits: Mapping) -> list[str]:
-    """What ``tgbench fit`` prints: the notes, each pair's verdict and power, and the multipliers."""
+    """What ``tgbench fit`` prints: the notes, each pair's class line and details, power, and the multipliers."""
     lines = [f"note: {note}" for note in fits.get("notes", [])]
     for verdict in fits.get("verdicts", []):
         lines.append(f"verdict {verdict['a']} vs {verdict['b']}: {verdict['sentence']}")
-        for p in verdict.get("per_budget", []):
-            lo, hi = p["delta_ci"]
-            ci = f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None else ""
-            pv = f", p = {p['p_value']:.2g}" if p["p_value"] is not None else ""
-            lines.append(f"  D = {p['x']:,.0f}: {verdict['a']} - {verdict['b']} = {p['delta_mean']:+.3f} nats{ci}"
-                         f"{pv} (n = {p['n']})")
+        lines.extend(f"  {detail}" for detail in verdict.get("details", []))
     for power in fits.get("power", []):
         lines.append(f"power {power['sentence']}")
     form = fits.get("form", "kaplan")

@@ -29,7 +29,8 @@ from tgbench.core.console import print_error, progress_bar
 from tgbench.core.errors import UserError, unknown_name
 from tgbench.evaluation.loaded import load_run
 from tgbench.evaluation.scoring import as_document, continuation_document, score_documents, text_sentences
-from tgbench.task import DEFAULT_BATCH_SIZE, Metric, Task, TaskResult, metric_values
+from tgbench.results.columns import Metric
+from tgbench.task import DEFAULT_BATCH_SIZE, Task, TaskResult, metric_values
 from tgbench.training.rundir import RunDir
 
 TASKS_DIR = Path(tgbench.tasks.__path__[0])

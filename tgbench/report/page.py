@@ -20,7 +20,7 @@ from tgbench.report.files import GridFiles, load_grid_files
 from tgbench.report.format import fmt_times, fmt_value
 from tgbench.report.plots import colours
 from tgbench.report.sections import Page, page_sections
-from tgbench.report.verdict import verdicts
+from tgbench.report.verdict import forest, verdicts
 from tgbench.results.table import check_grid_dir, refresh_results
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -58,7 +58,8 @@ def render_report(grid_dir: Path | GridFiles) -> str:
 
 
 def write_report(grid_dir: Path, output: Path | None = None) -> Path:
-    """Render the report of `grid_dir` and write it atomically (default `<grid_dir>/report.html`).
+    """Render the report of `grid_dir` and write it atomically (default `<grid_dir>/report.html`), with each
+    pair's verdict plot beside it as `verdict-A-vs-B.svg` (a file to paste elsewhere).
 
     `grid_dir` may be a single run directory: the report of that one run.
     """
@@ -70,5 +71,16 @@ def write_report(grid_dir: Path, output: Path | None = None) -> Path:
                         f"give the report's file name, e.g. -o {output / 'report.html'}")
     with contextlib.suppress(OSError):  # a read-only grid: render_report rebuilds a stale table in memory
         refresh_results(grid_dir)
-    write_text(output, render_report(grid_dir))
+    files = load_grid_files(grid_dir)
+    write_text(output, render_report(files))
+    for entry in (files.fits or {}).get("verdicts") or []:
+        plot = forest(entry, standalone=True)
+        if plot is not None:
+            write_text(output.parent / forest_file(entry["a"], entry["b"]), str(plot) + "\n")
     return output
+
+
+def forest_file(a: str, b: str) -> str:
+    """The file name of a pair's verdict plot (labels such as tg/no-memory made safe for a file name)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{a}-vs-{b}")
+    return f"verdict-{safe}.svg"

@@ -283,3 +283,72 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
                      f"{escape(s.name)}</text>")
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+@dataclass
+class ForestRow:
+    """One row of a forest plot: an estimate with its 95% interval (None: no interval)."""
+
+    label: str
+    estimate: float | None
+    low: float | None = None
+    high: float | None = None
+    pooled: bool = False  # drawn as a diamond below a rule
+
+
+FOREST_STYLE = ("<style>.ptitle{font:600 13px sans-serif}.ptick,.plabel{font:11px sans-serif;fill:#4b5563}"
+                ".pnote{font:italic 11px sans-serif;fill:#6b7280}.pgrid{stroke:#eceef1}</style>")
+
+
+def forest_plot(rows: Sequence[ForestRow], *, title: str, xlabel: str, subtitle: str = "", note: str = "",
+                width: int = 640, colour: str = "#0072B2", standalone: bool = False) -> Markup:
+    """A forest plot as an inline `<svg>`: one row per estimate (a dot and its interval), a zero line, and
+    the pooled estimate as a diamond under a rule. `standalone` embeds the styles, for an .svg file on its own.
+    """
+    row_h, top, left, right = 24, 34 + (16 if subtitle else 0), 150, 24
+    height = top + row_h * len(rows) + 48 + (14 if note else 0)
+    values = [v for r in rows for v in (r.estimate, r.low, r.high) if _finite(v)] + [0.0]
+    lo, hi = min(values), max(values)
+    pad = 0.08 * (hi - lo or 1.0)
+    ax = _Axis([lo - pad, hi + pad], False, left, width - right)
+    x0, x1 = left, width - right
+    y_axis = top + row_h * len(rows) + 6
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot forest" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+             FOREST_STYLE if standalone else "", f"<title>{escape(title)}</title>",
+             f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+             f'<text x="8" y="20" class="ptitle">{escape(title)}</text>',
+             f'<text x="8" y="36" class="pnote">{escape(subtitle)}</text>' if subtitle else ""]
+    ticks = ax.ticks()
+    for t, text in zip(ticks, tick_labels(ticks), strict=True):
+        px = ax(t)
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{top}" y2="{y_axis}" class="pgrid"/>'
+                     f'<text x="{px:.1f}" y="{y_axis + 15}" text-anchor="middle" class="ptick">{text}</text>')
+    zero = ax(0.0)
+    parts.append(f'<line x1="{zero:.1f}" x2="{zero:.1f}" y1="{top - 4}" y2="{y_axis}" stroke="#1d2330" '
+                 'stroke-width="1"/>')
+    for i, row in enumerate(rows):
+        cy = top + row_h * i + row_h / 2
+        if row.pooled:
+            parts.append(f'<line x1="{x0}" x2="{x1}" y1="{cy - row_h / 2:.1f}" y2="{cy - row_h / 2:.1f}" '
+                         'stroke="#9ca3af"/>')
+        parts.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" class="plabel">'
+                     f"{escape(row.label)}</text>")
+        if _finite(row.low) and _finite(row.high):
+            parts.append(f'<line x1="{ax(row.low):.1f}" x2="{ax(row.high):.1f}" y1="{cy:.1f}" y2="{cy:.1f}" '
+                         f'stroke="{escape(colour)}" stroke-width="2"/>')
+        if _finite(row.estimate):
+            px = ax(row.estimate)
+            interval = f" [{row.low:+.3f}, {row.high:+.3f}]" if _finite(row.low) and _finite(row.high) else ""
+            tip = f"<title>{escape(row.label)}: {row.estimate:+.3f}{interval}</title>"
+            if row.pooled:
+                parts.append(f'<path d="M{px - 7:.1f},{cy:.1f} L{px:.1f},{cy - 6:.1f} L{px + 7:.1f},{cy:.1f} '
+                             f'L{px:.1f},{cy + 6:.1f} Z" fill="{escape(colour)}">{tip}</path>')
+            else:
+                parts.append(f'<circle cx="{px:.1f}" cy="{cy:.1f}" r="4" fill="{escape(colour)}">{tip}</circle>')
+    parts.append(f'<text x="{(x0 + x1) / 2}" y="{y_axis + 32}" text-anchor="middle" class="plabel">'
+                 f"{escape(xlabel)}</text>")
+    if note:
+        parts.append(f'<text x="8" y="{y_axis + 47}" class="pnote">{escape(note)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

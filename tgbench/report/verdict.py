@@ -10,10 +10,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
 from tgbench.plan.comparison import comparison_pairs
 from tgbench.report.files import GridFiles
 from tgbench.report.format import num
+from tgbench.report.plots import ForestRow, fmt_si, forest_plot
 from tgbench.results.columns import done_rows
 
 FIT_FORM = "kaplan"  # default form drawn (the paper's L(x) = (x_c / x)^alpha); fits.json's "form" overrides it
@@ -122,19 +124,36 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
         else:
             sentence = f"No finished runs of {a} and {b} at the same budget and replicate yet: nothing to compare."
         return {"a": a, "b": b, "class": "", "pill": "unknown", "sentence": sentence, "per_budget": [],
-                "multipliers": mults, "power": power, "flagged": [], "sensitive_to": [], "has_fits": has_fits,
-                "paper": (a, b) == PAPER_PAIR}
+                "multipliers": mults, "power": power, "flagged": [], "influential": [], "details": [],
+                "forest": None, "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR}
     cls = str(entry.get("class", ""))
     # fits.json lists the pair's flagged runs (results.csv's flags plus the table's own); older files: the column
     flagged = ([{"run": f["run"], "flags": "; ".join(f.get("flags") or [])} for f in entry["flagged"]]
                if "flagged" in entry else
                [{"run": r, "flags": flags[r].replace(";", "; ")} for r in entry.get("runs", []) if r in flags])
     return {"a": a, "b": b, "class": cls, "pill": _class_pill(cls, a, b), "sentence": str(entry.get("sentence", "")),
+            "details": [str(d) for d in entry.get("details") or []],
             "per_budget": entry.get("per_budget") or [], "delta_mean": entry.get("delta_mean"),
             "delta_ci": entry.get("delta_ci") or [None, None], "ppl_rel": entry.get("ppl_rel"),
             "group": entry.get("group", ""), "multipliers": mults, "power": power, "flagged": flagged,
-            "sensitive_to": entry.get("sensitive_to") or [], "without_flagged": entry.get("without_flagged"),
-            "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR}
+            "influential": entry.get("influential") or [], "without_flagged": entry.get("without_flagged"),
+            "forest": forest(entry), "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR}
+
+
+def forest(entry: dict[str, Any], standalone: bool = False) -> Markup | None:
+    """The verdict at a glance: the paired difference at each budget with its 95% interval, the pooled
+    difference, a zero line, the class as the title (None without per-budget differences)."""
+    per_budget = entry.get("per_budget") or []
+    if not per_budget:
+        return None
+    a, b = entry["a"], entry["b"]
+    rows = [ForestRow(f"D = {fmt_si(p['x'])} (n = {p['n']})", p.get("delta_mean"), *(p.get("delta_ci") or [None, None]))
+            for p in per_budget]
+    lo, hi = entry.get("delta_ci") or [None, None]
+    rows.append(ForestRow("pooled", entry.get("delta_mean"), lo, hi, pooled=True))
+    return forest_plot(rows, title=f"{a} vs {b}", subtitle=str(entry.get("class", "")), standalone=standalone,
+                       xlabel=f"{a} \u2212 {b}, lexical test loss (nats/token); left of 0: {a} lower",
+                       note="paired over replicates; bars: 95% t intervals")
 
 
 def verdicts(files: GridFiles) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ Per run, against the other runs of the results table (``table_flags``):
   by at least ``CELL_OUTLIER_MIN`` nats. Cells with fewer than 3 runs have no median to stand out from and are
   not judged. Measured on Gaussian seed noise (3 budgets, tests/test_flags.py): 0.5% of clean runs flagged;
   a run 10 SDs off is flagged in 88% of tables with 3 seeds per cell, 99% with 5.
-- ``cook``: Cook's distance above 4 / n (Cook 1977) on the Kaplan fit of its data axis (least squares of
-  log L on log D over the label's runs at one width and depth, at least 3 distinct budgets).
+Cook's distance belongs to the verdict's own fit (`tgbench.tasks.stats.verdicts`: ``influential``), not to a
+run: earlier versions flagged ``cook`` on each model's Kaplan fit, which the verdict never used, and it marked
+about 70% of clean synthetic tables. Cells written with it read without it (`RETIRED`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ DIVERGENCE_MARGIN = 0.1  # nats above the running minimum of the validation loss
 CELL_OUTLIER_K = 4.0
 CELL_OUTLIER_MIN = 0.02  # nats
 MAD_TO_SD = 1.4826
-FLAG_ORDER = ("diverged", "spike", "cell-outlier", "cook")
+FLAG_ORDER = ("diverged", "spike", "cell-outlier")
+RETIRED = ("cook",)  # flags earlier versions wrote into results.csv and no longer mean anything
 
 
 def hampel_spikes(values: Sequence[float], half_window: int = HAMPEL_HALF_WINDOW, k: float = HAMPEL_K,
@@ -86,26 +88,9 @@ def _as_float(value) -> float:
         return math.nan
 
 
-def cooks_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Cook's distance of every point of the least-squares line of log y on log x (NaN when undefined)."""
-    lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
-    n, p = lx.size, 2
-    design = np.column_stack([np.ones(n), lx])
-    if n <= p or np.unique(lx).size < 2:
-        return np.full(n, np.nan)
-    coef, *_ = np.linalg.lstsq(design, ly, rcond=None)
-    resid = ly - design @ coef
-    hat = np.einsum("ij,jk,ik->i", design, np.linalg.inv(design.T @ design), design)
-    mse = float(resid @ resid) / (n - p)
-    if mse <= 0:
-        return np.zeros(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return resid ** 2 / (p * mse) * hat / (1 - hat) ** 2
-
-
 def table_flags(rows: pd.DataFrame) -> dict[str, list[str]]:
-    """run_id -> ``cell-outlier`` / ``cook`` flags from usable runs (columns run_id, label, width, layers,
-    tokens, loss; module docstring)."""
+    """run_id -> ``cell-outlier`` flags from usable runs (columns run_id, label, width, layers, tokens, loss;
+    module docstring)."""
     flags: dict[str, list[str]] = {}
     frame = rows[np.isfinite(pd.to_numeric(rows["loss"], errors="coerce").to_numpy(dtype=float))]
     for _, g in frame.groupby("label", sort=True):
@@ -120,15 +105,6 @@ def table_flags(rows: pd.DataFrame) -> dict[str, list[str]]:
                 for run, d in zip(c["run_id"], dev, strict=True):
                     if abs(d) > max(CELL_OUTLIER_K * scale, CELL_OUTLIER_MIN):
                         flags.setdefault(str(run), []).append("cell-outlier")
-        for _, axis in g.groupby(["width", "layers"], sort=True):
-            x = pd.to_numeric(axis["tokens"], errors="coerce").to_numpy(dtype=float)
-            y = axis["loss"].to_numpy(dtype=float)
-            if np.unique(x).size < 3 or not (np.all(x > 0) and np.all(y > 0)):
-                continue
-            cook = cooks_distance(x, y)
-            for run, value in zip(axis["run_id"], cook, strict=True):
-                if np.isfinite(value) and value > 4.0 / len(axis):
-                    flags.setdefault(str(run), []).append("cook")
     return flags
 
 
@@ -143,4 +119,4 @@ def split_flags(cell) -> list[str]:
     """The flags of a results.csv ``flags`` cell."""
     if not isinstance(cell, str):
         return []
-    return [f for f in (part.strip() for part in cell.split(";")) if f]
+    return [f for f in (part.strip() for part in cell.split(";")) if f and f not in RETIRED]

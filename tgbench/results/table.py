@@ -34,12 +34,13 @@ from tgbench.results.columns import (
     TEST_LOSS,
     TEST_PPL,
     VAL_LOSS,
+    Metric,
     fit_loss,
     split_task_column,
     task_column,
 )
 from tgbench.results.flags import curve_flags, join_flags, split_flags, table_flags
-from tgbench.task import Metric, metric_schema, metric_values
+from tgbench.task import metric_schema, metric_values
 from tgbench.training.rundir import RunDir, list_runs
 
 
