@@ -37,7 +37,8 @@ s = ceil(L/2), c = floor(L/2); SC, CS, P: s = c = L); inner = swiglu_width(d). I
 In prefix mode every sub-layer is a self-attention sub-layer (c = 0, s = L, or 2L for P) over the memory rows
 placed before the sentence: N -> N + B K and T -> T + K. Once per batch the tied output layer adds 2 N_targets d V
 on the rows that have a target (every row but [EOS]). Gates, norms, pooling and the rank encodings' addition are
-elementwise and not counted.
+elementwise and not counted. With `checkpoint_steps` the backward runs every step's forward again: the steps'
+forward counts 4 times instead of 3 (the output layer, outside the checkpoints, 3).
 """
 
 
@@ -456,6 +457,10 @@ class TGAdapter(StreamAdapter):
     # -- building -----------------------------------------------------------------------------
     def build(self, vocab: Vocab) -> nn.Module:
         return TG(self.config, vocab, sentence_tokens=self.unit_tokens)
+
+    @property
+    def recomputes_steps(self) -> bool:
+        return self.config.checkpoint_steps
 
     def steps_forward_flops(self, steps) -> float:
         """Every step's `step_flops`, step t reading min(t, memory_slots) slots (none without `use_memory`)."""

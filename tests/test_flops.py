@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from tgbench import registry
 from tgbench.adapter import TRAIN_FLOPS_PER_FORWARD, Adapter, Vocab
@@ -23,7 +24,14 @@ from tgbench.models.gpt2_gist import GPT2GistAdapter
 from tgbench.models.rmt import RMTAdapter
 from tgbench.models.tg import TGAdapter, TGSpanAdapter
 from tgbench.models.txl import TXLAdapter
-from tgbench.training.flops import COUNTED, MEASURED, BatchFlops, batch_flops, measured_forward_flops
+from tgbench.training.flops import (
+    COUNTED,
+    MEASURED,
+    BatchFlops,
+    batch_flops,
+    decomposed_kernels,
+    measured_forward_flops,
+)
 
 VOCAB = Vocab(base_size=100)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lstm_adapter.py"
@@ -79,6 +87,19 @@ def test_counted_forward_flops_match_flop_counter_mode(case):
         assert measured > 0
         assert counted / TRAIN_FLOPS_PER_FORWARD == pytest.approx(measured, rel=0.02), case
         assert batch_flops(adapter, model, batch) == (counted, COUNTED)
+
+
+@pytest.mark.parametrize("case", [*CASES, "tg-checkpointed"])
+def test_counted_training_flops_match_a_measured_forward_and_backward(case):
+    """3 x forward is the backward's 2 matmuls per forward matmul: within 2% where an operand needs no gradient
+    (TG's rank encodings); checkpointed steps run their forward again in the backward."""
+    cls, settings = CASES.get(case, (TGAdapter, dict(STREAMS, checkpoint_steps=True)))
+    adapter = cls(cls.config_class(**settings))
+    model = build(adapter)
+    batch = tiny_batches(adapter, 1)[0]
+    with decomposed_kernels(), FlopCounterMode(display=False) as counter:
+        adapter.loss(model, batch.to("cpu"), 0).loss.backward()
+    assert adapter.train_flops(model, batch) == pytest.approx(counter.get_total_flops(), rel=0.02)
 
 
 def test_the_measurement_leaves_the_model_and_the_rng_as_they_were():

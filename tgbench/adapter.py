@@ -298,7 +298,8 @@ class Adapter(ABC):
         what is written to a memory, cached keys and values attended to; boundary tokens; the output layer on
         the rows it is computed on. Not counted: elementwise ops, norms, softmax, the loss, embedding lookups,
         gathers and scatters. The backward is taken as 2 x the forward for every matmul (the gradients of both
-        operands), so the result is `TRAIN_FLOPS_PER_FORWARD` (3) x the forward count.
+        operands), so the result is `TRAIN_FLOPS_PER_FORWARD` (3) x the forward count, plus any forward the
+        backward runs again (activation checkpointing).
 
         The trainer sums it over every batch a run trains on (summary.json's `train_flops`); an adapter that
         returns None gets a measured estimate instead (`tgbench.training.flops`).
