@@ -32,6 +32,7 @@ from tgbench.training.flops import (
     decomposed_kernels,
     measured_forward_flops,
 )
+from tgbench.training.trainer import TrainState, compute_summary
 
 VOCAB = Vocab(base_size=100)
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lstm_adapter.py"
@@ -137,3 +138,14 @@ def test_a_counting_adapter_is_never_measured():
     for batch in tiny_batches(adapter):
         counter(batch)
     assert counter.method == COUNTED and not counter.measured
+
+
+def test_the_running_sums_survive_a_checkpoint_and_older_checkpoints_leave_them_unknown():
+    state = TrainState(step=3, tokens=300, flops=9e6, flops_method=MEASURED, train_seconds=1.5)
+    again = TrainState.from_dict(state.to_dict())
+    assert (again.flops, again.flops_method, again.train_seconds) == (9e6, MEASURED, 1.5)
+    assert compute_summary(again, 1000) == {"train_flops": 9e6, "flops_per_token": 3e4, "flops_method": MEASURED,
+                                            "train_seconds": 1.5, "flops_6nd": 6 * 1000 * 300}
+    older = TrainState.from_dict({"step": 3, "epoch": 0, "batch": 3, "tokens": 300})  # written before the sums
+    assert older.flops is None and older.train_seconds is None
+    assert compute_summary(older, 1000)["train_flops"] is None

@@ -721,10 +721,11 @@ def compute_summary(state: TrainState, total_params: int) -> dict[str, Any]:
     """What the run's training cost: `train_flops` (the batches' counted or measured FLOPs), `flops_per_token`
     (per lexical training token), `flops_method`, `train_seconds` (the training loop's wall time, evaluation
     and checkpoints left out) and `flops_6nd` (6 x every parameter x lexical tokens, for reference)."""
-    flops = state.flops
-    return {"train_flops": flops, "flops_per_token": flops / state.tokens if flops is not None and state.tokens
-            else None, "flops_method": state.flops_method if flops is not None else None,
-            "train_seconds": state.train_seconds, "flops_6nd": training_flops(total_params, state.tokens)}
+    flops = state.flops  # None: resumed from a checkpoint written before FLOPs were counted
+    known = flops is not None
+    return {"train_flops": flops, "flops_per_token": flops / state.tokens if known and state.tokens else None,
+            "flops_method": state.flops_method if known else None, "train_seconds": state.train_seconds,
+            "flops_6nd": training_flops(total_params, state.tokens)}
 
 
 def gradient_summary(records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
