@@ -34,11 +34,11 @@ s = ceil(L/2), c = floor(L/2); SC, CS, P: s = c = L); inner = swiglu_width(d). I
   + [use_memory] 4 c B d^2                        W_k, W_v of the written sentence vector, per C sub-layer
 
 (the causal T x T square counts in full, as SDPA computes it; a C sub-layer with an empty memory is skipped).
-In prefix mode every sub-layer is a self-attention sub-layer (c = 0, s = L, or 2L for P) over the memory rows
-placed before the sentence: N -> N + B K and T -> T + K. Once per batch the tied output layer adds 2 N_targets d V
-on the rows that have a target (every row but [EOS]). Gates, norms, pooling and the rank encodings' addition are
-elementwise and not counted. With `checkpoint_steps` the backward runs every step's forward again: the steps'
-forward counts 4 times instead of 3 (the output layer, outside the checkpoints, 3).
+In prefix mode every sub-layer is a self-attention sub-layer (c = 0; s = L for alternate, 2L for SC, CS, P) over
+the memory rows placed before the sentence: N -> N + B K and T -> T + K. Once per batch the tied output layer
+adds 2 N_targets d V on the rows that have a target (every row but [EOS]). Gates, norms, pooling and the rank
+encodings' addition are elementwise and not counted. With `checkpoint_steps` the backward runs every step's
+forward again: the steps' forward counts 4 times instead of 3 (the output layer, outside the checkpoints, 3).
 """
 
 
