@@ -6,6 +6,16 @@ and how it scores them (lm-eval's rolling windows).
 
 The module layout matches `transformers.GPT2LMHeadModel` (pre-LN blocks, fused qkv, tanh-GELU,
 tied head) so weights map one-to-one; `tests/test_gpt2.py` checks logit parity.
+
+Training FLOPs of a batch (`Adapter.train_flops`: 3 x the forward, FLOP = 2 x multiply-add): a batch is B
+blocks of T = context tokens, every position computed (the last block's padding too). With width d, L layers
+and V output rows (the vocabulary plus the specials), the forward is
+
+    L x (24 B T d^2  +  4 B T^2 d)  +  2 B T d V
+
+per layer qkv 6 d^2 + output projection 2 d^2 + MLP 16 d^2 per row, and the attention products q k^T and
+(weights) v of 2 B T^2 d each over the full T x T square (SDPA computes the whole square under a causal or
+gist mask); the tied output layer on all B T rows. `gpt2-boundary` and `gpt2-gist` compute the same shapes.
 """
 
 from __future__ import annotations
@@ -19,7 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tgbench.adapter import Adapter, Batch, Document, EffectiveContext, LossParts, Sampler, Vocab, heads_for
+from tgbench.adapter import (
+    TRAIN_FLOPS_PER_FORWARD,
+    Adapter,
+    Batch,
+    Document,
+    EffectiveContext,
+    LossParts,
+    Sampler,
+    Vocab,
+    heads_for,
+    matmul_flops,
+)
 from tgbench.core.errors import UserError
 
 
@@ -161,6 +182,14 @@ def hf_state_dict(model: GPT2) -> dict[str, torch.Tensor]:
     return out
 
 
+def forward_flops(config: GPT2Config, vocab_rows: int, blocks: int, length: int) -> float:
+    """Forward FLOPs of GPT-2 on `blocks` sequences of `length` tokens (the module docstring's formula)."""
+    d, rows = config.width, blocks * length
+    projections = matmul_flops(rows, d, 3 * d) + matmul_flops(rows, d, d) + 2 * matmul_flops(rows, d, 4 * d)
+    attention = 2 * matmul_flops(rows, length, d)  # q k^T and (weights) v over the full square
+    return config.layers * (projections + attention) + matmul_flops(rows, d, vocab_rows)
+
+
 IGNORE = -1  # target id of positions no loss counts (padding)
 
 
@@ -295,6 +324,11 @@ class GPT2Adapter(Adapter):
             lexical_nll_sum=nll[lexical].sum().detach(),
             lexical_tokens=batch.lexical_tokens,
         )
+
+    def train_flops(self, model: nn.Module, batch: Batch) -> float:
+        """3 x the forward on the batch's (B, T) blocks (module docstring)."""
+        blocks, length = batch.tensors["inputs"].shape
+        return TRAIN_FLOPS_PER_FORWARD * forward_flops(self.config, model.lm_head.weight.shape[0], blocks, length)
 
     def effective_context(self, mean_sentence_tokens: float) -> EffectiveContext:
         """Its context window: no token is predicted from more than `context` tokens."""

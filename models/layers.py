@@ -4,6 +4,10 @@ Every layer works on the packed rows of one sentence step (`tgbench.models.strea
 layers on the (N, d) rows, attention after scattering them into a (B, T) grid. A layer reads its sizes from a
 config with `width`, `n_heads`, `dropout` and `attention_dropout` (`TGConfig` and the peers' configs all have
 them).
+
+The FLOP counts of these layers (`self_attention_flops`, `cross_attention_flops`, `swiglu_flops`, 2 x the
+multiply-adds of their matmuls, `tgbench.adapter.matmul_flops`) are the pieces of TG's, RMT's and TXL's
+formulas in their model files: N packed rows of a step, B streams, T the grid width, K memory columns.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tgbench.adapter import matmul_flops
 from tgbench.models.streams import StepInputs
 
 
@@ -31,6 +36,33 @@ class LayerConfig(Protocol):
 def swiglu_width(width: int) -> int:
     """SwiGLU inner width: 2/3 * 4d rounded to a multiple of 8 (same parameters as a GELU 4d FFN)."""
     return int(8 * round(2 / 3 * 4 * width / 8))
+
+
+def attention_flops(streams: int, queries: int, keys: int, width: int) -> float:
+    """Both attention products (q k^T, then the weights times v) of `streams` grids of `queries` x `keys`, all
+    heads together: 4 B Tq Tk d. The whole grid counts, as SDPA computes it (causal or masked entries too)."""
+    return 2 * matmul_flops(streams * queries, keys, width)
+
+
+def self_attention_flops(rows: int, streams: int, grid: int, width: int) -> float:
+    """`SelfAttention` on `rows` packed rows over a (streams, grid) grid: qkv and output projections on the
+    rows, the attention products on the grid: 8 N d^2 + 4 B T^2 d."""
+    d = width
+    return matmul_flops(rows, d, 3 * d) + matmul_flops(rows, d, d) + attention_flops(streams, grid, grid, d)
+
+
+def cross_attention_flops(rows: int, streams: int, grid: int, slots: int, width: int) -> float:
+    """`CrossAttention` reading `slots` memory columns: q and the gated output projection on the rows, the
+    attention products on the (streams, grid) x slots grid: 4 N d^2 + 4 B T K d. Nothing when the memory is
+    empty (the sub-layer is skipped). The keys and values were projected when written (`memory_kv`)."""
+    if slots == 0:
+        return 0.0
+    return 2 * matmul_flops(rows, width, width) + attention_flops(streams, grid, slots, width)
+
+
+def swiglu_flops(rows: int, width: int) -> float:
+    """`SwiGLU` on `rows` rows: w1, w3 (d -> inner) and w2 (inner -> d): 6 N d inner."""
+    return 3 * matmul_flops(rows, width, swiglu_width(width))
 
 
 def rank_encoding(n: int, width: int) -> torch.Tensor:

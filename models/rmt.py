@@ -20,6 +20,16 @@ memory (K x d parameter). Gradients flow through the memory across the whole str
 
 The blocks are TG's self-attention blocks (pre-LN, SwiGLU, packed rows scattered into a per-step
 grid only inside attention), imported from `models/tg.py`, so RMT and TG share the token path.
+
+Training FLOPs (`Adapter.train_flops`: 3 x the forward, FLOP = 2 x multiply-add). Segment step t has N_t
+packed rows, B_t streams and grid width T_t; the K read and K write rows of every stream run through all L
+layers with the segment, so with R = N + 2 B K rows on a grid of width G = T + 2 K step t costs
+
+    L (8 R d^2 + 4 B G^2 d + 6 R d inner)    qkv, output; q k^T and (weights) v on B x G x G; SwiGLU
+
+(inner = swiglu_width(d); the causal G x G square counts in full, as SDPA computes it). Once per batch the
+tied output layer adds 2 N_targets d V on the segment rows that have a target (every row but [EOS]); the write
+rows' final LayerNorm is not a matmul.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from torch import nn
 
 from tgbench.adapter import EffectiveContext, MemoryReads, Vocab
 from tgbench.core.errors import UserError
-from tgbench.models.layers import Block
+from tgbench.models.layers import Block, self_attention_flops, swiglu_flops
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
 from tgbench.models.streams import StepInputs, gather_rows, step_inputs
 from tgbench.models.tg import TG
@@ -182,6 +192,16 @@ class RMTAdapter(SegmentAdapter):
 
     def build(self, vocab: Vocab) -> nn.Module:
         return RMT(self.config, vocab, segment_tokens=self.unit_tokens)
+
+    def steps_forward_flops(self, steps) -> float:
+        """Every step's blocks on its segment rows plus K read and K write rows per stream (module docstring)."""
+        d, K, layers = self.config.width, self.config.memory_tokens, self.config.layers
+        total = 0.0
+        for row0, row1, stream0, stream1, T in steps:
+            B = stream1 - stream0
+            rows, grid = row1 - row0 + 2 * B * K, T + 2 * K
+            total += layers * (self_attention_flops(rows, B, grid, d) + swiglu_flops(rows, d))
+        return total
 
     def memory_reads(self, documents, vocab, *, epoch=None) -> MemoryReads:
         """Every segment reads all K memory tokens (the first one the learned initial memory): K per unit."""

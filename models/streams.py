@@ -18,6 +18,11 @@ How a batch runs (the speed design):
 documents become streams and batches, the weighted loss summed over steps, scoring each test document as one
 uncut stream, and generation unit by unit. A model behind it provides `run(tensors, steps)`, `step(...)`,
 `empty_memory()`, `wte`, `ln_f`, `lm_head` and `vocab`.
+
+Training FLOPs (`Adapter.train_flops`): 3 x the forward, which is each model's sum over the batch's steps
+(`steps_forward_flops`, its formula in its model file) plus the output layer once, 2 N_targets d V on the
+rows that have a target (every row but [EOS]); a model that checkpoints its steps (`recomputes_steps`) runs
+the steps' forward once more in the backward, which counts too.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import torch
 from torch import nn
 
 from tgbench.adapter import (
+    TRAIN_FLOPS_PER_FORWARD,
     Adapter,
     Batch,
     Document,
     LossParts,
     Sampler,
     Vocab,
+    matmul_flops,
 )
 from tgbench.data.split import cap_and_merge
 from tgbench.models.gpt2 import cross_entropy
@@ -310,6 +317,25 @@ class StreamAdapter(Adapter):
         if current:
             groups.append(current)
         return groups
+
+    def steps_forward_flops(self, steps: Sequence[tuple[int, int, int, int, int]]) -> float | None:
+        """Forward FLOPs of a batch's steps (`stream_layout`'s (row0, row1, stream0, stream1, T) per step),
+        everything but the output layer; None (the default): the model does not count them."""
+        return None
+
+    @property
+    def recomputes_steps(self) -> bool:
+        """Whether the backward runs every step's forward again (activation checkpointing per step)."""
+        return False
+
+    def train_flops(self, model: nn.Module, batch: Batch) -> float | None:
+        """3 x (the steps' forward + the output layer on the target rows), plus the steps' forward once more
+        when the backward recomputes it; see the module docstring."""
+        steps = self.steps_forward_flops(batch.meta["steps"])
+        if steps is None:
+            return None
+        head = matmul_flops(len(batch.tensors["targets"]), self.config.width, model.lm_head.weight.shape[0])
+        return TRAIN_FLOPS_PER_FORWARD * (steps + head) + (steps if self.recomputes_steps else 0.0)
 
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         t = batch.tensors

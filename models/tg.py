@@ -21,6 +21,24 @@ How a batch runs (the speed design):
     k_j = W_k m_j + b_k, v_j = W_v m_j + b_v, and at step t the keys are k_j + W_k pe(rank_j),
     identical to W_k (m_j + pe(rank_j)) + b_k with the rank encoding recomputed oldest-first.
   * The LM head runs once per batch on the rows that have a target (every row but [EOS]).
+
+Training FLOPs (`Adapter.train_flops`: 3 x the forward, FLOP = 2 x multiply-add). Sentence step t has N_t
+packed rows, B_t streams, grid width T_t (its longest unit) and K_t = min(t, M) memory slots (t 0-based; 0
+without `use_memory`). Over the L blocks there are s self- and c cross-attention sub-layers (alternate:
+s = ceil(L/2), c = floor(L/2); SC, CS, P: s = c = L); inner = swiglu_width(d). In cross mode step t costs
+
+    s (8 N d^2 + 4 B T^2 d)                       self-attention: qkv, output; q k^T and (weights) v on B x T x T
+  + [K > 0] c (4 N d^2 + 4 B T K d + 2 K d^2)     cross-attention: q, gated output; B x T x K; W_k of the rank encodings
+  + 6 L N d inner                                 SwiGLU
+  + 2 B d^2                                       the sentence head W_sent
+  + [use_memory] 4 c B d^2                        W_k, W_v of the written sentence vector, per C sub-layer
+
+(the causal T x T square counts in full, as SDPA computes it; a C sub-layer with an empty memory is skipped).
+In prefix mode every sub-layer is a self-attention sub-layer (c = 0; s = L for alternate, 2L for SC, CS, P) over
+the memory rows placed before the sentence: N -> N + B K and T -> T + K. Once per batch the tied output layer
+adds 2 N_targets d V on the rows that have a target (every row but [EOS]). Gates, norms, pooling and the rank
+encodings' addition are elementwise and not counted. With `checkpoint_steps` the backward runs every step's
+forward again: the steps' forward counts 4 times instead of 3 (the output layer, outside the checkpoints, 3).
 """
 
 
@@ -43,9 +61,17 @@ from tgbench.adapter import (
     MemoryReads,
     Vocab,
     heads_for,
+    matmul_flops,
 )
 from tgbench.core.errors import UserError
-from tgbench.models.layers import Block, CrossAttention, rank_encoding
+from tgbench.models.layers import (
+    Block,
+    CrossAttention,
+    cross_attention_flops,
+    rank_encoding,
+    self_attention_flops,
+    swiglu_flops,
+)
 from tgbench.models.streams import StepInputs, StreamAdapter, gather_rows, split_spans, step_inputs
 
 BLOCK_PATTERNS = ("alternate", "SC", "CS", "P")
@@ -407,6 +433,20 @@ class TG(nn.Module):
         return {"hidden": self.ln_f(x), "penalty": penalty, "vectors": vectors, "memory": memory}
 
 
+def step_flops(config: TGConfig, rows: int, streams: int, grid: int, slots: int) -> float:
+    """Forward FLOPs of one sentence step reading `slots` memory slots, output layer aside (module docstring)."""
+    d = config.width
+    if config.memory_mode == "prefix":  # the memory rows go through every layer before the sentence's
+        rows, grid = rows + streams * slots, grid + slots
+    letters = "".join(config.block_kinds()).replace("P", "SC")
+    readers = letters.count("C")
+    attention = letters.count("S") * self_attention_flops(rows, streams, grid, d)
+    if slots:
+        attention += readers * (cross_attention_flops(rows, streams, grid, slots, d) + matmul_flops(slots, d, d))
+    writes = readers * 2 * matmul_flops(streams, d, d) if config.use_memory else 0.0
+    return attention + config.layers * swiglu_flops(rows, d) + matmul_flops(streams, d, d) + writes
+
+
 class TGAdapter(StreamAdapter):
     """Thought Gestalt: sentence streams with a FIFO memory of sentence vectors (paper sections 1-3)."""
 
@@ -417,6 +457,16 @@ class TGAdapter(StreamAdapter):
     # -- building -----------------------------------------------------------------------------
     def build(self, vocab: Vocab) -> nn.Module:
         return TG(self.config, vocab, sentence_tokens=self.unit_tokens)
+
+    @property
+    def recomputes_steps(self) -> bool:
+        return self.config.checkpoint_steps
+
+    def steps_forward_flops(self, steps) -> float:
+        """Every step's `step_flops`, step t reading min(t, memory_slots) slots (none without `use_memory`)."""
+        M = self.config.memory_slots if self.config.use_memory else 0
+        return sum(step_flops(self.config, row1 - row0, stream1 - stream0, T, min(t, M))
+                   for t, (row0, row1, stream0, stream1, T) in enumerate(steps))
 
     # -- what the model can see ---------------------------------------------------------------
     def memory_reads(self, documents, vocab, *, epoch=None) -> MemoryReads:

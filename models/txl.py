@@ -18,6 +18,18 @@ depends only on the distance between two tokens, with no absolute position table
 Transformer-XL's sinusoidal relative encoding with learned u, v biases (docs/choices.md).
 
 The blocks reuse TG's self-attention projections, SwiGLU and packed-row layout from `models/tg.py`.
+
+Training FLOPs (`Adapter.train_flops`: 3 x the forward, FLOP = 2 x multiply-add). Segment step t has N_t
+packed rows, B_t streams and grid width T_t; the cache before it is W_t columns wide (W_0 = 0,
+W_{t+1} = min(M, W_t + T_t): the cache keeps grid columns, padding included, up to `memory_tokens` = M). Every
+layer attends from the B x T grid to W + T keys (cached, then the segment's), so step t costs
+
+    L (8 N d^2 + 4 B T (W + T) d + 6 N d inner)    qkv, output; q k^T and (weights) v; SwiGLU
+
+(inner = swiglu_width(d); the masked T x (W + T) grid counts in full, as SDPA computes it). The cached keys
+and values were projected when their segment ran, so reading them adds only the attention products. Once per
+batch the tied output layer adds 2 N_targets d V on the rows that have a target (every row but [EOS]).
+Rotary positions are elementwise and not counted.
 """
 
 from __future__ import annotations
@@ -31,7 +43,15 @@ from torch import nn
 
 from tgbench.adapter import EffectiveContext, Vocab
 from tgbench.core.errors import UserError
-from tgbench.models.layers import SelfAttention, SwiGLU, merge_heads, split_heads
+from tgbench.models.layers import (
+    SelfAttention,
+    SwiGLU,
+    attention_flops,
+    merge_heads,
+    self_attention_flops,
+    split_heads,
+    swiglu_flops,
+)
 from tgbench.models.segments import SegmentAdapter, SegmentConfig
 from tgbench.models.streams import StepInputs, gather_rows, step_inputs
 from tgbench.models.tg import TG
@@ -266,6 +286,17 @@ class TXLAdapter(SegmentAdapter):
 
     def build(self, vocab: Vocab) -> nn.Module:
         return TXL(self.config, vocab)
+
+    def steps_forward_flops(self, steps) -> float:
+        """Every step's blocks, each layer's attention also over the W_t cached columns (module docstring)."""
+        d, layers = self.config.width, self.config.layers
+        total, cached = 0.0, 0
+        for row0, row1, stream0, stream1, T in steps:
+            rows, B = row1 - row0, stream1 - stream0
+            attention = self_attention_flops(rows, B, T, d) + attention_flops(B, T, cached, d)
+            total += layers * (attention + swiglu_flops(rows, d))
+            cached = min(self.config.memory_tokens, cached + T)
+        return total
 
     def memory_reads(self, documents, vocab, *, epoch=None) -> None:
         """None: the cache holds token states, not a memory of sentence slots (see `effective_context`)."""

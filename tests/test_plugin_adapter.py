@@ -48,6 +48,8 @@ def test_external_lstm_adapter_trains_scores_and_evaluates_through_the_cli(tmp_p
                                   "--no-progress"])
     assert trained.exit_code == 0, trained.output
     assert (tmp_path / "run" / "DONE").exists()
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["flops_method"] == "measured" and summary["train_flops"] > 0  # no train_flops: FlopCounterMode
     evaluated = runner.invoke(app, ["eval", "--task", "ppl", "--run", str(tmp_path / "run")])
     assert evaluated.exit_code == 0, evaluated.output
     ppl = json.loads((tmp_path / "run" / "eval" / "ppl.json").read_text())["results"]["ppl"]

@@ -11,6 +11,8 @@ from tgbench.core.errors import Interrupted, TrainingFailed, UserError
 from tgbench.models.gpt2 import GPT2Adapter
 from tgbench.plan.config import RunConfig, TrainConfig, load_run_config
 from tgbench.registry import resolved
+from tgbench.results.columns import COMPUTE_COLUMNS
+from tgbench.results.table import collect_row
 from tgbench.training.rundir import RunDir
 from tgbench.training.trainer import train
 
@@ -40,6 +42,13 @@ def test_run_directory_holds_every_file_and_the_model_learns(tmp_path, tiny_corp
     assert all(r["tokens_per_s"] > 0 and r["sentences_per_s"] > 0 for r in train_records)
     assert result.best_val_loss < 3.6  # ln(44) ~ 3.8 is chance level
     assert load_run_config(run.config_path) == resolved(config())
+    summary = json.loads(run.summary_path.read_text())
+    assert summary["flops_method"] == "counted" and summary["train_seconds"] > 0
+    assert summary["flops_per_token"] == pytest.approx(summary["train_flops"] / summary["tokens"])
+    # Every block is computed whole (padding too), the attention square and the output layer on top of 6N.
+    assert summary["train_flops"] > summary["flops_6nd"] > 0
+    row = collect_row(run.path)  # results.csv's row
+    assert {c: row[c] for c in COMPUTE_COLUMNS} == {c: summary[c] for c in COMPUTE_COLUMNS}
 
 
 def test_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, tiny_corpus, monkeypatch):
@@ -60,6 +69,7 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, t
     monkeypatch.setattr(GPT2Adapter, "loss", original)
     resumed = train(config(), tmp_path / "cut", corpus=tiny_corpus, progress=False)
     assert losses(resumed.run_dir) == losses(reference.run_dir)
+    assert resumed.summary["train_flops"] == reference.summary["train_flops"]  # the checkpoint kept the sum
     ours = load_file(str(resumed.run_dir / "checkpoints/latest.safetensors"))
     theirs = load_file(str(reference.run_dir / "checkpoints/latest.safetensors"))
     assert all((ours[k] == theirs[k]).all() for k in theirs if k.startswith("model."))

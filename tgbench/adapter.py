@@ -35,6 +35,16 @@ def heads_for(width: int, head_dim: int = HEAD_DIM) -> int:
     return max(1, math.ceil(width / head_dim))
 
 
+# Training FLOPs of a batch per forward FLOP: the forward, then a backward of two matmuls per forward matmul
+# (the gradients of both operands). See `Adapter.train_flops`.
+TRAIN_FLOPS_PER_FORWARD = 3
+
+
+def matmul_flops(rows: int, inner: int, cols: int) -> float:
+    """FLOPs of a (rows, inner) x (inner, cols) product: 2 x its multiply-adds (torch's FlopCounterMode's unit)."""
+    return 2.0 * rows * inner * cols
+
+
 @dataclass(frozen=True)
 class Vocab:
     """A base vocabulary with the four specials appended after it.
@@ -273,6 +283,28 @@ class Adapter(ABC):
         rule rather than chopped afterwards.
         """
         return data
+
+    def train_flops(self, model: nn.Module, batch: Batch) -> float | None:
+        """Training FLOPs (forward + backward) of `batch` as `loss` and its backward compute it, counted
+        analytically from the batch's shapes (`Batch.tensors`, `Batch.meta`); None (the default) when the
+        adapter does not count them.
+
+        A FLOP is one multiply or one add: a matmul of (m, k) by (k, n) is 2 m k n (2 x its multiply-adds,
+        `matmul_flops`, the unit of torch's FlopCounterMode). Counted: every matmul-like product on the rows it
+        is actually computed on: projections and feed-forward layers; both attention products (scores q k^T and
+        the weighted sum of values) on the grid the attention kernel computes (a causal square counts in full,
+        as SDPA computes it, not the half a causal mask keeps); padding rows that are computed; memory reads
+        (cross-attention to memory slots, memory or cached rows placed before a segment), projections of
+        what is written to a memory, cached keys and values attended to; boundary tokens; the output layer on
+        the rows it is computed on. Not counted: elementwise ops, norms, softmax, the loss, embedding lookups,
+        gathers and scatters. The backward is taken as 2 x the forward for every matmul (the gradients of both
+        operands), so the result is `TRAIN_FLOPS_PER_FORWARD` (3) x the forward count, plus any forward the
+        backward runs again (activation checkpointing).
+
+        The trainer sums it over every batch a run trains on (summary.json's `train_flops`); an adapter that
+        returns None gets a measured estimate instead (`tgbench.training.flops`).
+        """
+        return None
 
     # -- evaluation -----------------------------------------------------------------------
     @abstractmethod

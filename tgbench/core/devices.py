@@ -83,6 +83,14 @@ def autocast_context(device: torch.device, dtype: str):
     return contextlib.nullcontext()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a GPU (a wall-clock reading after it then includes that work); nothing on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process: allocated GPU memory on CUDA; on CPU the peak resident set size.
 

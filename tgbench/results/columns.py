@@ -73,12 +73,17 @@ DONE = "done"
 PRIMARY_TASK = "ppl"  # the task whose lexical loss is test_loss (the fits and the verdict)
 MEMORY_TRAIN = "memory_slots_train"
 
+COMPUTE_COLUMNS = ("train_flops", "flops_per_token", "train_seconds", "flops_method", "flops_6nd")
+
 RESULT_COLUMNS = [
     "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
     "steps", "tokens_seen", VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "tokens_per_s", "sentences_per_s",
     "peak_memory_mb", "config_hash", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
     # Memory slots a sentence-memory model read per sentence in training (summary.json; evaluation: the ppl task).
     MEMORY_TRAIN,
+    # What training cost (summary.json): counted or measured FLOPs of the batches trained on, per lexical token,
+    # how they were obtained, the training loop's wall seconds, and 6 x all parameters x tokens for reference.
+    *COMPUTE_COLUMNS,
     # the replicate design (the verdict reads seed_scheme) and the runs' flags (tgbench.results.flags)
     "data_seed", "init_seed", "seed_scheme", "flags",
 ]
@@ -120,6 +125,11 @@ COLUMNS: dict[str, Metric] = {m.name: m for m in (
     Metric("clipped_fraction", fmt=".0%", label="clipped", unit="of steps"),
     Metric("flags", fmt="text", unit="tgbench/results/flags.py"),
     Metric(MEMORY_TRAIN, fmt=".2f", label="memory read", unit="slots/sentence, training"),
+    Metric("train_flops", fmt="si", label="training FLOPs", unit="forward + backward"),
+    Metric("flops_per_token", fmt="si", label="FLOPs/token", unit="per lexical training token"),
+    Metric("train_seconds", fmt=",.0f", label="training time", unit="s, evaluation excluded"),
+    Metric("flops_method", fmt="text", label="FLOPs from", unit="counted or measured"),
+    Metric("flops_6nd", fmt="si", label="6ND", unit="FLOPs, all parameters"),
     Metric(MEMORY_TEST, fmt=".2f", label="memory read", unit="slots/sentence, test"),
 )}
 

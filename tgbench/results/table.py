@@ -27,6 +27,7 @@ from tgbench.plan.comparison import comparison, label_of  # noqa: F401 (the one 
 from tgbench.plan.config import GRID_FILE, SCHEME_PER_BUDGET, SCHEME_SHARED
 from tgbench.registry import BUILTIN_TASKS, task_class
 from tgbench.results.columns import (
+    COMPUTE_COLUMNS,
     DONE,
     MEMORY_TRAIN,
     PRIMARY_TASK,
@@ -105,6 +106,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "lr": config.train.lr, "lr_source": meta.get("lr_source"),
         "max_grad_norm": summary.get("max_grad_norm"), "clipped_fraction": summary.get("clipped_fraction"),
         MEMORY_TRAIN: summary.get("memory_slots_per_sentence"),
+        **{column: summary.get(column) for column in COMPUTE_COLUMNS},
         "data_seed": config.train.data_order_seed, "init_seed": config.train.initialisation_seed,
         # grids set both seeds per (budget, replicate); a run that leaves them to `seed` shares it across budgets
         "seed_scheme": (SCHEME_PER_BUDGET if config.train.data_seed >= 0 and config.train.init_seed >= 0
@@ -271,7 +273,7 @@ def read_results(grid_dir: Path, variants: dict[str, str] | None = None) -> pd.D
     if csv.is_file() and not results_stale(grid_dir):
         try:
             results = pd.read_csv(csv, dtype={"variant": str, "label": str, "run_id": str, "status": str,
-                                              "lr_source": str},
+                                              "lr_source": str, "flops_method": str},
                                   keep_default_na=False, na_values=[""])
         except (OSError, ValueError, pd.errors.EmptyDataError):
             results = None

@@ -14,6 +14,11 @@ own `grad_accumulation` batches of each step, and torch DDP averages the gradien
 writes the run directory. A single process with `grad_accumulation = world_size` computes the same
 steps. Steps that cannot be filled at the end of an epoch are dropped (only when a step takes more
 than one batch).
+
+Compute: every step adds its batches' training FLOPs (`tgbench.training.flops`: the adapter's count, else a
+measured estimate) to the run's total, and the training loop's wall time, evaluation and checkpoints left out,
+to its training seconds; both are kept in the checkpoint's TrainState, so a resumed run continues them, and
+summary.json gives them with FLOPs per lexical token, the method and 6ND beside them.
 """
 
 
@@ -41,16 +46,19 @@ from tgbench.core.devices import (
     distributed_from_env,
     init_process_group,
     resolve_device,
+    synchronize,
 )
 from tgbench.core.errors import Interrupted, TrainingFailed, UserError
 from tgbench.core.files import read_json, write_json
 from tgbench.data import load_corpus
+from tgbench.plan.compute import training_flops
 from tgbench.plan.config import RunConfig
 from tgbench.plan.expand import RunSpec
 from tgbench.registry import adapter_code, build_adapter, resolved
 from tgbench.training.advice import unigram_loss, warn_if_few_steps, warn_if_large, warn_if_untrained
 from tgbench.training.checkpoints import Checkpoint, latest_good_checkpoint, save_checkpoint
 from tgbench.training.current import run_state
+from tgbench.training.flops import COUNTED, MEASURED, BatchFlops
 from tgbench.training.optim import make_optimizer, make_scheduler
 from tgbench.training.rundir import LOCK_NAME, RunDir, provenance, run_lock
 from tgbench.training.tracking import RunInfo, Tracker, make_trackers, stdout_is_terminal, timestamp
@@ -161,6 +169,11 @@ class TrainState:
         tokens: Lexical training tokens consumed (all processes together).
         best_val_loss: Lowest validation loss so far (None before the first validation).
         window: The sums of the current logging window.
+        flops: Training FLOPs of the batches consumed (all processes together); None when unknown (a run
+            resumed from a checkpoint written before they were counted).
+        flops_method: "counted" (every batch by its adapter) or "measured" (some batch by FlopCounterMode).
+        train_seconds: Wall seconds of the training loop so far, evaluation and checkpoints left out (None:
+            unknown, as `flops`).
     """
 
     step: int = 0
@@ -169,6 +182,9 @@ class TrainState:
     tokens: int = 0
     best_val_loss: float | None = None
     window: Window = field(default_factory=Window)
+    flops: float | None = 0.0
+    flops_method: str = COUNTED
+    train_seconds: float | None = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "window"}
@@ -182,8 +198,10 @@ class TrainState:
                         int(acc.get("lexical_tokens", 0)), int(acc.get("sentences", 0)), int(acc.get("steps", 0)),
                         float(acc.get("grad_norm", 0.0)), float(acc.get("grad_norm_max", 0.0)),
                         int(acc.get("clipped", 0)))
+        unknown = 0.0 if int(raw["step"]) == 0 else None  # a checkpoint from before FLOPs were counted
         return cls(int(raw["step"]), int(raw["epoch"]), int(raw["batch"]), int(raw["tokens"]),
-                   raw.get("best_val_loss"), window)
+                   raw.get("best_val_loss"), window, raw.get("flops", unknown), raw.get("flops_method", COUNTED),
+                   raw.get("train_seconds", unknown))
 
 
 class _LossModule(torch.nn.Module):
@@ -225,6 +243,8 @@ class Session:
     window_start: float = 0.0
     lr: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    flops: BatchFlops | None = None  # the training FLOPs of a batch (set by `_start`)
+    clock: float = 0.0  # when the training clock last started (`_clock_in`)
 
     @property
     def total_steps(self) -> int:
@@ -396,6 +416,7 @@ def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, 
         dist=dist_info, vocab=vocab, train_docs=train_docs,
         valid_docs=validation_documents(corpus.splits["valid"].documents(), tc.eval_tokens),
         steps_per_epoch=steps_per_epoch, n_params=adapter.n_params(model), on_log=on_log, memory=memory, advice=advice,
+        flops=BatchFlops(adapter, model),
     )
     checkpoint = latest_good_checkpoint(run.checkpoints, warn=lambda m: console.print(f"[yellow]{m}"))
     if checkpoint is not None and resume == "auto":
@@ -447,7 +468,7 @@ def _run_epochs(session: Session, progress: bool) -> None:
     with SignalGuard() as guard, progress_bar:
         task = progress_bar.add_task(f"train {session.config.model}", total=session.total_steps,
                                      completed=state.step, loss=float("nan"))
-        session.window_start = time.perf_counter()
+        session.window_start = session.clock = time.perf_counter()
         while state.epoch < tc.epochs:
             batches = session.epoch_batches(state.epoch)
             per_step = session.batches_per_step
@@ -457,24 +478,59 @@ def _run_epochs(session: Session, progress: bool) -> None:
                     record = _log_window(session)
                     progress_bar.update(task, loss=record["train_lexical_loss"])
                 if state.step % eval_every == 0:
-                    _evaluate(session)
+                    with _off_clock(session):
+                        _evaluate(session)
                 if state.step % tc.checkpoint_every == 0:
-                    _save(session, "latest", keep_previous=True)
+                    with _off_clock(session):
+                        _save(session, "latest", keep_previous=True)
                 progress_bar.update(task, completed=state.step)
                 signum = _agreed_signal(session, guard.received)
                 if signum is not None:
+                    _clock_in(session)
                     _save(session, "latest", keep_previous=True)
                     raise Interrupted(signum, session.run.path)
             state.epoch += 1
             state.batch = 0
+        _clock_in(session)
     if state.step % eval_every != 0:
         _evaluate(session)
     _save(session, "latest", keep_previous=True)
 
 
+def _clock_in(session: Session) -> None:
+    """Add the wall time since the training clock last started to the run's training seconds, once the device
+    has finished the steps queued on it, and start the clock again."""
+    synchronize(session.device)
+    now = time.perf_counter()
+    if session.state.train_seconds is not None:
+        session.state.train_seconds += now - session.clock
+    session.clock = now
+
+
+@contextlib.contextmanager
+def _off_clock(session: Session):
+    """Evaluation and checkpoints: wall time left out of the training seconds."""
+    _clock_in(session)
+    try:
+        yield
+    finally:
+        session.clock = time.perf_counter()
+
+
+def _count_flops(session: Session, step_batches: Sequence[Batch]) -> None:
+    """Add the training FLOPs of a step's batches (all processes' batches) to the run's total."""
+    state = session.state
+    if state.flops is None:
+        return
+    state.flops += sum(session.flops(batch, state.epoch) for batch in step_batches)
+    if session.flops.method == MEASURED:
+        state.flops_method = MEASURED
+
+
 def _step(session: Session, step_batches: Sequence[Batch]) -> None:
     """One optimiser step over this process's share of `step_batches` (all processes' batches)."""
     tc, state, window = session.config.train, session.state, session.state.window
+    _count_flops(session, step_batches)
     accumulation = tc.grad_accumulation
     mine = step_batches[session.dist.rank * accumulation: (session.dist.rank + 1) * accumulation]
     for index, batch in enumerate(mine):
@@ -644,6 +700,7 @@ def _finish(session: Session) -> RunResult:
         "peak_memory_mb": session.memory.peak_mb(), "wall_s_this_session": time.perf_counter() - session.started,
         "world_size": session.dist.world_size, "config_hash": session.config.hash(),
         "unigram_val_ppl": math.exp(unigram) if math.isfinite(unigram) else None,
+        **compute_summary(state, sum(p.numel() for p in session.model.parameters())),
     }
     summary.update(_training_memory_reads(session))
     if session.dist.is_main:
@@ -658,6 +715,17 @@ def _finish(session: Session) -> RunResult:
 
         dist.barrier()  # no process leaves before DONE is written
     return RunResult(run.path, "done", state.best_val_loss, state.step, summary)
+
+
+def compute_summary(state: TrainState, total_params: int) -> dict[str, Any]:
+    """What the run's training cost: `train_flops` (the batches' counted or measured FLOPs), `flops_per_token`
+    (per lexical training token), `flops_method`, `train_seconds` (the training loop's wall time, evaluation
+    and checkpoints left out) and `flops_6nd` (6 x every parameter x lexical tokens, for reference)."""
+    flops = state.flops  # None: resumed from a checkpoint written before FLOPs were counted
+    known = flops is not None
+    return {"train_flops": flops, "flops_per_token": flops / state.tokens if known and state.tokens else None,
+            "flops_method": state.flops_method if known else None, "train_seconds": state.train_seconds,
+            "flops_6nd": training_flops(total_params, state.tokens)}
 
 
 def gradient_summary(records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
