@@ -16,7 +16,16 @@ from tgbench.data.corpus import load_corpus
 from tgbench.models.gpt2 import block_lexical, pack_stream
 from tgbench.models.gpt2_boundary import flatten_with_boundaries
 from tgbench.plan.config import RunConfig
-from tgbench.plan.steps import batch_rng, epoch_documents
+from tgbench.plan.expand import expand
+from tgbench.plan.grid import GridConfig
+from tgbench.plan.steps import (
+    batch_rng,
+    epoch_documents,
+    epoch_steps,
+    estimate_reasons,
+    grid_steps,
+    step_warnings,
+)
 from tgbench.registry import build_adapter
 
 ADAPTERS = ("gpt2", "gpt2-boundary", "gpt2-gist", "tg", "tg-span", "rmt", "txl")
@@ -152,3 +161,44 @@ def test_every_adapter_on_the_full_corpora(name, budget):
     """The real corpora (the default cache; encoded once, ~1 min) at the presets' budgets and later epochs."""
     corpus = load_corpus(DataConfig(corpus=name, tokenizer="bpe-8192"), progress=False)
     check_equal_steps(corpus, name, budget, epochs=(0, 1, 5))
+
+
+# -- validate and --dry-run: the steps of every model and budget ----------------------------------------
+def small_grid(tmp_path, **train):
+    from test_grid import tiny_grid
+
+    raw = tiny_grid(tmp_path, design="cross", widths=[16], seeds=[0, 1], budgets=[600, 1200])
+    raw["train"].update(epochs=2, batch_tokens=64)
+    raw["models"][1]["train"] = dict(train)
+    return GridConfig.from_dict(raw)
+
+
+def test_grid_steps_are_estimated_until_the_corpus_is_encoded_then_counted_as_the_trainer_counts(tmp_path):
+    grid = small_grid(tmp_path)
+    estimated = grid_steps(grid)
+    assert [(r.label, r.tokens) for r in estimated] == [("tg", 600), ("gpt2", 600), ("tg", 1200), ("gpt2", 1200)]
+    assert all(not r.counted and r.steps == [2 * round(r.tokens / 64)] * 2 for r in estimated)
+    assert "not encoded yet" in estimate_reasons(estimated)[0]
+
+    corpus = load_corpus(grid.data, progress=False)
+    counted = grid_steps(grid)
+    assert all(r.counted for r in counted) and not estimate_reasons(counted) and not step_warnings(counted)
+    for spec in expand(grid):  # the count is the trainer's: its subset, its epochs, its batches
+        split = corpus.splits["train"]
+        docs = split.documents(split.subset(spec.tokens, spec.config.train.data_order_seed))
+        steps = sum(epoch_steps(build_adapter(spec.config), docs, corpus.vocab, spec.config.train))
+        row = next(r for r in counted if (r.label, r.tokens) == (spec.label, spec.tokens))
+        assert steps in row.steps
+    tg, gpt2 = counted[-2:]
+    assert tg.steps == gpt2.steps and abs(tg.tokens_per_step / 64 - 1) < 0.05
+
+
+def test_models_of_one_budget_with_different_steps_are_warned_about(tmp_path, capsys):
+    from tgbench.cli.grid import print_steps
+
+    grid = small_grid(tmp_path, batch_tokens=128)  # gpt2 takes half the steps
+    load_corpus(grid.data, progress=False)
+    print_steps(grid)
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "optimizer steps per model and budget" in flat and "counted" in flat
+    assert flat.count("warning: at D = ") == 2 and "gpt2" in flat and "tg takes 100% more than gpt2" in flat, flat

@@ -102,7 +102,7 @@ def _batching_key(spec: RunSpec) -> tuple:
     depends on them), so the runs of one replicate at several widths are counted once."""
     options = {k: v for k, v in spec.config.model_options.items() if k not in ("width", "layers", "heads")}
     train = spec.config.train
-    return (spec.adapter, repr(sorted(options.items())), spec.config.data, spec.tokens, train.data_order_seed,
+    return (spec.adapter, repr(sorted(options.items())), repr(spec.config.data), spec.tokens, train.data_order_seed,
             train.batch_tokens, train.epochs, train.grad_accumulation)
 
 
@@ -121,7 +121,7 @@ def grid_steps(grid: GridConfig, count_limit: int = COUNT_LIMIT) -> list[ModelSt
     encoded in the cache and a run has at most `count_limit` lexical tokens x epochs; else estimated as
     round(tokens / batch_tokens) per epoch. Nothing is encoded here.
     """
-    corpora: dict[Any, Any] = {}
+    corpora: dict[str, Any] = {}  # repr(DataConfig) -> the cached corpus, None, or why it cannot be read
     runs: dict[tuple, tuple[int, int, str]] = {}
     rows: dict[tuple[str, int], ModelSteps] = {}
     for spec in expand(grid):
@@ -143,17 +143,17 @@ def grid_steps(grid: GridConfig, count_limit: int = COUNT_LIMIT) -> list[ModelSt
     return sorted(rows.values(), key=lambda r: (r.tokens, order.get(r.label, len(order))))
 
 
-def _count(spec: RunSpec, corpora: dict[Any, Any], count_limit: int) -> tuple[int, int, str]:
+def _count(spec: RunSpec, corpora: dict[str, Any], count_limit: int) -> tuple[int, int, str]:
     """(steps, lexical tokens x epochs, "") of one run counted on the cached corpus, or (estimate, 0, why)."""
     train = spec.config.train
     adapter = build_adapter(spec.config)
     data = adapter.data_config(spec.config.data)
-    if data not in corpora:
+    if repr(data) not in corpora:
         try:
-            corpora[data] = cached_corpus(data)
+            corpora[repr(data)] = cached_corpus(data)
         except UserError as err:  # e.g. a preset's placeholder corpus path
-            corpora[data] = err.message
-    corpus = corpora[data]
+            corpora[repr(data)] = err.message
+    corpus = corpora[repr(data)]
     available = corpus.splits["train"].lexical_tokens if hasattr(corpus, "splits") else 0
     if corpus is None:
         why = f"corpus '{data.corpus}' is not encoded yet with these data settings"
