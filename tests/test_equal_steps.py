@@ -202,3 +202,25 @@ def test_models_of_one_budget_with_different_steps_are_warned_about(tmp_path, ca
     flat = " ".join(capsys.readouterr().out.split())
     assert "optimizer steps per model and budget" in flat and "counted" in flat
     assert flat.count("warning: at D = ") == 2 and "gpt2" in flat and "tg takes 100% more than gpt2" in flat, flat
+
+
+# -- results.csv and the report ------------------------------------------------------------------------
+def test_results_and_the_runs_table_give_lexical_tokens_per_step(tmp_path):
+    import pandas as pd
+    from report_fixture import write_synthetic_grid
+
+    from tgbench.report.page import render_report
+    from tgbench.results.columns import LEXICAL_PER_STEP
+    from tgbench.results.table import read_results, write_results
+
+    grid = write_synthetic_grid(tmp_path / "grid", fits=False)
+    frame = write_results(grid)
+    done = frame[frame["status"] == "done"]
+    assert np.allclose(done[LEXICAL_PER_STEP], done["tokens_seen"] / done["steps"])
+    csv = grid / "results.csv"
+    assert LEXICAL_PER_STEP in pd.read_csv(csv).columns
+    pd.read_csv(csv).drop(columns=[LEXICAL_PER_STEP]).to_csv(csv, index=False)  # one written before the column
+    again = read_results(grid)
+    assert np.allclose(again.loc[again["status"] == "done", LEXICAL_PER_STEP], done["tokens_seen"] / done["steps"])
+    runs = render_report(grid).split('<section id="runs"', 1)[1].split("</section>", 1)[0]
+    assert ">steps</th>" in runs and ">tokens/step<span" in runs
