@@ -38,6 +38,7 @@ from tgbench.adapter import (
     LossParts,
     Sampler,
     Vocab,
+    batch_ends,
     heads_for,
     matmul_flops,
 )
@@ -254,10 +255,17 @@ def pack_stream(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray
     return np.concatenate(pieces), np.concatenate(ends)
 
 
-def block_count(stream_length: int, context: int, batch_tokens: int) -> int:
-    """How many batches `block_batches` cuts a stream of `stream_length` tokens into (no tensors built)."""
+def block_lexical(stream_length: int, markers: np.ndarray, context: int) -> np.ndarray:
+    """Lexical targets in each block `block_batches` cuts a stream into, from the stream's length and the positions of
+    its non-lexical tokens (`[EOD]`, boundary markers) alone: what `count_batches` groups without building tensors.
+
+    A block's targets are the next `context` tokens of the stream (the last block's end in padding, not counted).
+    """
     n_blocks = max(1, math.ceil((stream_length - 1) / context))
-    return math.ceil(n_blocks / max(1, batch_tokens // context))
+    targets = np.clip(stream_length - 1 - context * np.arange(n_blocks), 0, context)  # (n_blocks,) real targets
+    markers = np.asarray(markers, dtype=np.int64)
+    markers = markers[markers >= 1]  # position 0 is an input only
+    return targets - np.bincount((markers - 1) // context, minlength=n_blocks)[:n_blocks]
 
 
 def block_batches(
@@ -265,7 +273,9 @@ def block_batches(
 ) -> list[Batch]:
     """Cut a token stream into (input, target) blocks of `context` tokens, grouped into batches.
 
-    The last block is padded; its padding targets are `IGNORE`d by the loss.
+    The last block is padded; its padding targets are `IGNORE`d by the loss. Consecutive blocks are grouped by
+    their lexical targets (`batch_ends`), so a batch carries `batch_tokens` lexical tokens on average over the
+    stream, whatever share of it `[EOD]` and boundary markers take: the number of blocks per batch varies.
     """
     n_blocks = max(1, math.ceil((len(stream) - 1) / context))
     padded = np.full(n_blocks * context + 1, vocab.pad_id, dtype=np.int64)
@@ -275,23 +285,25 @@ def block_batches(
     inputs = padded[:-1].reshape(n_blocks, context)
     targets = padded[1:].reshape(n_blocks, context)
     target_ends = ends[1:].reshape(n_blocks, context)
-    per_batch = max(1, batch_tokens // context)
+    lexical_blocks = targets < vocab.base_size  # (n_blocks, context)
     batches = []
-    for start in range(0, n_blocks, per_batch):
-        x = inputs[start : start + per_batch]
-        y = targets[start : start + per_batch]
+    start = 0
+    for stop in batch_ends(lexical_blocks.sum(axis=1), batch_tokens):
+        x = inputs[start:stop]
+        y = targets[start:stop]
         # A trailing [PAD] input after the stream ends is harmless: its target is [PAD] too.
         x = np.where(x == vocab.pad_id, vocab.eod_id, x)
-        lexical = y < vocab.base_size
+        lexical = lexical_blocks[start:stop]
         y = np.where(y == vocab.pad_id, IGNORE, y)
         batches.append(
             Batch(
                 tensors={"inputs": x, "targets": y, "lexical": lexical},
                 lexical_tokens=int(lexical.sum()),
-                sentences=int(target_ends[start : start + per_batch].sum()),
+                sentences=int(target_ends[start:stop].sum()),
                 computed_slots=int(x.size),
             )
         )
+        start = stop
     return batches
 
 
@@ -310,8 +322,9 @@ class GPT2Adapter(Adapter):
         return block_batches(stream, ends, vocab, self.config.context, batch_tokens)
 
     def count_batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> int:
-        stream_length = sum(1 + sum(len(s) for s in doc) for doc in documents)  # pack_stream's [EOD] doc ...
-        return block_count(stream_length, self.config.context, batch_tokens)
+        lengths = np.array([1 + sum(len(s) for s in doc) for doc in documents], dtype=np.int64)  # [EOD] doc ...
+        eods = np.cumsum(lengths) - lengths  # pack_stream's [EOD] positions
+        return len(batch_ends(block_lexical(int(lengths.sum()), eods, self.config.context), batch_tokens))
 
     def loss(self, model: nn.Module, batch: Batch, epoch: int) -> LossParts:
         inputs, targets = batch.tensors["inputs"], batch.tensors["targets"]  # (B, T)

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tgbench.adapter import Batch, Document, Sampler, Vocab
-from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, block_batches, block_count
+from tgbench.adapter import Batch, Document, Sampler, Vocab, batch_ends
+from tgbench.models.gpt2 import GPT2Adapter, GPT2Config, block_batches, block_lexical
 
 
 def flatten_with_boundaries(documents: Sequence[Document], vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
@@ -46,23 +46,18 @@ class GPT2BoundaryAdapter(GPT2Adapter):
     sentence_boundaries = True
 
     def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
+        """Packed blocks grouped by their lexical targets: `[BOS] [EOS] [EOD]` targets do not count towards
+        `batch_tokens`, so a batch holds more blocks than GPT-2's and the two train the same number of steps."""
         stream, ends = flatten_with_boundaries(documents, vocab)
-        batches = block_batches(stream, ends, vocab, self.config.context,
-                                self._stream_batch_tokens(len(stream), documents, batch_tokens))
+        batches = block_batches(stream, ends, vocab, self.config.context, batch_tokens)
         for batch in batches:
             batch.tensors["vocab_base"] = vocab.base_size
         return batches
 
     def count_batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> int:
         stream, _ = flatten_with_boundaries(documents, vocab)
-        return block_count(len(stream), self.config.context,
-                           self._stream_batch_tokens(len(stream), documents, batch_tokens))
-
-    @staticmethod
-    def _stream_batch_tokens(stream_length: int, documents, batch_tokens: int) -> int:
-        """batch_tokens counts lexical tokens; the stream also carries ~3 specials per sentence."""
-        ratio = stream_length / max(1, int(sum(len(s) for d in documents for s in d)))
-        return int(batch_tokens * ratio)
+        markers = np.flatnonzero(stream >= vocab.base_size)
+        return len(batch_ends(block_lexical(len(stream), markers, self.config.context), batch_tokens))
 
     def scoring_sequence(self, document: Document, vocab: Vocab) -> tuple[list[int], int]:
         flat, _ = flatten_with_boundaries([document], vocab)

@@ -43,6 +43,7 @@ from tgbench.adapter import (
     LossParts,
     Sampler,
     Vocab,
+    batch_ends,
     matmul_flops,
 )
 from tgbench.data.split import cap_and_merge
@@ -287,7 +288,7 @@ class StreamAdapter(Adapter):
         return out
 
     def batches(self, documents, vocab, *, batch_tokens, epoch, rng) -> list[Batch]:
-        """Streams bucketed by sentence count: shuffle, sort by count, fill batches to `batch_tokens`.
+        """Streams bucketed by sentence count: shuffle, sort by count, group to `batch_tokens` (`batch_ends`).
 
         Streams of a batch then have similar counts, so few steps run with a handful of streams;
         the batch order is shuffled so lengths do not drift through the epoch.
@@ -307,16 +308,10 @@ class StreamAdapter(Adapter):
         counts = np.array([len(streams[i]) for i in order])
         order = order[np.argsort(-counts, kind="stable")]  # longest first, random among equals
         lexical = [int(sum(int((u < vocab.base_size).sum()) for u in streams[i])) for i in order]
-        groups, current, tokens = [], [], 0
-        for index, n in zip(order, lexical, strict=True):
-            current.append(streams[index])
-            tokens += n
-            if tokens >= batch_tokens:
-                groups.append(current)
-                current, tokens = [], 0
-        if current:
-            groups.append(current)
-        return groups
+        # Whole streams (a stream's memory starts empty, so cutting one would change what the model sees), grouped
+        # to batch_tokens lexical tokens per batch on average: the same number of steps as every other model.
+        bounds = [0, *batch_ends(lexical, batch_tokens)]
+        return [[streams[i] for i in order[a:b]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def steps_forward_flops(self, steps: Sequence[tuple[int, int, int, int, int]]) -> float | None:
         """Forward FLOPs of a batch's steps (`stream_layout`'s (row0, row1, stream0, stream1, T) per step),

@@ -45,6 +45,45 @@ def matmul_flops(rows: int, inner: int, cols: int) -> float:
     return 2.0 * rows * inner * cols
 
 
+def batch_ends(lexical: Sequence[int] | np.ndarray, batch_tokens: int) -> list[int]:
+    """Where to close each batch of consecutive units so that the batches carry `batch_tokens` lexical tokens each
+    on average: the equal-steps rule every built-in adapter groups its units (token blocks, sentence streams) by.
+
+    With T lexical tokens in all, the epoch gets n = round(T / batch_tokens) batches (at least 1, at most one per
+    unit), and batch k closes at the unit boundary nearest to the cumulative target k T / n. A unit is never cut,
+    so a batch is over or under its share by up to half a unit, and the next batch, aiming at the next cumulative
+    target, makes up for it: the mean is exactly T / n, within batch_tokens / (2 n) of `batch_tokens` (1% at 50
+    batches), and models whose units differ (streams, blocks) but hold the same T get the same number of steps.
+    Only when units are so large that fewer than n exist does a batch hold one unit and the mean exceed
+    `batch_tokens`. Deterministic: it depends on the counts and `batch_tokens` only.
+
+    Args:
+        lexical: Lexical (content-token) targets of each unit, in batch order; markers and padding not counted.
+        batch_tokens: Lexical tokens wanted per batch.
+
+    Returns:
+        The exclusive end index of each batch's units, increasing, the last one `len(lexical)` ([] for no units).
+    """
+    counts = np.asarray(lexical, dtype=np.int64).reshape(-1)
+    units = len(counts)
+    if units == 0:
+        return []
+    total = int(counts.sum())
+    n = min(units, max(1, math.floor(total / max(1, batch_tokens) + 0.5)))
+    if n == 1:
+        return [units]
+    before = np.concatenate([[0], np.cumsum(counts)])  # (units + 1,) lexical tokens before each boundary
+    k = np.arange(1, n)
+    targets = k * (total / n)  # (n - 1,) cumulative target at the end of batch k
+    after = np.searchsorted(before, targets, side="left")  # first boundary at or past the target
+    below = before[np.maximum(after - 1, 0)]
+    above = before[np.minimum(after, units)]
+    ends = np.where(targets - below <= above - targets, after - 1, after)  # the nearer one; a tie closes early
+    # Each batch takes at least one unit and leaves one for each later batch: ends - k nondecreasing in [0, units - n].
+    ends = np.maximum.accumulate(np.clip(ends - k, 0, units - n)) + k
+    return [*(int(e) for e in ends), units]
+
+
 @dataclass(frozen=True)
 class Vocab:
     """A base vocabulary with the four specials appended after it.
@@ -246,7 +285,8 @@ class Adapter(ABC):
         Args:
             documents: The training subset in the order every model sees it this epoch.
             vocab: Special-token ids.
-            batch_tokens: Target number of lexical tokens per batch.
+            batch_tokens: Lexical tokens per batch, on average over the epoch (markers and padding not counted):
+                `batch_ends` groups units so, and every built-in adapter uses it.
             epoch: 0-based epoch (curricula depend on it).
             rng: Seeded generator for any shuffling the adapter does.
 

@@ -25,7 +25,8 @@ def train_grid_command(
     config: ConfigArg = None,
     preset: PresetOpt = None,
     out: OutOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the runs and a compute estimate.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the runs, a compute estimate and the optimizer steps of every model.")] = False,
     executor: ExecutorOpt = "local",
     progress: Annotated[bool, typer.Option(
         help="Show the live table on a terminal; a timestamped line per run start/finish when stdout is a file.")
@@ -76,7 +77,36 @@ def _print_dry_run(grid) -> None:
     if torch.cuda.is_available():
         console.print(f"a GPU ({torch.cuda.get_device_name(0)}) is available: on it the grid runs far "
                       "faster; its time is not estimated", soft_wrap=True)
+    print_steps(grid)
     print_parity(grid)
+
+
+def print_steps(grid) -> None:
+    """The optimizer steps of every model and budget (counted on the cached corpus, else estimated), and a warning
+    for each budget whose models differ by more than 3% in steps."""
+    from tgbench.plan.steps import STEPS_TOLERANCE, estimate_reasons, grid_steps, step_warnings, steps_table
+
+    rows = grid_steps(grid)
+    table = Table(title="optimizer steps per model and budget (all epochs; min-max over runs)")
+    headers = {"model": "model", "tokens": "D", "batch_tokens": "batch_tokens", "epochs": "epochs",
+               "steps": "steps", "tokens/step": "lexical tokens/step", "how": "steps"}
+    cells = steps_table(rows)
+    for key, header in headers.items():
+        table.add_column("how" if key == "how" else header, justify="left" if key in ("model", "how") else "right")
+    for cell in cells:
+        table.add_row(*(cell[key] for key in headers))
+    print_table(table, console)
+    reasons = estimate_reasons(rows)
+    if reasons:
+        console.print("note: estimated steps are round(D / batch_tokens) per epoch, what every built-in adapter "
+                      f"takes when its batch units fit a batch; not counted because {'; '.join(reasons)}",
+                      soft_wrap=True, markup=False)
+    warnings = step_warnings(rows)
+    for line in warnings:
+        console.print("[yellow]warning:[/yellow] " + escape(line), soft_wrap=True)
+    if rows and not warnings:
+        console.print(f"equal steps{' (as estimated)' if reasons else ''}: at every budget the models' steps are "
+                      f"within {STEPS_TOLERANCE:.0%} of each other", soft_wrap=True, markup=False)
 
 
 def print_parity(grid) -> None:
@@ -129,8 +159,9 @@ def validate_command(config: Annotated[Path, typer.Argument(help="Grid or run TO
     """Check a grid (or run) file without running it; names any bad key or value.
 
     Checks every key and type, every model option against its adapter, the splitter and tokenizer
-    names and that a corpus path exists (a hub corpus is not contacted). Warns when a GPT-2 of the grid has
-    a shorter context than TG's memory span on the corpus (read from the corpus cache).
+    names and that a corpus path exists (a hub corpus is not contacted). Prints the optimizer steps of every
+    model and budget and warns when the models of one budget differ by more than 3% in steps, or when a GPT-2 of
+    the grid has a shorter context than TG's memory span on the corpus (both read from the corpus cache).
     """
     from tgbench.plan.config import load_run_config, read_toml
     from tgbench.plan.expand import expand
@@ -144,6 +175,7 @@ def validate_command(config: Annotated[Path, typer.Argument(help="Grid or run TO
         check_data(grid.data)
         sweep = f" after a tuning sweep of {len(sweep_specs(grid))} runs" if grid.tune is not None else ""
         console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs{sweep}")
+        print_steps(grid)
         print_parity(grid)
     else:
         run_config = resolved(load_run_config(config))

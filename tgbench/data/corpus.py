@@ -679,6 +679,16 @@ def cached_stats(config: DataConfig) -> dict[str, SplitStats] | None:
         return None
 
 
+
+def cached_corpus(config: DataConfig) -> EncodedCorpus | None:
+    """The encoded corpus `config` names, from the cache alone (nothing is encoded); None when it is not cached.
+
+    Raises:
+        UserError: settings `load_corpus` would refuse too (an unknown tokenizer, a missing corpus path).
+    """
+    validate_config(config)
+    return read_cached(config, cache_root(config) / "corpus" / corpus_key(config))
+
 def corpus_stats(corpus: EncodedCorpus) -> dict[str, SplitStats]:
     """Per-split statistics of an encoded corpus (for ``tgbench data stats``)."""
     return {name: corpus.stats[name] for name in SPLITS if name in corpus.stats}

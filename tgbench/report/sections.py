@@ -31,7 +31,7 @@ from tgbench.report.tables import runs_table
 from tgbench.report.task_sections import TaskView, axis_cells, generic_section
 from tgbench.report.tuning import tuning_caveat, tuning_section
 from tgbench.report.verdict import PAPER, PAPER_PAIR, report_form
-from tgbench.results.columns import COLUMNS, MEMORY_TEST, MEMORY_TRAIN, done_rows
+from tgbench.results.columns import COLUMNS, LEXICAL_PER_STEP, MEMORY_TEST, MEMORY_TRAIN, done_rows
 
 
 @dataclass
@@ -147,7 +147,7 @@ def task_sections(page: Page) -> list[PageSection]:
 
 
 # The runs table: settings, training and the primary (lexical) numbers; every task has its own section.
-RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps",
+RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps", LEXICAL_PER_STEP,
                "best_val_loss", "test_loss", "test_ppl", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "lr",
                "lr_source", "max_grad_norm", "clipped_fraction", "flags", MEMORY_TRAIN, MEMORY_TEST]
 

@@ -72,13 +72,16 @@ TEST_PPL = "test_ppl"
 DONE = "done"
 PRIMARY_TASK = "ppl"  # the task whose lexical loss is test_loss (the fits and the verdict)
 MEMORY_TRAIN = "memory_slots_train"
+# tokens_seen / steps: batch_tokens on average whatever the adapter (markers and padding never count), so models of
+# one budget train the same number of optimizer steps; a run that does not is visible here.
+LEXICAL_PER_STEP = "lexical_tokens_per_step"
 
 COMPUTE_COLUMNS = ("train_flops", "flops_per_token", "train_seconds", "flops_method", "flops_6nd")
 
 RESULT_COLUMNS = [
     "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
-    "steps", "tokens_seen", VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "tokens_per_s", "sentences_per_s",
-    "peak_memory_mb", "config_hash", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
+    "steps", "tokens_seen", LEXICAL_PER_STEP, VAL_LOSS, "best_val_ppl", TEST_LOSS, TEST_PPL, "tokens_per_s",
+    "sentences_per_s", "peak_memory_mb", "config_hash", "lr", "lr_source", "max_grad_norm", "clipped_fraction",
     # Memory slots a sentence-memory model read per sentence in training (summary.json; evaluation: the ppl task).
     MEMORY_TRAIN,
     # What training cost (summary.json): counted or measured FLOPs of the batches trained on, per lexical token,
@@ -113,6 +116,7 @@ COLUMNS: dict[str, Metric] = {m.name: m for m in (
     Metric("seed", fmt="d"),
     Metric("status", fmt="text"),
     Metric("steps", fmt="d"),
+    Metric(LEXICAL_PER_STEP, fmt=",.0f", label="tokens/step", unit="lexical, training"),
     Metric(VAL_LOSS, False, ".3f", label="best val loss", unit="nats/token"),
     Metric(TEST_LOSS, False, ".3f", label="test loss", unit="nats/token"),
     Metric(TEST_PPL, False, ".2f", label="test PPL", unit="lexical"),
@@ -132,6 +136,15 @@ COLUMNS: dict[str, Metric] = {m.name: m for m in (
     Metric("flops_6nd", fmt="si", label="6ND", unit="FLOPs, all parameters"),
     Metric(MEMORY_TEST, fmt=".2f", label="memory read", unit="slots/sentence, test"),
 )}
+
+
+def lexical_tokens_per_step(tokens_seen: Any, steps: Any) -> float | None:
+    """tokens_seen / steps of one run (None when either is missing or no step was taken)."""
+    try:
+        tokens, count = float(tokens_seen), float(steps)
+    except (TypeError, ValueError):
+        return None
+    return tokens / count if count > 0 and np.isfinite(tokens) and np.isfinite(count) else None
 
 
 def done_rows(frame: pd.DataFrame) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from tgbench.registry import BUILTIN_TASKS, task_class
 from tgbench.results.columns import (
     COMPUTE_COLUMNS,
     DONE,
+    LEXICAL_PER_STEP,
     MEMORY_TRAIN,
     PRIMARY_TASK,
     RESULT_COLUMNS,
@@ -37,6 +38,7 @@ from tgbench.results.columns import (
     VAL_LOSS,
     Metric,
     fit_loss,
+    lexical_tokens_per_step,
     split_task_column,
     task_column,
 )
@@ -99,6 +101,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "width": options.get("width"), "layers": options.get("layers"), "heads": options.get("heads"),
         "n_params": meta.get("n_params"), "tokens": config.train.tokens, "seed": config.train.seed,
         "status": run.status(), "steps": summary.get("steps"), "tokens_seen": summary.get("tokens"),
+        LEXICAL_PER_STEP: lexical_tokens_per_step(summary.get("tokens"), summary.get("steps")),
         VAL_LOSS: summary.get("best_val_loss"), "best_val_ppl": summary.get("best_val_ppl"),
         TEST_LOSS: ppl.get("lexical_loss"), TEST_PPL: ppl.get("lexical_ppl"),
         "tokens_per_s": summary.get("tokens_per_s"), "sentences_per_s": summary.get("sentences_per_s"),
@@ -282,6 +285,9 @@ def read_results(grid_dir: Path, variants: dict[str, str] | None = None) -> pd.D
     for column in RESULT_COLUMNS:
         if column not in results.columns:
             results[column] = None
+    if results[LEXICAL_PER_STEP].isna().all():  # a results.csv written before the column existed
+        results[LEXICAL_PER_STEP] = [lexical_tokens_per_step(t, s)
+                                     for t, s in zip(results["tokens_seen"], results["steps"], strict=True)]
     results["variant"] = results["variant"].fillna("")
     results["label"] = [lab if isinstance(lab, str) and lab else label_of(a, v) for lab, a, v in
                         zip(results["label"], results["adapter"], results["variant"], strict=True)]

@@ -54,6 +54,7 @@ from tgbench.data import load_corpus
 from tgbench.plan.compute import training_flops
 from tgbench.plan.config import RunConfig
 from tgbench.plan.expand import RunSpec
+from tgbench.plan.steps import batch_rng, epoch_documents, epoch_steps
 from tgbench.registry import adapter_code, build_adapter, resolved
 from tgbench.training.advice import unigram_loss, warn_if_few_steps, warn_if_large, warn_if_untrained
 from tgbench.training.checkpoints import Checkpoint, latest_good_checkpoint, save_checkpoint
@@ -108,14 +109,6 @@ def lexical_loss(adapter: Adapter, model: torch.nn.Module, documents: Sequence[D
     count = sum(len(lp) for lp in logprobs)
     total = -sum(float(lp.double().sum()) for lp in logprobs)
     return total / max(count, 1), count
-
-
-def epoch_documents(train_docs: Sequence[Document], seed: int, epoch: int) -> list[Document]:
-    """Epoch 0 keeps the subset's seeded order; later epochs reshuffle with (seed, epoch)."""
-    if epoch == 0:
-        return list(train_docs)
-    order = np.random.default_rng([seed, epoch]).permutation(len(train_docs))
-    return [train_docs[i] for i in order]
 
 
 class SignalGuard:
@@ -259,16 +252,7 @@ class Session:
         tc = self.config.train
         seed = tc.data_order_seed
         return self.adapter.batches(epoch_documents(self.train_docs, seed, epoch), self.vocab,
-                                    batch_tokens=tc.batch_tokens, epoch=epoch, rng=_batch_rng(seed, epoch))
-
-
-def _batch_rng(seed: int, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([seed, epoch, 1])
-
-
-def steps_in_epoch(n_batches: int, batches_per_step: int) -> int:
-    """Steps an epoch of `n_batches` gives; a step that cannot be filled is dropped (when it takes > 1)."""
-    return n_batches if batches_per_step == 1 else n_batches // batches_per_step
+                                    batch_tokens=tc.batch_tokens, epoch=epoch, rng=batch_rng(seed, epoch))
 
 
 # -- one session ------------------------------------------------------------------------------------------
@@ -397,12 +381,7 @@ def _start(config: RunConfig, run: RunDir, resume: str, dist_info: Distributed, 
     train_split = corpus.splits["train"]
     train_docs = train_split.documents(train_split.subset(tc.tokens, tc.data_order_seed))
     per_step = dist_info.world_size * tc.grad_accumulation
-    steps_per_epoch = [
-        steps_in_epoch(adapter.count_batches(epoch_documents(train_docs, tc.data_order_seed, epoch), vocab,
-                                             batch_tokens=tc.batch_tokens, epoch=epoch,
-                                             rng=_batch_rng(tc.data_order_seed, epoch)), per_step)
-        for epoch in range(tc.epochs)
-    ]
+    steps_per_epoch = epoch_steps(adapter, train_docs, vocab, tc, per_step)
     if sum(steps_per_epoch) == 0:
         raise UserError("the training subset produced no batches", "raise --tokens or use a larger corpus")
     if dist_info.is_main:
