@@ -4,7 +4,9 @@ Pure numerics (numpy, scipy, pandas). The input is ``runs/<grid>/results.csv``; 
 ``runs/<grid>/fits.json``, which the report reads. The pairs are the grid file's reference against its
 baselines (`tgbench.plan.comparison`) unless given.
 
-The multiplier of adapter A over adapter B at a measured x is m(x) = x_B(L_A(x)) / x, where x_B inverts B's
+Three axes: training tokens D (equal data, the default verdict), training compute C (equal FLOPs: the
+runs' counted `train_flops`; `tgbench.tasks.stats.paired.compute_pairs`) and non-embedding parameters N (equal
+size). The multiplier of adapter A over adapter B at a measured x is m(x) = x_B(L_A(x)) / x, where x_B inverts B's
 fitted curve: m_D > 1 means B needs m_D times more data to reach A's loss. Every label is fitted once; by
 default the first label ("tg" when present) is compared with every other label of the grid.
 
@@ -12,19 +14,22 @@ fits.json layout (``fit_grid``, version 4)::
 
     {"version": 4, "reference": A, "pairs": [[A, B], [A, C], ...], "form": "kaplan" (the form the report draws),
      "design": {"seed_scheme": "per-budget" | "shared", "source": where that was read},
+     "axis": "tokens" | "flops" | "params" (whose verdicts "verdicts" holds: `tgbench fit --axis`),
      "verdicts": [verdict], "power": [power], "flags": {run_id: [flag, ...]},
+     "by_axis": {"tokens": {"verdicts", "power", "notes"}, "flops": {...} (with train_flops), "params": {...}},
      "loss_column": "test_loss" | "best_val_loss" | "mixed", "n_resamples": int, "seed": int,
-     "axes": {"data":   {label: {"width=W,layers=L": {form: fit}}},
-              "params": {label: {"tokens=D": {form: fit}}}},
+     "axes": {"data":    {label: {"width=W,layers=L": {form: fit}}},
+              "params":  {label: {"tokens=D": {form: fit}}},
+              "compute": {label: {"width=W,layers=L": {form: fit}}}  (x: a budget cell's mean training FLOPs)},
      "joint": {label: fit},
-     "multipliers": {"data":   {A: {B: {"width=W,layers=L": {"interpolated": mult, form: mult}}}},
-                     "params": {A: {B: {"tokens=D": {"interpolated": mult, form: mult}}}}},
+     "multipliers": {"data":    {A: {B: {"width=W,layers=L": {"interpolated": mult, form: mult}}}},
+                     "params":  {A: {B: {"tokens=D": {"interpolated": mult, form: mult}}}},
+                     "compute": {A: {B: {"width=W,layers=L": {...}}}} (k_C = C_B(L_A(C)) / C_A)},
      "points": [rows used], "notes": [why rows, axes or pairs were left out, interval caveats, lack of fit]}
 
     verdict, power = tasks/stats/verdicts.py (paired tests per measured budget with Holm, pooled with budget as a
            fixed effect, trend on log2 D; class, sentence and details; influential pairs with Cook's distance;
            flagged runs and the class without them; prospective power of "on average" and "every budget")
-           flagged runs and the class without them; power of the pooled test)
     fit  = PowerLawFit.to_dict() plus "lack_of_fit" (tasks/stats/multipliers.py; None without replicates): form,
            status ("ok" | "exactly determined, no interval" | "fit failed"; a saturating E or alpha on its bound
            is a failure with that reason, so no bound is shown as a fitted value), params, intervals (95%, see
@@ -66,7 +71,7 @@ from tgbench.tasks.stats.laws import (
     get_form,
 )
 from tgbench.tasks.stats.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
-from tgbench.tasks.stats.paired import seed_scheme
+from tgbench.tasks.stats.paired import AXES, DATA, seed_scheme
 from tgbench.tasks.stats.verdicts import grid_verdicts
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
@@ -185,15 +190,27 @@ def _fit_entry(fit: PowerLawFit, x: np.ndarray, y: np.ndarray) -> dict:
 
 
 def _verdicts_of_rows(results: pd.DataFrame, rows: pd.DataFrame, pairs: Sequence[tuple[str, str]],
-                      leave_one_out: bool = True, with_power: bool = True) -> dict:
+                      leave_one_out: bool = True, with_power: bool = True, axis: str = DATA.name) -> dict:
+    """The verdicts of every pair on every axis the table measures; ``verdicts`` / ``power`` are `axis`'s.
+
+    Equal data always; equal compute when results.csv has train_flops; equal size when the runs span widths.
+    """
+    if axis not in AXES:
+        raise UserError(f"--axis {axis} is not an axis", f"use one of {', '.join(AXES)}")
     scheme, source = seed_scheme(results)
     flags = run_flags(rows) if leave_one_out else {}
-    verdicts, power, notes = grid_verdicts(rows, pairs, scheme, leave_one_out, with_power, flags)
-    return {"design": {"seed_scheme": scheme, "source": source}, "verdicts": verdicts, "power": power,
-            "flags": flags, "notes": notes}
+    by_axis, notes = {}, []
+    for name, spec in AXES.items():
+        verdicts, power, axis_notes = grid_verdicts(rows, pairs, scheme, leave_one_out, with_power, flags, axis=spec)
+        if name == axis or verdicts:
+            by_axis[name] = {"verdicts": verdicts, "power": power, "notes": axis_notes}
+            notes.extend(axis_notes if name == axis else [])
+    chosen = by_axis[axis]
+    return {"design": {"seed_scheme": scheme, "source": source}, "axis": axis, "verdicts": chosen["verdicts"],
+            "power": chosen["power"], "by_axis": by_axis, "flags": flags, "notes": notes}
 
 
-def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, *,
+def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, *, axis: str = DATA.name,
                    reference: str | None = None, baselines: Sequence[str] | None = None,
                    leave_one_out: bool = True, with_power: bool = True) -> dict:
     """The ``design``, ``verdicts`` and ``power`` of fits.json alone, by the code ``fit_grid`` runs.
@@ -205,15 +222,27 @@ def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None 
     notes: list[str] = []
     rows, _ = _usable_rows(results, notes)
     pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
-    out = _verdicts_of_rows(results, rows, pairs, leave_one_out, with_power)
+    out = _verdicts_of_rows(results, rows, pairs, leave_one_out, with_power, axis)
     out["notes"] = notes + out["notes"]
     return out
 
 
+def _with_compute(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a ``compute`` column: each (label, width, layers, budget) cell's mean training FLOPs, so the
+    cells of the compute axis are the budgets' cells (a run's own FLOPs differ from its replicates' by a few
+    percent: the batches differ). NaN without train_flops."""
+    flops = pd.to_numeric(df["train_flops"], errors="coerce") if "train_flops" in df.columns else \
+        pd.Series(np.nan, index=df.index)
+    cell = df.assign(_flops=flops).groupby(["label", "width", "layers", "tokens"])["_flops"].transform("mean")
+    return df.assign(compute=cell.where(cell > 0))
+
+
 @_single_threaded
 def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
-             seed: int = 0, *, reference: str | None = None, baselines: Sequence[str] | None = None) -> dict:
-    """Fit every label's data and parameter axes, the joint form, and the pairs' multipliers with intervals.
+             seed: int = 0, *, reference: str | None = None, baselines: Sequence[str] | None = None,
+             axis: str = DATA.name) -> dict:
+    """Fit every label's data, parameter and compute axes, the joint form, and the pairs' multipliers with
+    intervals; the verdicts at equal data, equal compute and equal size.
 
     Args:
         results: the grid's results table (one row per run; see REQUIRED_COLUMNS, plus optional
@@ -224,6 +253,8 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         seed: seed of the bootstrap; the output is deterministic for a seed.
         reference: A of the default pairs (None: "tg" when present, else the first label).
         baselines: B labels of the default pairs (None: every other label).
+        axis: whose verdicts lead fits.json's ``verdicts`` ("tokens": equal data, the default; "flops": equal
+            compute; "params": equal size); ``by_axis`` holds every axis the table measures.
 
     Returns:
         The content of fits.json (layout in the module docstring); JSON-serialisable without NaN.
@@ -237,15 +268,17 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
     notes: list[str] = []
     df, loss_column = _usable_rows(results, notes)
     pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
-    paired = _verdicts_of_rows(results, df, pairs)
+    paired = _verdicts_of_rows(results, df, pairs, axis=axis)
     notes.extend(paired["notes"])
+    df = _with_compute(df)
     if paired["design"]["seed_scheme"] == SCHEME_SHARED:
         notes.append("seeds are shared across budgets (seed_scheme shared): the multipliers' and fits' intervals "
                      "treat cells as independent and are only indicative; the verdict tests per replicate")
-    axes: dict[str, dict] = {"data": {}, "params": {}}
-    fitted: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> {form: BootstrapFit}
-    ranges: dict[str, dict] = {"data": {}, "params": {}}  # axis -> label -> key -> (x distinct, (min, max))
-    axis_spec = {"data": (["width", "layers"], "tokens"), "params": (["tokens"], "n_params")}
+    axis_spec = {"data": (["width", "layers"], "tokens"), "params": (["tokens"], "n_params"),
+                 "compute": (["width", "layers"], "compute")}
+    axes: dict[str, dict] = {name: {} for name in axis_spec}
+    fitted: dict[str, dict] = {name: {} for name in axis_spec}  # axis -> label -> key -> {form: BootstrapFit}
+    ranges: dict[str, dict] = {name: {} for name in axis_spec}  # axis -> label -> key -> (x distinct, (min, max))
     caveats: dict[str, list[str]] = {}  # interval caveat -> groups it applies to
 
     for axis, (group_cols, x_col) in axis_spec.items():
@@ -294,13 +327,16 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
                 notes.append(f"bad data for the joint fit of {label}: {err}")
                 joint[label] = _failure("joint", str(err), [], []).to_dict()
 
-    multipliers: dict[str, dict] = {"data": {}, "params": {}}
+    multipliers: dict[str, dict] = {name: {} for name in axis_spec}
+    has_compute = bool(df["compute"].notna().any())
     if not pairs:
         notes.append(f"no multipliers: they compare two labels and the table has {len(set(df['label']))}")
     for a_label, b_label in pairs:
-        for axis in ("data", "params"):
+        for axis in axis_spec:
             fa, fb = fitted[axis].get(a_label, {}), fitted[axis].get(b_label, {})
             shared = sorted(set(fa) & set(fb))
+            if not shared and axis == "compute" and not has_compute:
+                continue  # runs from before FLOPs were counted: no compute axis, nothing to say per pair
             if not shared:
                 why = (f"both need a fitted {axis} axis (>= 3 distinct x; fitted: {sorted(fitted[axis]) or 'none'})"
                        if not fa or not fb else f"their {axis}-axis groups differ ({sorted(fa)} vs {sorted(fb)})")
@@ -326,8 +362,10 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         "reference": pairs[0][0] if pairs else None,
         "pairs": [list(p) for p in pairs],
         "design": paired["design"],
+        "axis": paired["axis"],
         "verdicts": paired["verdicts"],
         "power": paired["power"],
+        "by_axis": paired["by_axis"],
         "flags": paired["flags"],
         "loss_column": loss_column,
         "n_resamples": n_resamples,
@@ -343,7 +381,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
 
 def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
                seed: int = 0, form: str = "kaplan", reference: str | None = None,
-               baselines: Sequence[str] | None = None) -> Path:
+               baselines: Sequence[str] | None = None, axis: str = DATA.name) -> Path:
     """Read ``grid_dir/results.csv`` and write ``grid_dir/fits.json`` atomically (temp file + os.replace).
 
     Args:
@@ -355,6 +393,7 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
         form: the fit form the report draws (a registered FitForm; default the paper's Kaplan form).
         reference: the default pairs' A (the grid file's `reference`); None: tg when present, else the first label.
         baselines: the default pairs' Bs (the grid file's `baselines`); None: every other label.
+        axis: whose verdicts lead (`fit_grid`).
 
     Returns:
         The path of fits.json.
@@ -375,7 +414,7 @@ def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, 
         if compared is not None:
             reference, baselines = compared.reference, list(compared.baselines)
     fits = fit_grid(results, pairs=pairs, n_resamples=n_resamples, seed=seed, reference=reference,
-                    baselines=baselines)
+                    baselines=baselines, axis=axis)
     fits["form"] = form
     out = grid_dir / "fits.json"
     write_text(out, json.dumps(fits, indent=2, allow_nan=False) + "\n")
@@ -388,11 +427,16 @@ def summary_lines(fits: Mapping) -> list[str]:
     for verdict in fits.get("verdicts", []):
         lines.append(f"verdict {verdict['a']} vs {verdict['b']}: {verdict['sentence']}")
         lines.extend(f"  {detail}" for detail in verdict.get("details", []))
+    for name, entry in (fits.get("by_axis") or {}).items():
+        if name == fits.get("axis"):
+            continue
+        for verdict in entry.get("verdicts", []):
+            lines.append(f"verdict {AXES[name].at} {verdict['a']} vs {verdict['b']}: {verdict['sentence']}")
     for power in fits.get("power", []):
         lines.append(f"power {power['sentence']}")
     form = fits.get("form", "kaplan")
     for axis, by_a in (fits.get("multipliers") or {}).items():
-        name = "m_D" if axis == "data" else "m_N"
+        name = {"data": "m_D", "params": "m_N", "compute": "k_C"}[axis]
         for a, by_b in by_a.items():
             for b, groups in by_b.items():
                 for group, forms in groups.items():

@@ -67,11 +67,38 @@ def seed_scheme(results: pd.DataFrame) -> tuple[str, str]:
     return SCHEME_SHARED, "results.csv column seed_scheme" if values else "assumed: seed_scheme is empty"
 
 
+@dataclass(frozen=True)
+class Axis:
+    """What "equal" means in a comparison: the quantity both models get the same of, and how it is named.
+
+    Attributes:
+        name: The axis in fits.json and `tgbench fit --axis`: "tokens" (equal data), "flops" (equal training
+            compute) or "params" (equal size).
+        symbol: D, C or N in the classes ("gap grows with D").
+        point: A measured point of the axis ("budget"), and `points` its plural.
+        quantity: What x counts (for sentences and plots).
+        at: The comparison in words ("at equal data").
+    """
+
+    name: str
+    symbol: str
+    point: str
+    points: str
+    quantity: str
+    at: str
+
+
+DATA = Axis("tokens", "D", "budget", "budgets", "training tokens", "at equal data")
+COMPUTE = Axis("flops", "C", "compute budget", "compute budgets", "training FLOPs", "at equal compute")
+SIZE = Axis("params", "N", "size", "sizes", "non-embedding parameters", "at equal size")
+AXES = {axis.name: axis for axis in (DATA, COMPUTE, SIZE)}
+
+
 @dataclass
 class Pairs:
     """A's and B's runs of the same (budget, replicate): one entry per pair, sorted by budget, replicate."""
 
-    x: np.ndarray  # (n,) the budget D
+    x: np.ndarray  # (n,) the measured point: the budget D (or the compute C, the size N)
     replicate: np.ndarray  # (n,) the replicate (seed) index
     d: np.ndarray  # (n,) L_A - L_B, nats/token
     run_a: list[str]
@@ -121,6 +148,83 @@ def paired_rows(rows: pd.DataFrame, a: str, b: str) -> tuple[Pairs, str]:
 def _plain(value):
     """An integral float as an int, for group names ("width=128")."""
     return int(value) if float(value).is_integer() else float(value)
+
+
+def size_pairs(rows: pd.DataFrame, a: str, b: str) -> tuple[Pairs, str]:
+    """A's and B's runs of the same (width, replicate) at the budget where they share most widths: the pairs of
+    the parameter axis, with x = A's non-embedding parameters at that width.
+
+    Models of one width differ a little in parameters (TG has a few percent more than GPT-2 at one width); the
+    pairs compare equal widths, and x is A's N so that sizes read in A's units.
+    """
+    found: dict[str, dict[tuple, tuple[float, str, float]]] = {a: {}, b: {}}
+    columns = [rows[c].tolist() for c in ("label", "width", "layers", "tokens", "seed", "loss", "run_id", "n_params")]
+    for label, width, layers, tokens, seed, loss, run, n_params in zip(*columns, strict=True):
+        if label in found:
+            found[label].setdefault((float(tokens), float(layers), float(width), seed),
+                                    (float(loss), str(run), float(n_params)))
+    shared = sorted(set(found[a]) & set(found[b]))
+    groups: dict[tuple, list[tuple]] = {}
+    for key in shared:
+        groups.setdefault(key[:2], []).append(key)
+    groups = {g: keys for g, keys in groups.items() if len({k[2] for k in keys}) >= 2}
+    if not groups:
+        return Pairs(np.zeros(0), np.zeros(0), np.zeros(0), [], [], np.zeros(0)), ""
+    (tokens, layers), keys = max(groups.items(), key=lambda kv: (len({k[2] for k in kv[1]}), len(kv[1]), kv[0][0]))
+    keys = sorted(keys, key=lambda k: (k[2], str(k[3])))
+    size_of = {k[2]: found[a][k][2] for k in keys}  # A's N at each width (the same for every replicate)
+    pairs = Pairs(np.array([size_of[k[2]] for k in keys]), np.array([str(k[3]) for k in keys]),
+                  np.array([found[a][k][0] - found[b][k][0] for k in keys]),
+                  [found[a][k][1] for k in keys], [found[b][k][1] for k in keys],
+                  np.array([found[a][k][0] for k in keys]))
+    return pairs, f"tokens={_plain(tokens)},layers={_plain(layers)}"
+
+
+def compute_pairs(rows: pd.DataFrame, a: str, b: str) -> tuple[Pairs, str, str]:
+    """A's runs against B at the same training compute: the pairs of the compute axis.
+
+    An isoFLOP grid (a ``compute_budget`` column: every model of a cell trained the same FLOPs) pairs A's and B's
+    runs of the same (compute budget, replicate) directly. Otherwise each of A's runs is compared with B's loss
+    at A's compute, interpolated in log-log between B's runs of the same replicate that bracket it (B's runs
+    at its other budgets); a run of A outside B's measured compute for that replicate has no pair: nothing is
+    extrapolated. x is the mean compute of A's runs at the budget, so a budget stays one cell.
+
+    Returns:
+        (pairs, group, how: "direct" | "interpolated"); empty pairs without `train_flops` for both models.
+    """
+    empty = Pairs(np.zeros(0), np.zeros(0), np.zeros(0), [], [], np.zeros(0))
+    if "train_flops" not in rows.columns:
+        return empty, "", ""
+    flops = pd.to_numeric(rows["train_flops"], errors="coerce")
+    usable = rows[flops.notna() & (flops > 0)].assign(train_flops=flops)
+    if "compute_budget" in usable.columns and pd.to_numeric(usable["compute_budget"], errors="coerce").notna().any():
+        iso = usable.assign(tokens=pd.to_numeric(usable["compute_budget"], errors="coerce")).dropna(subset=["tokens"])
+        pairs, group = paired_rows(iso, a, b)
+        return pairs, group, "direct"
+    best: tuple[Pairs, str] = (empty, "")
+    for (width, layers), g in usable.groupby(["width", "layers"], sort=True):
+        ra, rb = g[g["label"] == a], g[g["label"] == b]
+        if ra.empty or rb.empty:
+            continue
+        x_of = ra.groupby("tokens")["train_flops"].mean()  # the cell's compute
+        entries = []
+        for _, row in ra.sort_values(["tokens", "seed"]).iterrows():
+            own = rb[rb["seed"].astype(str) == str(row["seed"])].sort_values("train_flops")
+            if len(own) < 2:
+                continue
+            log_c, log_l = np.log(own["train_flops"].to_numpy(float)), np.log(own["loss"].to_numpy(float))
+            target = math.log(float(row["train_flops"]))
+            if not log_c[0] <= target <= log_c[-1]:
+                continue  # outside B's measured compute for this replicate
+            loss_b = math.exp(float(np.interp(target, log_c, log_l)))
+            partner = own.iloc[int(np.clip(np.searchsorted(log_c, target), 0, len(own) - 1))]["run_id"]
+            entries.append((float(x_of[row["tokens"]]), str(row["seed"]), float(row["loss"]) - loss_b,
+                            str(row["run_id"]), str(partner), float(row["loss"])))
+        if len(entries) > len(best[0]):
+            x, rep, d, run_a, run_b, loss_a = zip(*entries, strict=True)
+            best = (Pairs(np.array(x), np.array(rep), np.array(d), list(run_a), list(run_b), np.array(loss_a)),
+                    f"width={_plain(width)},layers={_plain(layers)}")
+    return best[0], best[1], "interpolated" if len(best[0]) else ""
 
 
 def _t_result(estimate: float, se: float, df: float) -> dict:

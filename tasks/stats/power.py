@@ -114,8 +114,8 @@ def power_analysis(result: dict, scheme: str, a: str, b: str) -> dict:
 
 
 def _si(x: float) -> str:
-    """A budget for sentences: 100000 -> 100k, 1500000 -> 1.5M."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """A budget for sentences: 100000 -> 100k, 1500000 -> 1.5M, 3.1e13 FLOPs -> 31T."""
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= scale:
             return f"{x / scale:.3g}{suffix}"
     return f"{x:.3g}"

@@ -117,33 +117,49 @@ from statsmodels.regression.linear_model import OLS
 from statsmodels.stats.outliers_influence import OLSInfluence
 
 from tgbench.plan.config import SCHEME_SHARED
-from tgbench.tasks.stats.paired import ALPHA, Pairs, analyse, paired_rows
+from tgbench.tasks.stats.paired import (
+    ALPHA,
+    COMPUTE,
+    DATA,
+    SIZE,
+    Axis,
+    Pairs,
+    analyse,
+    compute_pairs,
+    paired_rows,
+    size_pairs,
+)
 from tgbench.tasks.stats.power import _si, power_analysis
 
 NOT_DISTINGUISHABLE = "not distinguishable"
 
 
-CHANGES = "difference changes with D, neither side shown"
+def changes(axis: Axis = DATA) -> str:
+    """Class 5: only the trend rejects."""
+    return f"difference changes with {axis.symbol}, neither side shown"
 
 
-def class_every(label: str) -> str:
+CHANGES = changes(DATA)
+
+
+def class_every(label: str, axis: Axis = DATA) -> str:
     """Class 1: every per-budget one-sided test rejects for ``label``."""
-    return f"{label} better at every measured budget"
+    return f"{label} better at every measured {axis.point}"
 
 
-def class_crossing(small: str, large: str) -> str:
+def class_crossing(small: str, large: str, axis: Axis = DATA) -> str:
     """Class 2: ``small`` shown better at small D, ``large`` at large D."""
-    return f"crossing: {small} better at small D, {large} better at large D"
+    return f"crossing: {small} better at small {axis.symbol}, {large} better at large {axis.symbol}"
 
 
-def class_grows(label: str) -> str:
+def class_grows(label: str, axis: Axis = DATA) -> str:
     """Class 3: the pooled test favours ``label`` and the trend moves d further in its favour."""
-    return f"{label} better, gap grows with D"
+    return f"{label} better, gap grows with {axis.symbol}"
 
 
-def class_shrinks(label: str) -> str:
+def class_shrinks(label: str, axis: Axis = DATA) -> str:
     """Class 3: the pooled test favours ``label`` and the trend moves d towards the other side."""
-    return f"{label} better, gap shrinks with D"
+    return f"{label} better, gap shrinks with {axis.symbol}"
 
 
 def class_average(label: str) -> str:
@@ -151,26 +167,26 @@ def class_average(label: str) -> str:
     return f"{label} better on average"
 
 
-def verdict_classes(a: str, b: str) -> list[str]:
+def verdict_classes(a: str, b: str, axis: Axis = DATA) -> list[str]:
     """Every verdict class of a pair, with the labels filled in, from A best to B best."""
-    return [class_every(a), class_grows(a), class_shrinks(a), class_average(a), class_crossing(b, a),
-            class_crossing(a, b), CHANGES, NOT_DISTINGUISHABLE, class_average(b), class_shrinks(b), class_grows(b),
-            class_every(b)]
+    return [class_every(a, axis), class_grows(a, axis), class_shrinks(a, axis), class_average(a),
+            class_crossing(b, a, axis), class_crossing(a, b, axis), changes(axis), NOT_DISTINGUISHABLE,
+            class_average(b), class_shrinks(b, axis), class_grows(b, axis), class_every(b, axis)]
 
 
-def class_rank(cls: str, a: str, b: str) -> int:
+def class_rank(cls: str, a: str, b: str, axis: Axis = DATA) -> int:
     """The class's place from B best (0) to A best (4): B every, B better overall, neither side overall
     (crossings, changes with D, not distinguishable), A better overall (on average, gap grows or shrinks),
     A every (module docstring: why these share ranks)."""
-    if cls == class_every(a):
+    if cls == class_every(a, axis):
         return 4
-    if cls in (class_grows(a), class_shrinks(a), class_average(a)):
+    if cls in (class_grows(a, axis), class_shrinks(a, axis), class_average(a)):
         return 3
-    if cls in (class_grows(b), class_shrinks(b), class_average(b)):
+    if cls in (class_grows(b, axis), class_shrinks(b, axis), class_average(b)):
         return 1
-    if cls == class_every(b):
+    if cls == class_every(b, axis):
         return 0
-    if cls in (class_crossing(a, b), class_crossing(b, a), CHANGES, NOT_DISTINGUISHABLE):
+    if cls in (class_crossing(a, b, axis), class_crossing(b, a, axis), changes(axis), NOT_DISTINGUISHABLE):
         return 2
     raise ValueError(f"not a verdict class of {a} vs {b}: {cls!r}")
 
@@ -194,16 +210,16 @@ def crossing_sides(result: dict, a: str, b: str) -> tuple[str, str, str] | None:
     return None
 
 
-def classify(result: dict, a: str, b: str) -> str:
+def classify(result: dict, a: str, b: str, axis: Axis = DATA) -> str:
     """The verdict class from ``analyse`` output (rules in the module docstring)."""
     per = result["per_budget"]
     if per and all(p["n"] >= 2 and p["p_value"] is not None for p in per):
         for label, key in ((a, "p_a_better"), (b, "p_b_better")):
             if all(p[key] < ALPHA for p in per):
-                return class_every(label)
+                return class_every(label, axis)
     cross = crossing_sides(result, a, b)
     if cross:
-        return class_crossing(cross[0], cross[1])
+        return class_crossing(cross[0], cross[1], axis)
     pooled, trend = result["pooled"], result["trend"]
     trend_rejects = trend["p"] is not None and trend["p"] < ALPHA
     if pooled["p"] is not None and pooled["p"] < ALPHA:
@@ -211,8 +227,9 @@ def classify(result: dict, a: str, b: str) -> str:
         if not trend_rejects:
             return class_average(label)
         # the gap grows when d moves further to the winner's side: the slope has the sign of the pooled mean
-        return class_grows(label) if np.sign(trend["slope"]) == np.sign(pooled["mean"]) else class_shrinks(label)
-    return CHANGES if trend_rejects else NOT_DISTINGUISHABLE
+        grows = np.sign(trend["slope"]) == np.sign(pooled["mean"])
+        return class_grows(label, axis) if grows else class_shrinks(label, axis)
+    return changes(axis) if trend_rejects else NOT_DISTINGUISHABLE
 
 
 def _budget_regression(pairs: Pairs) -> OLSInfluence | None:
@@ -271,7 +288,7 @@ def _p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.2g}"
 
 
-def _sentence(v: dict) -> str:
+def _sentence(v: dict, axis: Axis = DATA) -> str:
     """The short sentence: the class and its key numbers (the rest is in ``details``)."""
     a, b = v["a"], v["b"]
     per = v["per_budget"]
@@ -279,13 +296,14 @@ def _sentence(v: dict) -> str:
     ci = f", 95% CI [{lo:+.3f}, {hi:+.3f}]" if lo is not None else ""
     p = f", p = {_p(v['p_value'])}" if v["p_value"] is not None else ""
     signs = ", ".join(f"{_si(q['x'])} {q['delta_mean']:+.3f}" for q in per)
-    text = (f"{v['class']}: {a} - {b} = {v['delta_mean']:+.3f} nats averaged over {len(per)} budget(s){ci}{p}; "
-            f"{a} lower at {sum(1 for q in per if q['delta_mean'] < 0)} of {len(per)} budgets ({signs})")
+    text = (f"{v['class']}: {a} - {b} = {v['delta_mean']:+.3f} nats averaged over {len(per)} {axis.points}{ci}"
+            f"{p}; {a} lower at {sum(1 for q in per if q['delta_mean'] < 0)} of {len(per)} {axis.points} ({signs})")
     if v["trend_slope"] is not None and v["trend_p"] is not None and v["class"] in (
-            class_grows(a), class_shrinks(a), class_grows(b), class_shrinks(b), CHANGES):
-        text += f"; {v['trend_slope']:+.3f} nats per doubling of D (p = {_p(v['trend_p'])})"
-    if v["class"] in (class_every(a), class_every(b)):
-        key = "p_a_better" if v["class"] == class_every(a) else "p_b_better"
+            class_grows(a, axis), class_shrinks(a, axis), class_grows(b, axis), class_shrinks(b, axis),
+            changes(axis)):
+        text += f"; {v['trend_slope']:+.3f} nats per doubling of {axis.symbol} (p = {_p(v['trend_p'])})"
+    if v["class"] in (class_every(a, axis), class_every(b, axis)):
+        key = "p_a_better" if v["class"] == class_every(a, axis) else "p_b_better"
         text += f"; every one-sided p is at most {max(q[key] for q in per):.2g}"
     if v["crossing_basis"] == "endpoints":
         first, last = per[0], per[-1]
@@ -293,16 +311,20 @@ def _sentence(v: dict) -> str:
                  f"{_p(min(last['p_a_better'], last['p_b_better']))} at {_si(last['x'])}")
     elif v["crossing_basis"] == "holm":
         shown = ", ".join(f"{_si(q['x'])} (Holm p {_p(q['p_holm'])})" for q in per if q["holm_reject"])
-        text += f"; Holm over the budgets: {shown}"
+        text += f"; Holm over the {axis.points}: {shown}"
     return text + "."
 
 
-def _details(v: dict, scheme: str) -> list[str]:
-    """Everything the short sentence leaves out, one sentence each."""
+def _details(v: dict, scheme: str, axis: Axis = DATA, design: str = "") -> list[str]:
+    """Everything the short sentence leaves out, one sentence each (`design`: how the pairs were made, when not
+    the data axis's same-budget, same-replicate runs)."""
     a, b = v["a"], v["b"]
     per = v["per_budget"]
     out = []
-    if scheme == SCHEME_SHARED:
+    s = axis.symbol
+    if design:
+        out.append(design)
+    elif scheme == SCHEME_SHARED:
         out.append(f"seeds are shared across budgets: the pooled and trend tests use one number per replicate "
                    f"({v['n_replicates']} replicates, df = {v['n_replicates'] - 1})")
     else:
@@ -310,10 +332,10 @@ def _details(v: dict, scheme: str) -> list[str]:
                    f"{len(per)} budget(s)")
     for q in per:
         if q["p_value"] is None:
-            out.append(f"D = {_si(q['x'])}: {a} - {b} = {q['delta_mean']:+.3f} nats (n = {q['n']}, no test)")
+            out.append(f"{s} = {_si(q['x'])}: {a} - {b} = {q['delta_mean']:+.3f} nats (n = {q['n']}, no test)")
             continue
         lo, hi = q["delta_ci"]
-        out.append(f"D = {_si(q['x'])}: {a} - {b} = {q['delta_mean']:+.3f} nats [{lo:+.3f}, {hi:+.3f}], "
+        out.append(f"{s} = {_si(q['x'])}: {a} - {b} = {q['delta_mean']:+.3f} nats [{lo:+.3f}, {hi:+.3f}], "
                    f"one-sided p {_p(q['p_a_better'])} ({a} better), {_p(q['p_b_better'])} ({b} better), "
                    f"two-sided {_p(q['p_value'])}, Holm {_p(q['p_holm'])}, sign-flip {_p(q['sign_flip_p'])} "
                    f"(n = {q['n']})")
@@ -324,11 +346,12 @@ def _details(v: dict, scheme: str) -> list[str]:
                                                if v["pooled_sign_flip_p"] is not None else ""))
     if v["trend_p"] is not None:
         lo, hi = v["trend_ci"]
-        out.append(f"trend ({v['trend_basis']}): {v['trend_slope']:+.3f} nats per doubling of D "
+        out.append(f"trend ({v['trend_basis']}): {v['trend_slope']:+.3f} nats per doubling of {s} "
                    f"[{lo:+.3f}, {hi:+.3f}], df = {v['trend_df']:.1f}, p = {_p(v['trend_p'])}")
     max_n = max((q["n"] for q in per), default=0)
     if 0 < max_n <= 4:
-        out.append(f"with {max_n} replicates the exact sign-flip p of one budget is at least {2.0 / 2 ** max_n:.2g}, "
+        out.append(f"with {max_n} replicates the exact sign-flip p of one {axis.point} is at least "
+                   f"{2.0 / 2 ** max_n:.2g}, "
                    "so the per-budget tests rest on the t distribution")
     if v["influential"]:
         for f in v["influential"]:
@@ -347,26 +370,53 @@ def _details(v: dict, scheme: str) -> list[str]:
 
 
 def pair_verdict(rows: pd.DataFrame, a: str, b: str, scheme: str, leave_one_out: bool = True,
-                 with_power: bool = True, flags: dict[str, list[str]] | None = None) -> dict | None:
-    """The ``verdicts`` entry of one pair, plus its ``power`` entry.
+                 with_power: bool = True, flags: dict[str, list[str]] | None = None,
+                 axis: Axis = DATA) -> dict | None:
+    """The ``verdicts`` entry of one pair at equal data (or on another axis), plus its ``power`` entry.
 
     Args:
-        rows: usable runs (label, width, layers, tokens, seed, loss, run_id).
+        rows: usable runs (label, width, layers, tokens, seed, loss, run_id; n_params for the size axis,
+            train_flops and maybe compute_budget for the compute axis).
         a, b: the labels (d = A - B).
         scheme: the table's seed scheme.
         leave_one_out: fill ``influential`` (refits the pooled mean and trend once per pair).
-        with_power: compute the ``power`` entry (None otherwise).
+        with_power: compute the ``power`` entry (None otherwise; equal data only).
         flags: run_id -> flags (``tgbench.results.flags``); flagged runs of the pair are listed, and when
             there are any the class without their pairs is given as ``without_flagged``.
+        axis: equal data (`DATA`: same budget), equal compute (`COMPUTE`: `paired.compute_pairs`) or equal size
+            (`SIZE`: same width, `paired.size_pairs`).
 
     Returns:
-        {"verdict": {...}, "power": {...}}, or None when A and B share no (budget, replicate).
+        {"verdict": {...}, "power": {...}}, or None when A and B share no measured point.
     """
-    pairs, group = paired_rows(rows, a, b)
+    design = ""
+    if axis.name == SIZE.name:
+        pairs, group = size_pairs(rows, a, b)
+        # the widths of one budget share a replicate's data order: test per replicate
+        scheme, design = SCHEME_SHARED, ("the widths of one budget share each replicate's data order, so the pooled "
+                                         "and trend tests use one number per replicate")
+    elif axis.name == COMPUTE.name:
+        pairs, group, how = compute_pairs(rows, a, b)
+        if how == "interpolated":
+            scheme, design = SCHEME_SHARED, (f"{b}'s loss at {a}'s training compute is interpolated in log-log "
+                                             f"between {b}'s runs of the same replicate, so a replicate's "
+                                             "differences share runs: the pooled and trend tests use one number "
+                                             "per replicate")
+    else:
+        pairs, group = paired_rows(rows, a, b)
     if not len(pairs):
         return None
+    return verdict_of_pairs(pairs, a, b, scheme, group=group, axis=axis, design=design, flags=flags,
+                            leave_one_out=leave_one_out, with_power=with_power and axis.name == DATA.name)
+
+
+def verdict_of_pairs(pairs: Pairs, a: str, b: str, scheme: str, *, group: str = "", axis: Axis = DATA,
+                     design: str = "", flags: dict[str, list[str]] | None = None, leave_one_out: bool = True,
+                     with_power: bool = True) -> dict:
+    """The verdict and power entries of any set of paired differences d = L_A - L_B (a pair's runs, a memory gain,
+    a difference of gains): the tests, the class, the sentence and details, influence and flags."""
     result = analyse(pairs, scheme)
-    cls = classify(result, a, b)
+    cls = classify(result, a, b, axis)
     cross = crossing_sides(result, a, b) if cls.startswith("crossing") else None
     runs = sorted(set(pairs.run_a) | set(pairs.run_b))
     pooled, trend = result["pooled"], result["trend"]
@@ -392,23 +442,27 @@ def pair_verdict(rows: pd.DataFrame, a: str, b: str, scheme: str, leave_one_out:
         out_runs = {f["run"] for f in verdict["flagged"]}
         keep = np.array([ra not in out_runs and rb not in out_runs
                          for ra, rb in zip(pairs.run_a, pairs.run_b, strict=True)])
-        other = classify(analyse(pairs.subset(keep), scheme), a, b) if keep.any() else NOT_DISTINGUISHABLE
+        other = classify(analyse(pairs.subset(keep), scheme), a, b, axis) if keep.any() else NOT_DISTINGUISHABLE
         verdict["without_flagged"] = {"class": other, "excluded": sorted(out_runs)}
-    verdict["sentence"] = _sentence(verdict)
-    verdict["details"] = _details(verdict, scheme)
+    verdict["axis"] = axis.name
+    verdict["sentence"] = _sentence(verdict, axis)
+    verdict["details"] = _details(verdict, scheme, axis, design)
     return {"verdict": verdict, "power": power_analysis(result, scheme, a, b) if with_power else None}
 
 
 def grid_verdicts(rows: pd.DataFrame, pairs: Sequence[tuple[str, str]], scheme: str, leave_one_out: bool = True,
-                  with_power: bool = True,
-                  flags: dict[str, list[str]] | None = None) -> tuple[list[dict], list[dict], list[str]]:
-    """Verdicts and power of every pair; (verdicts, power, notes for pairs without a shared cell)."""
+                  with_power: bool = True, flags: dict[str, list[str]] | None = None,
+                  axis: Axis = DATA) -> tuple[list[dict], list[dict], list[str]]:
+    """Verdicts and power of every pair on one axis; (verdicts, power, notes for pairs without a shared point)."""
     verdicts, power, notes = [], [], []
     for a, b in pairs:
-        out = pair_verdict(rows, a, b, scheme, leave_one_out, with_power, flags)
+        out = pair_verdict(rows, a, b, scheme, leave_one_out, with_power, flags, axis=axis)
         if out is None:
-            notes.append(f"no verdict for {a} vs {b}: no budget where both have a finished run of the same "
-                         "replicate (seed)")
+            why = {DATA.name: "no budget where both have a finished run of the same replicate (seed)",
+                   SIZE.name: "no budget where both have finished runs of the same replicate at two or more widths",
+                   COMPUTE.name: "no run of the first inside the second's measured training compute of the same "
+                                 "replicate (or no train_flops in results.csv: runs from before FLOPs were counted)"}
+            notes.append(f"no verdict {axis.at} for {a} vs {b}: {why[axis.name]}")
             continue
         verdicts.append(out["verdict"])
         if out["power"] is not None:

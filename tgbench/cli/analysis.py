@@ -24,6 +24,9 @@ def fit_command(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.", show_default=True)] = 0,
     form: Annotated[str, typer.Option(help="Fit form the report draws (kaplan, saturating or a registered one).",
                                       show_default=True)] = "kaplan",
+    axis: Annotated[str, typer.Option(help="Whose verdicts lead: tokens (equal data), flops (equal training "
+                                           "compute) or params (equal size); every measured axis is fitted.",
+                                      show_default=True)] = "tokens",
 ) -> None:
     """Fit scaling laws, multipliers and the verdict of every pair; writes fits.json and prints them."""
     import json
@@ -45,7 +48,7 @@ def fit_command(
     refresh_results(grid_dir)  # a directory holding only a results.csv (a committed report's) is fitted as it is
     _check_csv(grid_dir / "results.csv")
     try:  # without --pair: the grid file's reference against its baselines
-        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed, form=form)
+        path = write_fits(grid_dir, pairs=pairs, n_resamples=resamples, seed=seed, form=form, axis=axis)
     except ValueError as err:
         raise UserError(f"cannot fit {grid_dir}: {err}", "check results.csv for missing or bad losses") from err
     fits = json.loads(path.read_text())
