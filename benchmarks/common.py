@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tgbench.adapter import Adapter, Batch, Document, Vocab
-from tgbench.core.devices import autocast_context, resolve_device  # noqa: F401 (the benchmarks' device)
+from tgbench.core.devices import autocast_context, matmul_peak_flops, resolve_device  # noqa: F401 (shared)
 from tgbench.plan.config import RunConfig, TrainConfig
 
 PRESET = "cpu-study"  # the demo's size (width 128, 4 layers), with GPT-2 + boundaries too
@@ -169,15 +169,6 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
-
-
-def matmul_peak_flops(device: torch.device, n: int = 1024, repeats: int = 5) -> float:
-    """Measured float32 matmul FLOP/s of this machine (median of `repeats` n x n x n products)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    a @ b  # warm-up
-    times = [timed(lambda: a @ b, device) for _ in range(repeats)]
-    return 2 * n**3 / median(times)
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -158,3 +158,22 @@ def test_cli_fit_axis_flops_writes_equal_compute_verdicts(tmp_path):
     bad = CliRunner().invoke(app, ["fit", str(tmp_path), "--axis", "time"])
     assert bad.exit_code != 0 and "use one of tokens, flops, params" in str(bad.exception)
     assert math.isfinite(fits["verdicts"][0]["delta_mean"])
+
+
+def test_report_shows_equal_compute_beside_equal_data_and_loss_vs_flops(tmp_path):
+    df = table(np.random.default_rng(8), cost_a=1.5)
+    df = df.assign(label=df["adapter"], flops_per_token=df["train_flops"] / df["tokens"], train_seconds=10.0,
+                   flops_per_s=df["train_flops"] / 10.0, matmul_peak_flops=5e10,
+                   peak_fraction=df["train_flops"] / 10.0 / 5e10, tokens_per_s=1000.0, sentences_per_s=50.0,
+                   peak_memory_mb=100.0)
+    df.to_csv(tmp_path / "results.csv", index=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["fit", str(tmp_path), "--resamples", "20"]).exit_code == 0
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "report.html").read_text()
+    assert "<strong>At equal data:</strong>" in html
+    assert "<strong>At equal compute:</strong> <span class=\"pill behind\">b better" in html
+    assert "Compute multiplier k_C" in html
+    assert "Lexical test loss vs training compute" in html and "Pareto front" in html
+    assert "training FLOPs / token" in html and "of matmul peak" in html

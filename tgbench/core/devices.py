@@ -83,6 +83,30 @@ def autocast_context(device: torch.device, dtype: str):
     return contextlib.nullcontext()
 
 
+def matmul_peak_flops(device: torch.device, dtype: str = "float32", n: int = 1024, repeats: int = 5) -> float:
+    """This machine's measured matmul FLOP/s: the median of `repeats` n x n x n products, in the precision a
+    run's `dtype` setting trains in (bf16 under autocast on CUDA, float32 otherwise).
+
+    The yardstick of a run's achieved FLOP/s; measured in the process that trained, so it sees the same threads
+    and neighbours (about 0.2 s on a 2-core CPU).
+    """
+    import time
+    from statistics import median
+
+    with autocast_context(device, dtype):
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        a @ b  # warm-up
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            a @ b
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    return 2 * n**3 / median(times)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on a GPU (a wall-clock reading after it then includes that work); nothing on CPU."""
     if device.type == "cuda":

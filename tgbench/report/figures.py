@@ -64,6 +64,47 @@ def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
     return out
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats: none reaches a lower loss with as little compute, sorted by compute."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points):
+        if not front or y < front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def compute_plot(files: GridFiles, palette: dict[str, str]):
+    """Loss against training FLOPs (counted) for every model, with the Pareto front over all of them; None when
+    no run has its FLOPs (runs from before they were counted)."""
+    frame = done_rows(files.results)
+    if "train_flops" not in frame.columns:
+        return None
+    frame = frame.assign(_flops=[num(v) for v in frame["train_flops"]]).dropna(subset=["_flops"])
+    frame = frame[frame["_flops"] > 0]
+    if frame.empty:
+        return None
+    series, cells = [], []
+    for label in files.ordered(frame["label"]):
+        g = frame[frame["label"] == label]
+        pts, errs = [], []
+        for _, cell in g.groupby(["width", "layers", "tokens"]):
+            losses = [v for v in (num(v) for v in cell["loss"]) if v is not None]
+            if losses:
+                x = float(cell["_flops"].mean())
+                pts.append((x, float(np.mean(losses))))
+                errs.append((x, min(losses), max(losses)))
+        cells.extend(pts)
+        one_size = g.groupby(["width", "layers"]).ngroups == 1  # a line joins the budgets of one size only
+        series.append(Series(label, palette[label], pts, errs, sorted(pts) if one_size and len(pts) > 1 else []))
+    front = pareto_front(cells)
+    if len(front) > 1:
+        series.append(Series("Pareto front", "#6B7280", [], [], front, dashed=True))
+    return plot(series, title="Lexical test loss vs training compute", xlabel="training FLOPs (counted)",
+                ylabel="loss (nats/token)", xlog=True, ylog=True,
+                note="points: a cell's seed mean at its mean FLOPs, bars: seed min-max; dashed: the lowest loss "
+                     "reached with at most that compute")
+
+
 def multiplier_plots(pair_verdicts: list[dict[str, Any]], palette: dict[str, str]) -> list:
     """Every fitted pair's multipliers against D and against N, with intervals and the paper's band."""
     out = []

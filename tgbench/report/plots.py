@@ -75,8 +75,8 @@ def _finite(v: float | None) -> bool:
 
 
 def fmt_si(value: float, digits: int = 3) -> str:
-    """Compact tick text: 2M, 500k, 1.5G, 0.25."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """Compact tick text: 2M, 500k, 1.5G, 3T (FLOPs), 0.25."""
+    for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.{digits}g}{suffix}"
     return f"{value:.{digits}g}"

@@ -24,7 +24,7 @@ import pandas as pd
 from tgbench.plan.comparison import ordered_labels
 from tgbench.plan.expand import grid_variants
 from tgbench.registry import task_class
-from tgbench.report.figures import curve_plots, multiplier_plots, scaling_plots
+from tgbench.report.figures import compute_plot, curve_plots, multiplier_plots, scaling_plots
 from tgbench.report.files import GridFiles, read_json_file
 from tgbench.report.format import fmt_g, fmt_value, geomean, mean, num
 from tgbench.report.tables import runs_table
@@ -113,7 +113,8 @@ def verdict_section(page: Page) -> PageSection:
 def scaling_section(page: Page) -> PageSection:
     """Loss against D and N with the fitted curves, and the multipliers."""
     return PageSection("scaling", "Scaling", "scaling", {
-        "plots": scaling_plots(page.files, page.palette),
+        "plots": [*scaling_plots(page.files, page.palette),
+                  *[svg for svg in [compute_plot(page.files, page.palette)] if svg is not None]],
         "multiplier_plots": multiplier_plots(page.verdicts, page.palette) if page.verdicts else [],
         "verdicts": page.verdicts})
 
@@ -148,8 +149,9 @@ def task_sections(page: Page) -> list[PageSection]:
 
 # The runs table: settings, training and the primary (lexical) numbers; every task has its own section.
 RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed", "status", "steps", LEXICAL_PER_STEP,
-               "best_val_loss", "test_loss", "test_ppl", "tokens_per_s", "sentences_per_s", "peak_memory_mb", "lr",
-               "lr_source", "max_grad_norm", "clipped_fraction", "flags", MEMORY_TRAIN, MEMORY_TEST]
+               "flops_per_token", "train_flops", "best_val_loss", "test_loss", "test_ppl", "tokens_per_s",
+               "sentences_per_s", "peak_memory_mb", "lr", "lr_source", "max_grad_norm", "clipped_fraction", "flags",
+               MEMORY_TRAIN, MEMORY_TEST]
 
 
 @section
@@ -292,11 +294,17 @@ def throughput_table(frame: pd.DataFrame, baseline: str = "", order: Iterable[st
         ref = base.get(width)
         sps = mean([num(v) for v in g["sentences_per_s"]])
         memory = max([v for v in (num(x) for x in g["peak_memory_mb"]) if v is not None], default=None)
+        # counted FLOPs: a model's cost per token and how much of the machine's matmul peak its training used
+        compute = {key: mean([num(v) for v in g[key]]) if key in g.columns else None
+                   for key in ("flops_per_token", "flops_per_s", "peak_fraction")}
         rows.append({"label": label, "width": int(width), "runs": len(g),
                      "tokens_per_s": fmt_value(tps, "tokens_per_s"),
                      "sentences_per_s": fmt_value(sps, "sentences_per_s"),
                      "peak_memory_mb": fmt_value(memory, "peak_memory_mb"),
-                     "ratio": f"{tps / ref:.2f}" if tps and ref else ""})
+                     "ratio": f"{tps / ref:.2f}" if tps and ref else "",
+                     "flops_per_token": fmt_value(compute["flops_per_token"], "flops_per_token"),
+                     "flops_per_s": fmt_value(compute["flops_per_s"], "flops_per_s"),
+                     "peak_fraction": fmt_value(compute["peak_fraction"], "peak_fraction")})
     order = {lab: i for i, lab in enumerate(ordered_labels(done["label"], order))}
     return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
 

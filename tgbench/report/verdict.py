@@ -17,6 +17,7 @@ from tgbench.report.files import GridFiles
 from tgbench.report.format import num
 from tgbench.report.plots import ForestRow, fmt_si, forest_plot
 from tgbench.results.columns import done_rows
+from tgbench.tasks.stats.paired import AXES, COMPUTE, DATA
 
 FIT_FORM = "kaplan"  # default form drawn (the paper's L(x) = (x_c / x)^alpha); fits.json's "form" overrides it
 
@@ -103,12 +104,16 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
     power = next((p for p in fits.get("power") or [] if p.get("a") == a and p.get("b") == b), None)
     has_fits = (a, b) in _fitted_pairs(fits)
     mults = {axis: multiplier_summary(fits if has_fits else None, axis, a, b, report_form(fits))
-             for axis in ("data", "params")}
+             for axis in ("data", "params", "compute")}
     if not has_fits:
         for m in mults.values():
             m["note"] = ("fits.json is missing: run tgbench fit" if not files.fits else
                          f"fits.json does not fit {a} vs {b}; rerun tgbench fit --pair {a},{b}")
+    # k_C only where FLOPs were counted: runs from before then have no compute axis to speak of
+    mults["compute"]["shown"] = bool(mults["compute"]["points"]) or _has_flops(files.results)
     for axis, m in mults.items():
+        if axis == "compute":
+            continue
         if not m["points"] and _axis_extent(files.results, axis, (a, b)) < 3:
             what = "budgets at one size" if axis == "data" else "sizes at one budget"
             m.update(status="not measured", note=f"this grid has fewer than 3 {what}, so no {axis} axis to fit")
@@ -125,7 +130,8 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
             sentence = f"No finished runs of {a} and {b} at the same budget and replicate yet: nothing to compare."
         return {"a": a, "b": b, "class": "", "pill": "unknown", "sentence": sentence, "per_budget": [],
                 "multipliers": mults, "power": power, "flagged": [], "influential": [], "details": [],
-                "forest": None, "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR}
+                "forest": None, "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR,
+                "axis": AXES[str(fits.get("axis") or DATA.name)], "other_axes": other_axes(files, a, b)}
     cls = str(entry.get("class", ""))
     # fits.json lists the pair's flagged runs (results.csv's flags plus the table's own); older files: the column
     flagged = ([{"run": f["run"], "flags": "; ".join(f.get("flags") or [])} for f in entry["flagged"]]
@@ -137,7 +143,37 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
             "delta_ci": entry.get("delta_ci") or [None, None], "ppl_rel": entry.get("ppl_rel"),
             "group": entry.get("group", ""), "multipliers": mults, "power": power, "flagged": flagged,
             "influential": entry.get("influential") or [], "without_flagged": entry.get("without_flagged"),
-            "forest": forest(entry), "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR}
+            "forest": forest(entry), "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR,
+            "axis": AXES[str(entry.get("axis") or DATA.name)], "other_axes": other_axes(files, a, b)}
+
+
+def _has_flops(frame: pd.DataFrame) -> bool:
+    done = done_rows(frame)
+    return "train_flops" in done.columns and bool(pd.to_numeric(done["train_flops"], errors="coerce").gt(0).any())
+
+
+def other_axes(files: GridFiles, a: str, b: str) -> list[dict[str, Any]]:
+    """The pair's verdicts on the axes fits.json measured besides its leading one (equal compute beside equal data,
+    equal size on a grid of widths): {at, class, pill, sentence}; a line saying why when FLOPs were counted but no
+    equal-compute verdict could be formed."""
+    fits = files.fits or {}
+    lead = str(fits.get("axis") or DATA.name)
+    out = []
+    for name, spec in AXES.items():
+        if name == lead:
+            continue
+        entries = ((fits.get("by_axis") or {}).get(name) or {}).get("verdicts") or []
+        entry = next((v for v in entries if v.get("a") == a and v.get("b") == b), None)
+        if entry is not None:
+            cls = str(entry.get("class", ""))
+            out.append({"at": spec.at, "class": cls, "pill": _class_pill(cls, a, b),
+                        "sentence": str(entry.get("sentence", "")), "details": entry.get("details") or []})
+        elif name == COMPUTE.name and _has_flops(files.results) and fits.get("by_axis") is not None:
+            why = next((n for n in ((fits.get("by_axis") or {}).get(name) or {}).get("notes") or []
+                        if f"for {a} vs {b}" in n), "")
+            out.append({"at": spec.at, "class": "", "pill": "unknown", "details": [],
+                        "sentence": why or f"no verdict {spec.at}: rerun tgbench fit"})
+    return out
 
 
 def forest(entry: dict[str, Any], standalone: bool = False) -> Markup | None:
@@ -147,8 +183,9 @@ def forest(entry: dict[str, Any], standalone: bool = False) -> Markup | None:
     if not per_budget:
         return None
     a, b = entry["a"], entry["b"]
-    rows = [ForestRow(f"D = {fmt_si(p['x'])} (n = {p['n']})", p.get("delta_mean"), *(p.get("delta_ci") or [None, None]))
-            for p in per_budget]
+    symbol = AXES[str(entry.get("axis") or DATA.name)].symbol
+    rows = [ForestRow(f"{symbol} = {fmt_si(p['x'])} (n = {p['n']})", p.get("delta_mean"),
+                      *(p.get("delta_ci") or [None, None])) for p in per_budget]
     lo, hi = entry.get("delta_ci") or [None, None]
     rows.append(ForestRow("pooled", entry.get("delta_mean"), lo, hi, pooled=True))
     return forest_plot(rows, title=f"{a} vs {b}", subtitle=str(entry.get("class", "")), standalone=standalone,

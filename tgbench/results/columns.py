@@ -76,7 +76,8 @@ MEMORY_TRAIN = "memory_slots_train"
 # one budget train the same number of optimizer steps; a run that does not is visible here.
 LEXICAL_PER_STEP = "lexical_tokens_per_step"
 
-COMPUTE_COLUMNS = ("train_flops", "flops_per_token", "train_seconds", "flops_method", "flops_6nd")
+COMPUTE_COLUMNS = ("train_flops", "flops_per_token", "train_seconds", "flops_method", "flops_6nd", "flops_per_s",
+                   "matmul_peak_flops", "peak_fraction")
 
 RESULT_COLUMNS = [
     "run_id", "adapter", "variant", "label", "width", "layers", "heads", "n_params", "tokens", "seed", "status",
@@ -85,7 +86,8 @@ RESULT_COLUMNS = [
     # Memory slots a sentence-memory model read per sentence in training (summary.json; evaluation: the ppl task).
     MEMORY_TRAIN,
     # What training cost (summary.json): counted or measured FLOPs of the batches trained on, per lexical token,
-    # how they were obtained, the training loop's wall seconds, and 6 x all parameters x tokens for reference.
+    # how they were obtained, the training loop's wall seconds, 6 x all parameters x tokens for reference, and the
+    # achieved FLOP/s against the matmul peak measured in the process that trained.
     *COMPUTE_COLUMNS,
     # the replicate design (the verdict reads seed_scheme) and the runs' flags (tgbench.results.flags)
     "data_seed", "init_seed", "seed_scheme", "flags",
@@ -134,6 +136,9 @@ COLUMNS: dict[str, Metric] = {m.name: m for m in (
     Metric("train_seconds", fmt=",.0f", label="training time", unit="s, evaluation excluded"),
     Metric("flops_method", fmt="text", label="FLOPs from", unit="counted or measured"),
     Metric("flops_6nd", fmt="si", label="6ND", unit="FLOPs, all parameters"),
+    Metric("flops_per_s", fmt="si", label="FLOP/s", unit="achieved in training"),
+    Metric("matmul_peak_flops", fmt="si", label="matmul peak", unit="FLOP/s, one device, measured"),
+    Metric("peak_fraction", fmt=".2f", label="of peak", unit="achieved / matmul peak"),
     Metric(MEMORY_TEST, fmt=".2f", label="memory read", unit="slots/sentence, test"),
 )}
 

@@ -25,6 +25,7 @@ summary.json gives them with FLOPs per lexical token, the method and 6ND beside 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import time
@@ -45,6 +46,7 @@ from tgbench.core.devices import (
     autocast_context,
     distributed_from_env,
     init_process_group,
+    matmul_peak_flops,
     resolve_device,
     synchronize,
 )
@@ -681,6 +683,8 @@ def _finish(session: Session) -> RunResult:
         "unigram_val_ppl": math.exp(unigram) if math.isfinite(unigram) else None,
         **compute_summary(state, sum(p.numel() for p in session.model.parameters())),
     }
+    summary.update(achieved_flops(summary["train_flops"], state.train_seconds, session.dist.world_size,
+                                  _matmul_peak(session.device, session.config.train.dtype)))
     summary.update(_training_memory_reads(session))
     if session.dist.is_main:
         write_json(run.summary_path, summary)
@@ -705,6 +709,21 @@ def compute_summary(state: TrainState, total_params: int) -> dict[str, Any]:
     return {"train_flops": flops, "flops_per_token": flops / state.tokens if known and state.tokens else None,
             "flops_method": state.flops_method if known else None, "train_seconds": state.train_seconds,
             "flops_6nd": training_flops(total_params, state.tokens)}
+
+
+@functools.lru_cache(maxsize=4)
+def _matmul_peak(device: torch.device, dtype: str) -> float:
+    """The matmul yardstick, measured once per process (a grid worker or test process trains many runs)."""
+    return matmul_peak_flops(device, dtype)
+
+
+def achieved_flops(train_flops: float | None, train_seconds: float | None, world_size: int,
+                   peak: float) -> dict[str, float | None]:
+    """`flops_per_s` (training FLOPs over the training loop's seconds), `matmul_peak_flops` (one device's
+    measured matmul FLOP/s) and `peak_fraction` (the share of the devices' peak the run achieved)."""
+    rate = train_flops / train_seconds if train_flops and train_seconds else None
+    return {"flops_per_s": rate, "matmul_peak_flops": peak,
+            "peak_fraction": rate / (peak * world_size) if rate and peak > 0 else None}
 
 
 def gradient_summary(records: Sequence[dict[str, Any]]) -> dict[str, float | None]:
