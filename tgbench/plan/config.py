@@ -133,7 +133,11 @@ class TuneConfig:
         points: LRs in a log-spaced sweep.
         budget: Lexical training tokens per sweep run; 0 = the grid's middle budget (the lower of the two
             middle ones for an even count).
-        seeds: Seeds per LR; the choice is the lowest mean over them.
+        seeds: Seeds per LR (at least 2 by default, so one seed's luck cannot choose); the choice is the lowest
+            mean over them among the LRs none of whose seeds spiked, diverged or failed.
+        max_extensions: How many LRs the sweep may add per model when its choice is the smallest or largest LR
+            tried: each adds the next LR beyond it at the sweep's own spacing (every seed) and chooses again;
+            0 = only warn.
         per_budget: Tune at every budget of the grid (then `budget` is not used).
         per_width: Tune at every width when the grid has several; false = at the reference width only, and
             every width trains at that choice.
@@ -144,7 +148,8 @@ class TuneConfig:
     lr_max: float = 0.0
     points: int = 4
     budget: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    max_extensions: int = 2
     per_budget: bool = False
     per_width: bool = True
 
@@ -164,6 +169,9 @@ class TuneConfig:
                             "give lexical tokens per sweep run, or 0 for the grid's middle budget")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"tune.seeds = {self.seeds} must be distinct seeds", "write e.g. seeds = [0, 1]")
+        if self.max_extensions < 0:
+            raise UserError(f"tune.max_extensions = {self.max_extensions} must not be negative",
+                            "set 0 to only warn about a choice at the sweep's edge, or e.g. 2")
 
     def sweep(self, grid_lr: float) -> list[float]:
         """The learning rates of the sweep, ascending."""
