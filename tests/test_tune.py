@@ -327,3 +327,42 @@ def test_a_spiked_seed_rules_its_lr_out_through_the_run_directories(tmp_path, mo
     (group,) = json.loads((out / "tune.json").read_text())["groups"]
     curve = {p["lr"]: p for p in group["curve"]}
     assert curve[2e-3]["excluded"] == ["seed 1: spike"] and curve[2e-3]["flags"] == [[], ["spike"]]
+
+
+def _tuning_html(folder):
+    from tgbench.report.page import environment
+    from tgbench.report.tuning import tuning_section
+
+    data = {"tuning": tuning_section(folder, {"tg": "#D55E00", "gpt2": "#0072B2"}), "caveat": ""}
+    return environment().get_template("sections/tuning.html.j2").render(data=data)
+
+
+def test_the_report_shows_each_seed_the_extensions_and_the_excluded_lrs(tmp_path, monkeypatch):
+    from tgbench.training import executor
+
+    def bowl(lr, seed):  # optimum at 8e-3, beyond the sweep; 1e-3's seed 1 spikes
+        return 4.0 + 0.1 * (math.log2(lr) - math.log2(8e-3)) ** 2 + 0.02 * seed
+
+    monkeypatch.setattr(executor, "execute_specs", _fake_execute(bowl, spiky_lrs={1e-3}))
+    executor.run_tune(_sweep_grid(tmp_path), tmp_path / "runs", progress=False)
+    html = _tuning_html(tmp_path / "runs")
+    assert html.count('class="pdot"') == 10  # 5 LRs (3 swept, 2 added) x 2 seeds
+    assert "seeds 0, 1" in html and "2 LRs added beyond the sweep" in html
+    assert "added 0.008 (the best LR so far, 0.004, is the largest tried)" in html and "added 0.016" in html
+    assert "excluded 0.001 (seed 1: spike)" in html
+    assert '<td class="num">0.008</td><td class="num">0.014</td>' in html  # chosen, with its seeds' SD
+
+
+def test_an_old_tune_json_with_one_seed_and_none_of_the_new_keys_still_renders(tmp_path):
+    """The committed cpu-peers sweep: one seed per LR, written before seeds were flagged and sweeps extended."""
+    import shutil
+    from pathlib import Path
+
+    old = Path(__file__).parents[1] / "reports" / "cpu-peers" / "tune.json"
+    data = json.loads(old.read_text())
+    assert data["tune"]["seeds"] == [0] and "extensions" not in data and "losses" not in data["groups"][0]["curve"][0]
+    shutil.copy(old, tmp_path / "tune.json")
+    html = _tuning_html(tmp_path)
+    assert html.count("<svg") == 1 and html.count('class="pdot"') == 12  # 4 models x 3 LRs x 1 seed
+    assert "seeds 0;" in html and "largest LR of the sweep" in html and "added" not in html
+    assert "rmt (width 128, D 40,000): the chosen LR 0.004 is the largest of the sweep" in html
