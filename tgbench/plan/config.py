@@ -118,7 +118,7 @@ class TrainConfig:
 
 # Model options added after run directories were written, with the default that reproduces those runs: at
 # that default they are left out of the config hash, so a grid does not retrain its finished runs.
-LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0}
+LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0, "scaled_residual_init": True}
 
 
 @dataclass
