@@ -16,12 +16,12 @@ reference's `MemoryCell.process_input`: the memory goes in at both ends) and pos
 over the whole row (the backbone's own learned positions). Attention is LM-RMT's (`memory_mask =
 "full"`): the read tokens see each other, the segment's tokens are causal among themselves and see
 every read token, the write tokens see everything before them and each other. The write tokens' final
-hidden states, through the memory's own LayerNorm whose gain starts at the token embeddings' std
-(`memory_norm = "scaled"`), are the next segment's memory, so written memory starts at the scale of
-the token rows beside it; the first segment reads a learned initial memory (K x d parameter, drawn at
-the same scale). Gradients flow through the memory across the whole stream (back-propagation through
-time, as TG's memory); `bptt_segments = k > 0` detaches it at every k-th hand-over (truncated BPTT in
-blocks of k segments), so a loss reaches back at most k - 1 earlier segments.
+hidden states after the final LayerNorm are the next segment's memory, as in the reference code
+(`memory_norm = "final"`; "scaled" starts them at the token embeddings' norm instead); the first
+segment reads a learned initial memory (K x d parameter, drawn at the token embeddings' scale).
+Gradients flow through the memory across the whole stream (back-propagation through time, as TG's
+memory); `bptt_segments = k > 0` detaches it at every k-th hand-over (truncated BPTT in blocks of k
+segments), so a loss reaches back at most k - 1 earlier segments.
 
 The blocks are TG's self-attention blocks (pre-LN, SwiGLU, packed rows scattered into a per-step
 grid only inside attention), imported from `models/layers.py`, so RMT and TG share the token path.
@@ -58,9 +58,9 @@ class RMTConfig(SegmentConfig):
     bptt_segments: int = 0  # 0 = back-propagate through the whole stream (as TG); k = detach every k segments
     # full: read rows see each other, write rows see each other (LM-RMT); causal: plain causal over the row
     memory_mask: str = "full"
-    # scaled: the memory's own LayerNorm, gain starting at EMBEDDING_STD; final: ln_f (the HF reference's
-    # hidden_states[-1], about 50x the token rows' norm at init)
-    memory_norm: str = "scaled"
+    # final: ln_f, as the reference's hidden_states[-1] (about 50x the token rows' norm at init); scaled: the
+    # memory's own LayerNorm, its gain starting at EMBEDDING_STD (measured less stable: docs/choices.md)
+    memory_norm: str = "final"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -143,7 +143,8 @@ class RMT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block("S", config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(d)
-        # The written memory's own LayerNorm: its rows start at the token embeddings' norm, not ln_f's sqrt(d)
+        # memory_norm = "scaled": the written memory's own LayerNorm, its rows starting at the token embeddings'
+        # norm instead of ln_f's sqrt(d)
         self.ln_mem = nn.LayerNorm(d) if config.memory_norm == "scaled" else None
         self.lm_head = nn.Linear(d, vocab.size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied

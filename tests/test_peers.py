@@ -163,15 +163,34 @@ def test_rmt_written_memory_starts_at_the_token_embeddings_norm(norm, ratio):
     assert 0.8 < float(initial / tokens) < 1.25  # the learned initial memory, either way
 
 
-@pytest.mark.parametrize("options", [{"memory_mask": "causal", "memory_norm": "final"}, {"bptt_segments": 2}])
-def test_rmt_previous_forms_train(options):
+@pytest.mark.parametrize("options", [{"memory_mask": "causal"}, {"memory_norm": "scaled"}, {"bptt_segments": 2}])
+def test_rmt_other_forms_train(options):
     adapter = tiny(RMTAdapter, stream_start=5, **options)
     model = build(adapter).train()
     docs = [make_doc(np.random.default_rng(12), 6) for _ in range(2)]
     batch = adapter.batches(docs, VOCAB, batch_tokens=150, epoch=0, rng=np.random.default_rng(0))[0]
     parts = adapter.loss(model, batch.to("cpu"), epoch=0)
     parts.loss.backward()
-    assert torch.isfinite(parts.loss) and (model.ln_mem is None) == (options.get("memory_norm") == "final")
+    assert torch.isfinite(parts.loss) and (model.ln_mem is None) == (options.get("memory_norm") != "scaled")
+
+
+def test_an_rmt_run_from_before_the_mask_option_reads_back_causal_and_is_retrained(tmp_path):
+    """config.toml records every option; one without memory_mask was trained with the causal mask, so it loads
+    causal (its checkpoint's numbers) and hashes as before, and a grid asking for today's default retrains it."""
+    from tgbench.registry import resolved
+    from tgbench.training.rundir import RunDir
+
+    new = resolved(RunConfig(model="rmt", model_options={"width": 32, "layers": 2}))
+    assert new.model_options["memory_mask"] == "full" and new.model_options["memory_norm"] == "final"
+    old = dataclasses.replace(new, model_options={k: v for k, v in new.model_options.items()
+                                                  if k not in ("memory_mask", "memory_norm")})
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config(old, {"label": "rmt"})
+    back = run.read_config()
+    assert back.model_options["memory_mask"] == "causal" and back.model_options["memory_norm"] == "final"
+    assert resolved(back).hash() == old.hash() != new.hash()
+    assert build_adapter(back).config.memory_mask == "causal"
 
 
 # -- txl: a detached cache ------------------------------------------------------------------------
@@ -384,7 +403,7 @@ def test_parameter_counts_differ_from_tg_by_w_sent_and_the_memory():
         txl = TXLAdapter(width=width, layers=layers)
         n = {a.name: a.n_params(a.build(Vocab(8192))) for a in (tg, rmt, txl)}
     assert n["tg"] - n["txl"] == width * width + width + layers // 2  # W_sent and TG's gates
-    assert n["rmt"] - n["txl"] == k * width + 2 * width  # the learned initial memory and the memory's LayerNorm
+    assert n["rmt"] - n["txl"] == k * width  # the learned initial memory
     assert abs(n["rmt"] / n["tg"] - 1) < 0.02 and abs(n["txl"] / n["tg"] - 1) < 0.021
     with torch.device("meta"):  # at the paper's 12 x 768 both are well inside 2%
         paper = {a.name: a.n_params(a.build(Vocab(50257))) for a in (TGAdapter(), RMTAdapter(), TXLAdapter())}

@@ -116,9 +116,12 @@ class TrainConfig:
                                 f"set train.{name} between 0 and 1")
 
 
-# Model options added after run directories were written, with the default that reproduces those runs: at
-# that default they are left out of the config hash, so a grid does not retrain its finished runs.
-LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0, "scaled_residual_init": True}
+# Model options added after run directories were written, with the value that reproduces those runs: at that
+# value they are left out of the config hash, so a grid does not retrain its finished runs, and a run's
+# config.toml written before the option reads back with that value (`registry.with_earlier_options`), also
+# where the option's default is another (rmt's memory_mask: its runs before the option were causal).
+LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0, "scaled_residual_init": True,
+                                       "memory_mask": "causal", "memory_norm": "final"}
 
 
 @dataclass
