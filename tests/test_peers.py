@@ -149,9 +149,10 @@ def test_rmt_segment_tokens_never_see_the_write_rows_and_read_rows_see_each_othe
 
 
 @pytest.mark.parametrize(("norm", "ratio"), [("scaled", (0.8, 1.25)), ("final", (40, 60))])
-def test_rmt_written_memory_starts_at_the_token_embeddings_norm(norm, ratio):
-    """ln_f's rows have norm ~sqrt(d), 50x a token embedding's 0.02 sqrt(d); the memory's own LayerNorm starts
-    its gain at 0.02, so the next segment's read rows start at the scale of the token rows beside them."""
+def test_rmt_written_memory_is_ln_fs_or_at_the_token_embeddings_norm(norm, ratio):
+    """final (the reference's ln_f): rows of norm ~sqrt(d), 50x a token embedding's 0.02 sqrt(d); scaled: the
+    memory's own LayerNorm starts its gain at 0.02, so read rows start at the scale of the token rows beside them.
+    The learned initial memory starts at the embeddings' scale either way."""
     adapter = tiny(RMTAdapter, memory_norm=norm, width=64, heads=2)
     model = build(adapter).eval()
     batch = stream_batch([adapter.units(make_doc(np.random.default_rng(8), 3), VOCAB)], VOCAB).to("cpu")
