@@ -124,7 +124,7 @@ def memory_mask(step: StepInputs, slots: int, write: bool) -> torch.Tensor:
 
 
 class RMT(nn.Module):
-    """A causal stack of TG self-attention blocks with RMT's read/write memory tokens.
+    """A stack of TG self-attention blocks with RMT's read/write memory tokens (LM-RMT's mask by default).
 
     Non-embedding parameters: L self-attention blocks, the final LayerNorm, the K x d initial memory and
     (`memory_norm = "scaled"`) the memory's LayerNorm; TG at the same width and depth has the same blocks'
