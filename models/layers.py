@@ -104,12 +104,16 @@ class SelfAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.residual_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, step: StepInputs) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, step: StepInputs, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, d) packed rows -> the residual update (N, d); causal, or as `mask` (B, 1, T, T) allows."""
         d = x.shape[-1]
         q, k, v = step.to_grid(self.qkv(x)).split(d, dim=-1)  # 3 x (B, T, d)
         q, k, v = (split_heads(t, self.heads) for t in (q, k, v))  # (B, h, T, dh)
         dropout = self.attention_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.residual_dropout(self.proj(step.from_grid(merge_heads(y))))  # (N, d)
 
 
@@ -181,23 +185,26 @@ class Block(nn.Module):
 
     @staticmethod
     def attention(attn: nn.Module, h: torch.Tensor, step: StepInputs,
-                  memory: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor | None:
+                  memory: tuple[torch.Tensor, torch.Tensor] | None,
+                  mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """One attention sub-layer's residual update; None where a C sub-layer has no memory to read."""
         if isinstance(attn, CrossAttention):
             return None if memory is None else attn(h, step, memory)
-        return attn(h, step)
+        return attn(h, step, mask)
 
     def forward(self, x: torch.Tensor, step: StepInputs,
-                memories: list[tuple[torch.Tensor, torch.Tensor] | None]) -> torch.Tensor:
-        """x: (N, d) packed rows; memories: this block's (keys, values) per sub-layer, None if empty."""
+                memories: list[tuple[torch.Tensor, torch.Tensor] | None],
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, d) packed rows; memories: this block's (keys, values) per sub-layer, None if empty; mask:
+        what self-attention may see, (B, 1, T, T) True = allowed (None: causal)."""
         if self.kind == "P":
             inputs = [norm(x) for norm in self.norms] if len(self.norms) == 2 else [self.norms[0](x)] * 2
-            updates = [self.attention(attn, h, step, memory)
+            updates = [self.attention(attn, h, step, memory, mask)
                        for attn, h, memory in zip(self.attns, inputs, memories, strict=True)]
             for update in updates:
                 x = x if update is None else x + update  # (N, d)
         else:
             for attn, norm, memory in zip(self.attns, self.norms, memories, strict=True):
-                update = self.attention(attn, norm(x), step, memory)
+                update = self.attention(attn, norm(x), step, memory, mask)
                 x = x if update is None else x + update  # (N, d); an empty memory adds exactly zero
         return x + self.mlp(self.ln_mlp(x))  # (N, d)

@@ -5,8 +5,12 @@ code, inherited rather than copied: documents are cut into the same units (sente
 TG's, or fixed spans like tg-span's), grouped into the same streams under the same curriculum,
 laid out by the same `stream_layout` (`[BOS] tokens [EOS]` per unit, step-major packed rows), trained
 with the same weighted loss and scored by the same `score` (each test document one uncut stream,
-every content token once, in order). So every measured difference between TG and a peer is the
-memory mechanism.
+every content token once, in order). The models themselves differ in more than the memory: TG's
+blocks alternate self- and cross-attention (L/2 self-attention sub-layers at L layers), while rmt and
+txl stack L self-attention blocks that read the memory inside them; txl has rotary relative positions
+where TG and rmt learn absolute ones (docs/choices.md). So a measured difference between TG and a peer
+is not the memory's alone: at a document's first sentence, where no model holds anything of earlier
+sentences, it is none of it.
 
 A peer model provides what TG's adapter calls on a TG model: `run(tensors, steps)` returning
 `{"hidden": (N_targets, d), "penalty": None, ...}`, `empty_memory()`,
@@ -36,7 +40,8 @@ class SegmentConfig:
     """Settings every segment-recurrent peer shares; the stream, data and loss fields mean what TG's do.
 
     Defaults are TG's (its curriculum, `[EOS]` down-weighting, dropout, sentence cap), so a peer and
-    TG at the same width and layers differ only where the memory differs.
+    TG at the same width and layers share their data, loss and regularisation settings (their
+    architectures still differ: see the module docstring).
     """
 
     family: ClassVar[str] = "segment"  # the adapter name, for error messages

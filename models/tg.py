@@ -139,6 +139,10 @@ class TGConfig:
     sentence_dropout: float = 0.0  # dropout on sentence vectors before they are written (release: 0.15)
     # dropout inside the sentence head, between its LayerNorm and its Linear: the release's form of its 0.15
     sentence_head_dropout: float = 0.0
+    # GPT-2's N(0, 0.02 / sqrt(2L)) init of every residual branch's output projection (self-attention, the
+    # cross-attention output, the SwiGLU down-projection); false: the cross-attention output and the SwiGLU
+    # down-projection at N(0, 0.02), as the release (paper.md section 7), the self-attention's still scaled
+    scaled_residual_init: bool = True
     checkpoint_steps: bool = False  # activation checkpointing per sentence step
     score_batch_tokens: int = 16384  # token rows per forward pass when scoring
 
@@ -275,8 +279,9 @@ class TG(nn.Module):
         self.apply(self._init_weights)
         # GPT-2's scaled init of residual output projections, over the number of residual branches.
         branches = sum(len(b.attns) + 1 for b in self.blocks)
+        scaled = ("proj.weight", ".o.weight", "w2.weight") if config.scaled_residual_init else ("proj.weight",)
         for name, p in self.named_parameters():
-            if name.endswith(("proj.weight", ".o.weight", "w2.weight")):
+            if name.endswith(scaled):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(branches))
 
     @staticmethod

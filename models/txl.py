@@ -2,15 +2,17 @@
 
 One file, nanoGPT-style: `TXLConfig`, rotary positions, the cache, the modules, the `TXL` model,
 then `TXLAdapter` (name "txl"). Streams, curriculum, loss and scoring are TG's
-(`models/segments.py`); only the memory differs.
+(`models/segments.py`); the architecture is not TG's: every layer is a self-attention block (TG
+alternates self- and cross-attention), positions are rotary (TG's are learned), and the memory is a
+cache of token states (docs/choices.md).
 
 Each segment (a sentence `[BOS] tokens [EOS]`, or a fixed span with `segment = "span"`) runs
 through a causal decoder whose every layer also attends over a cache of the most recent
-`memory_tokens` token states of the previous segments of the same stream. As in the original, the
-cache is detached: no gradient crosses a segment boundary, but the previous segments change the
-current one's logits. The cache keeps each layer's key and value projections of the cached rows:
-Transformer-XL caches the layer inputs and projects them with the same weights in the same forward
-pass, which gives the same keys and values.
+`memory_tokens` token states of the previous segments of the same stream. As in the original
+(Dai et al. 2019, eq. 1-2), the cache holds each layer's input hidden states, detached, and every
+step projects them to keys and values with the layer's current LayerNorm and key/value weights: no
+gradient reaches an earlier segment's tokens, but the key and value projections learn through the
+cached positions too.
 
 Positions are relative: rotary embeddings (RoPE) at each token's offset from the current segment's
 start (cached rows at -1, -2, ... back to -M; the segment's rows at 0, 1, ...), so an attention score
@@ -104,8 +106,8 @@ class TXLCache:
     """Per stream, the last `width` cached rows, right-aligned (oldest first), detached.
 
     Attributes:
-        rows: (B, width, 2 L d): for every layer its key (before rotation) and value of each cached
-            row, side by side (one tensor, so a step's update is one scatter for every layer).
+        rows: (B, width, L d): every layer's input hidden state of each cached row, side by side, detached
+            (one tensor, so a step's update is one scatter for every layer).
         valid: (B, width) which columns hold a real row (a stream with fewer rows so far has
             invalid columns on the left).
     """
@@ -117,11 +119,9 @@ class TXLCache:
     def width(self) -> int:
         return self.valid.shape[1]
 
-    def layer(self, index: int, width: int, streams: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `index`'s cached keys and values (model width `width`) of the first `streams` streams."""
-        start = 2 * index * width
-        rows = self.rows[:streams]
-        return rows[..., start : start + width], rows[..., start + width : start + 2 * width]  # 2 x (B, M, d)
+    def layer(self, index: int, width: int, streams: int) -> torch.Tensor:
+        """Layer `index`'s cached input hidden states (model width `width`) of the first `streams` streams."""
+        return self.rows[:streams, :, index * width : (index + 1) * width]  # (B, M, d)
 
 
 @dataclass
@@ -134,13 +134,13 @@ class StepContext:
     mask: torch.Tensor | None  # (B, 1, T, Mc + T) True = may attend
 
 
-def append_to_cache(cache: TXLCache | None, step: StepInputs, new: list[tuple[torch.Tensor, torch.Tensor]],
-                    limit: int) -> TXLCache:
+def append_to_cache(cache: TXLCache | None, step: StepInputs, new: list[torch.Tensor], limit: int) -> TXLCache:
     """The cache after a step: each stream's old rows then its segment's rows, the last `limit` kept.
 
     The rows of a stream are contiguous and right-aligned, so column c of a cache of width W holds the
     row at offset c - W from the next segment's start. Selecting the last rows is a scatter with a
-    dump column for the dropped ones: no host synchronisation, whatever the lengths.
+    dump column for the dropped ones: no host synchronisation, whatever the lengths. `new` holds each
+    layer's input rows (N, d) of the step; they are stored detached.
     """
     B, T = step.n_streams, step.max_len
     device = step.pos.device
@@ -151,11 +151,11 @@ def append_to_cache(cache: TXLCache | None, step: StepInputs, new: list[tuple[to
     from_end = valid.flip(1).cumsum(1).flip(1)  # (B, old + T) real rows at or after each column
     keep = valid & (from_end <= width)
     column = torch.where(keep, width - from_end, width)  # (B, old + T), dropped rows -> dump column
-    fresh = step.to_grid(torch.cat([t.detach() for kv in new for t in kv], dim=-1))  # (B, T, 2 L d)
+    fresh = step.to_grid(torch.cat([t.detach() for t in new], dim=-1))  # (B, T, L d)
     both = fresh if cache is None else torch.cat([cache.rows[:B], fresh.to(cache.rows.dtype)], dim=1)
     rows = both.new_zeros(B, width + 1, both.shape[-1]).scatter_(1, column[..., None].expand_as(both), both)
     kept = torch.zeros(B, width + 1, dtype=torch.bool, device=device).scatter_(1, column, keep)
-    return TXLCache(rows=rows[:, :width], valid=kept[:, :width])  # (B, width, 2 L d), (B, width)
+    return TXLCache(rows=rows[:, :width], valid=kept[:, :width])  # (B, width, L d), (B, width)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,25 +165,28 @@ def append_to_cache(cache: TXLCache | None, step: StepInputs, new: list[tuple[to
 class CachedSelfAttention(SelfAttention):
     """TG's causal self-attention (same projections) over [cache of earlier segments, this segment]."""
 
-    def forward(self, x: torch.Tensor, step: StepInputs, context: StepContext, layer: int
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x: (N, d) packed rows -> the residual update (N, d) and this layer's raw (k, v) rows for the cache."""
+    def forward(self, x: torch.Tensor, step: StepInputs, context: StepContext,
+                cached: torch.Tensor | None) -> torch.Tensor:
+        """x: (N, d) packed rows (after the block's LayerNorm); cached: (B, Mc, d) the cached rows after the
+        same LayerNorm, or None -> the residual update (N, d).
+
+        The cached rows are projected here, with this layer's current key and value weights (the query
+        projection is not needed for them).
+        """
         d = x.shape[-1]
         q, k, v = self.qkv(x).split(d, dim=-1)  # 3 x (N, d)
-        fresh = (k, v)
         q, k = rotate(q, context.rows, self.heads), rotate(k, context.rows, self.heads)
         q, k, v = (split_heads(step.to_grid(t), self.heads) for t in (q, k, v))  # (B, h, T, dh)
         dropout = self.attention_dropout if self.training else 0.0
-        cache = context.cache
-        if cache is None:
+        if cached is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)  # (B, h, T, dh)
         else:
-            cached_k, cached_v = cache.layer(layer, d, step.n_streams)  # (B, Mc, d) each
-            cached_k = rotate(cached_k, context.cached, self.heads).to(k.dtype)
+            cached_k, cached_v = F.linear(cached, self.qkv.weight[d:], self.qkv.bias[d:]).split(d, dim=-1)
+            cached_k = rotate(cached_k, context.cached, self.heads).to(k.dtype)  # (B, Mc, d)
             keys = torch.cat([split_heads(cached_k, self.heads), k], dim=2)  # (B, h, Mc + T, dh)
             values = torch.cat([split_heads(cached_v.to(v.dtype), self.heads), v], dim=2)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=context.mask, dropout_p=dropout)
-        return self.residual_dropout(self.proj(step.from_grid(merge_heads(y)))), fresh
+        return self.residual_dropout(self.proj(step.from_grid(merge_heads(y))))
 
 
 class XLBlock(nn.Module):
@@ -196,11 +199,12 @@ class XLBlock(nn.Module):
         self.ln_mlp = nn.LayerNorm(config.width)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, step: StepInputs, context: StepContext, layer: int
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        update, fresh = self.attn(self.ln_attn(x), step, context, layer)
-        x = x + update  # (N, d)
-        return x + self.mlp(self.ln_mlp(x)), fresh  # (N, d)
+    def forward(self, x: torch.Tensor, step: StepInputs, context: StepContext, layer: int) -> torch.Tensor:
+        """x: (N, d) this layer's input rows; the cache's rows of this layer go through the same LayerNorm."""
+        cache = context.cache
+        cached = None if cache is None else self.ln_attn(cache.layer(layer, x.shape[-1], step.n_streams))
+        x = x + self.attn(self.ln_attn(x), step, context, cached)  # (N, d)
+        return x + self.mlp(self.ln_mlp(x))  # (N, d)
 
 
 class TXL(nn.Module):
@@ -252,13 +256,13 @@ class TXL(nn.Module):
         """
         context = self.context(step, memory)
         x = self.drop(step.embedded if step.embedded is not None else self.wte(step.ids))  # (N, d)
-        fresh = []
+        inputs = []  # each layer's input rows: what the next segments' cache holds
         for layer, block in enumerate(self.blocks):
-            x, kv = block(x, step, context, layer)  # (N, d)
-            fresh.append(kv)
+            inputs.append(x)
+            x = block(x, step, context, layer)  # (N, d)
         if not write or self.config.memory_tokens == 0:
             return x, None, memory, None
-        return x, None, append_to_cache(memory, step, fresh, self.config.memory_tokens), None
+        return x, None, append_to_cache(memory, step, inputs, self.config.memory_tokens), None
 
     def run(self, tensors: dict[str, torch.Tensor], steps: list[tuple[int, int, int, int, int]]) -> dict:
         """Every segment step of a batch of streams (TG's `stream_layout`), as `TG.run`.

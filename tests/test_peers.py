@@ -10,7 +10,7 @@ import torch
 
 from tgbench.adapter import Vocab
 from tgbench.core.errors import UserError
-from tgbench.models.rmt import RMTAdapter, RMTConfig
+from tgbench.models.rmt import RMTAdapter, RMTConfig, memory_mask
 from tgbench.models.segments import SegmentAdapter
 from tgbench.models.streams import StepInputs, stream_batch
 from tgbench.models.tg import TGAdapter
@@ -85,12 +85,113 @@ def test_rmt_reads_memory_from_the_first_token_and_writes_from_every_token():
     (g_state,) = torch.autograd.grad(x[0].sum(), state, retain_graph=True)
     assert g_state.abs().sum() > 0
     # The write tokens see every segment row, the closing [EOS] included.
-    (g_rows,) = torch.autograd.grad(written.sum(), captured[0])
+    # (a plain sum of LayerNorm'd rows is constant: weigh each feature)
+    weights = torch.randn(written.shape, generator=torch.Generator().manual_seed(0))
+    (g_rows,) = torch.autograd.grad((written * weights).sum(), captured[0])
     assert (g_rows.abs().sum(dim=-1) > 0).all()
     # The learned initial memory is a parameter the first segment reads.
     x0 = model.step(step, model.empty_memory())[0]
     (g_init,) = torch.autograd.grad(x0.sum(), model.memory)
     assert g_init.abs().sum() > 0
+
+
+def _two_streams(lengths=(3, 5)) -> StepInputs:
+    """One step of two streams with segments of `lengths` rows, packed stream after stream."""
+    T = max(lengths)
+    pos = torch.cat([torch.arange(n) for n in lengths])
+    stream = torch.cat([torch.full((n,), b) for b, n in enumerate(lengths)])
+    starts = torch.tensor([0, lengths[0]])
+    return StepInputs(ids=torch.full((sum(lengths),), 5), pos=pos, grid_index=stream * T + pos, stream=stream,
+                      bos_rows=starts, eos_rows=starts + torch.tensor(lengths) - 1, n_streams=2, max_len=T)
+
+
+@pytest.mark.parametrize("write", [True, False])
+def test_rmt_mask_is_lm_rmts_read_read_and_write_write_unmasked(write):
+    K, lengths = 2, (3, 5)
+    mask = memory_mask(_two_streams(lengths), K, write)
+    width = K + max(lengths) + (K if write else 0)
+    assert mask.shape == (2, 1, width, width) and mask.dtype == torch.bool
+    for b, n in enumerate(lengths):
+        kind = ["read"] * K + ["seg"] * n + ["write"] * (K if write else 0)
+        kind += ["pad"] * (width - len(kind))
+        for i, ki in enumerate(kind):
+            if ki == "pad":
+                continue
+            for j, kj in enumerate(kind):
+                wanted = {"read": kj == "read",  # every read row, not only the earlier ones
+                          "seg": kj == "read" or (kj == "seg" and j <= i),  # all reads, causal in the segment
+                          "write": kj in ("read", "seg", "write")}[ki]  # everything but padding
+                assert bool(mask[b, 0, i, j]) == wanted, (b, i, j, ki, kj)
+
+
+def test_rmt_segment_tokens_never_see_the_write_rows_and_read_rows_see_each_other():
+    adapter = tiny(RMTAdapter)
+    model = build(adapter).eval()
+    step = adapter._unit_step([5, 6, 7], VOCAB, torch.device("cpu"), complete=True)
+    state = torch.randn(1, 4, 32)
+    memory = type(model.empty_memory())(count=1, state=state)
+    with torch.no_grad():
+        with_write, _, _, _ = model.step(step, memory, write=True)
+        without, _, _, _ = model.step(step, memory, write=False)
+    assert torch.allclose(with_write, without, atol=1e-6)  # the write rows are invisible to the segment
+    # the first read row sees the last one: the segment's first token changes when only the last read slot does
+    causal = build(tiny(RMTAdapter, memory_mask="causal")).eval()
+    changed = state.clone()
+    changed[0, -1] += torch.randn(32)  # the last read slot only (not a constant shift, which LayerNorm removes)
+    for net, sees in ((model, True), (causal, False)):
+        first_read = []  # block 0's output of the first read row
+        hook = net.blocks[0].register_forward_hook(lambda mod, args, out, into=first_read: into.append(out[0]))
+        with torch.no_grad():
+            for s in (state, changed):
+                net.step(step, type(memory)(count=1, state=s), write=False)
+        hook.remove()
+        assert (not torch.allclose(first_read[0], first_read[1])) == sees
+
+
+@pytest.mark.parametrize(("norm", "ratio"), [("scaled", (0.8, 1.25)), ("final", (40, 60))])
+def test_rmt_written_memory_is_ln_fs_or_at_the_token_embeddings_norm(norm, ratio):
+    """final (the reference's ln_f): rows of norm ~sqrt(d), 50x a token embedding's 0.02 sqrt(d); scaled: the
+    memory's own LayerNorm starts its gain at 0.02, so read rows start at the scale of the token rows beside them.
+    The learned initial memory starts at the embeddings' scale either way."""
+    adapter = tiny(RMTAdapter, memory_norm=norm, width=64, heads=2)
+    model = build(adapter).eval()
+    batch = stream_batch([adapter.units(make_doc(np.random.default_rng(8), 3), VOCAB)], VOCAB).to("cpu")
+    with torch.no_grad():
+        written = model.run(batch.tensors, batch.meta["steps"])["memory"].state  # (1, K, d)
+        tokens = model.wte.weight.norm(dim=-1).mean()
+        initial = model.memory.norm(dim=-1).mean()
+    assert ratio[0] < float(written.norm(dim=-1).mean() / tokens) < ratio[1]
+    assert 0.8 < float(initial / tokens) < 1.25  # the learned initial memory, either way
+
+
+@pytest.mark.parametrize("options", [{"memory_mask": "causal"}, {"memory_norm": "scaled"}, {"bptt_segments": 2}])
+def test_rmt_other_forms_train(options):
+    adapter = tiny(RMTAdapter, stream_start=5, **options)
+    model = build(adapter).train()
+    docs = [make_doc(np.random.default_rng(12), 6) for _ in range(2)]
+    batch = adapter.batches(docs, VOCAB, batch_tokens=150, epoch=0, rng=np.random.default_rng(0))[0]
+    parts = adapter.loss(model, batch.to("cpu"), epoch=0)
+    parts.loss.backward()
+    assert torch.isfinite(parts.loss) and (model.ln_mem is None) == (options.get("memory_norm") != "scaled")
+
+
+def test_an_rmt_run_from_before_the_mask_option_reads_back_causal_and_is_retrained(tmp_path):
+    """config.toml records every option; one without memory_mask was trained with the causal mask, so it loads
+    causal (its checkpoint's numbers) and hashes as before, and a grid asking for today's default retrains it."""
+    from tgbench.registry import resolved
+    from tgbench.training.rundir import RunDir
+
+    new = resolved(RunConfig(model="rmt", model_options={"width": 32, "layers": 2}))
+    assert new.model_options["memory_mask"] == "full" and new.model_options["memory_norm"] == "final"
+    old = dataclasses.replace(new, model_options={k: v for k, v in new.model_options.items()
+                                                  if k not in ("memory_mask", "memory_norm")})
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.write_config(old, {"label": "rmt"})
+    back = run.read_config()
+    assert back.model_options["memory_mask"] == "causal" and back.model_options["memory_norm"] == "final"
+    assert resolved(back).hash() == old.hash() != new.hash()
+    assert build_adapter(back).config.memory_mask == "causal"
 
 
 # -- txl: a detached cache ------------------------------------------------------------------------
@@ -113,7 +214,7 @@ def test_txl_no_gradient_across_segments_but_the_previous_segment_changes_the_lo
 
 
 def test_txl_with_an_unbounded_cache_equals_one_causal_pass_over_the_stream():
-    """Detached keys and values of earlier segments at relative rotary positions = full causal attention."""
+    """Earlier segments' cached layer inputs, projected at relative rotary positions = full causal attention."""
     adapter = tiny(TXLAdapter, layers=3, memory_tokens=1000)
     model = build(adapter).eval()
     units = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
@@ -123,13 +224,46 @@ def test_txl_with_an_unbounded_cache_equals_one_causal_pass_over_the_stream():
         for unit in units:
             x, _, memory, _ = model.step(adapter._unit_step(unit, VOCAB, device, True), memory)
             pieces.append(x)
-        ids = [t for u in units for t in [VOCAB.bos_id, *u, VOCAB.eos_id]]
-        n = len(ids)
-        whole = StepInputs(ids=torch.tensor(ids), pos=torch.arange(n), grid_index=torch.arange(n),
-                           stream=torch.zeros(n, dtype=torch.long), bos_rows=torch.zeros(1, dtype=torch.long),
-                           eos_rows=torch.tensor([n - 1]), n_streams=1, max_len=n)
-        full = model.step(whole, model.empty_memory(), write=False)[0]
+        full = model.step(_whole_stream(units), model.empty_memory(), write=False)[0]
     assert torch.allclose(torch.cat(pieces), full, atol=1e-5)
+
+
+def _whole_stream(units):
+    ids = [t for u in units for t in [VOCAB.bos_id, *u, VOCAB.eos_id]]
+    n = len(ids)
+    return StepInputs(ids=torch.tensor(ids), pos=torch.arange(n), grid_index=torch.arange(n),
+                      stream=torch.zeros(n, dtype=torch.long), bos_rows=torch.zeros(1, dtype=torch.long),
+                      eos_rows=torch.tensor([n - 1]), n_streams=1, max_len=n)
+
+
+def test_txl_key_value_weights_learn_through_the_cached_positions():
+    """The cache holds layer inputs (detached) and each step projects them with the current weights, as
+    Transformer-XL does: with one layer the cached inputs are the embeddings themselves, so a loss on the
+    second segment gives every block weight (the LayerNorm and key/value projections included) the gradient
+    of one causal pass over both segments; only the first segment's embeddings get none."""
+    adapter = tiny(TXLAdapter, layers=1, memory_tokens=1000)
+    model = build(adapter).train()  # dropout 0: train mode changes nothing but the autograd path
+    units = [[5, 6, 7, 8], [9, 10, 11]]
+    device = torch.device("cpu")
+    weights = torch.randn(len(units[1]) + 2, 32, generator=torch.Generator().manual_seed(0))
+
+    def block_grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("blocks.")}
+
+    _, _, cache, _ = model.step(adapter._unit_step(units[0], VOCAB, device, True), model.empty_memory())
+    second = model.step(adapter._unit_step(units[1], VOCAB, device, True), cache)[0]
+    segmented = block_grads((second * weights).sum())
+    full = model.step(_whole_stream(units), model.empty_memory(), write=False)[0]
+    whole = block_grads((full[len(units[0]) + 2:] * weights).sum())
+    assert segmented.keys() == whole.keys()
+    for name in segmented:
+        assert torch.allclose(segmented[name], whole[name], atol=1e-6), name
+    # the key/value rows of the projection get a part of their gradient from the cached positions only
+    alone = model.step(adapter._unit_step(units[1], VOCAB, device, True), model.empty_memory())[0]
+    kv_alone = block_grads((alone * weights).sum())["blocks.0.attn.qkv.weight"][32:]
+    assert not torch.allclose(kv_alone, segmented["blocks.0.attn.qkv.weight"][32:], atol=1e-4)
 
 
 @pytest.mark.parametrize(("extra", "sees_first"), [(0, False), (1, False), (2, True)])
@@ -281,6 +415,8 @@ def test_parameter_counts_differ_from_tg_by_w_sent_and_the_memory():
     ("rmt", {"segment": "word"}, "segment = 'word' is unknown"),
     ("rmt", {"memory_tokens": -1}, "memory_tokens = -1 is negative"),
     ("rmt", {"bptt_segments": -2}, "bptt_segments = -2 is negative"),
+    ("rmt", {"memory_mask": "none"}, "memory_mask = 'none' is unknown"),
+    ("rmt", {"memory_norm": "ln_f"}, "memory_norm = 'ln_f' is unknown"),
     ("txl", {"width": 48, "heads": 16}, "odd"),
     ("txl", {"dropout": 1.5}, "not a probability"),
     ("txl", {"bptt_segments": 2}, "bptt_segments"),

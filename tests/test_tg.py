@@ -707,3 +707,25 @@ def test_sentence_head_dropout_acts_between_the_heads_norm_and_linear_in_trainin
     assert "sentence_head_dropout" in new.model_options and old.hash() == new.hash()  # finished runs are not retrained
     on = dataclasses.replace(new, model_options={**new.model_options, "sentence_head_dropout": 0.15})
     assert on.hash() != new.hash()
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_scaled_residual_init_is_gpt2s_by_default_and_the_releases_when_off(scaled):
+    """Default: every residual branch's output projection at N(0, 0.02 / sqrt(2L)); off: the cross-attention
+    output and the SwiGLU down-projection at the release's N(0, 0.02) (paper.md section 7)."""
+    from tgbench.plan.config import RunConfig
+    from tgbench.registry import resolved
+
+    torch.manual_seed(0)
+    model = TGAdapter(TGConfig(width=256, layers=4, scaled_residual_init=scaled)).build(Vocab(base_size=100))
+    branch = 0.02 / (2 * 4) ** 0.5  # 4 blocks S, C, S, C: one attention sub-layer and one SwiGLU each
+    stds = {name: float(p.detach().std()) for name, p in model.named_parameters()
+            if name.endswith(("proj.weight", ".o.weight", "w2.weight"))}
+    assert {n.rsplit(".", 2)[-2] for n in stds} == {"proj", "o", "w2"}
+    for name, std in stds.items():
+        wanted = branch if scaled or name.endswith("proj.weight") else 0.02
+        assert abs(std / wanted - 1) < 0.05, (name, std, wanted)
+    new = resolved(RunConfig(model="tg", model_options={"width": 32, "layers": 2}))
+    old = dataclasses.replace(new, model_options={k: v for k, v in new.model_options.items()
+                                                  if k != "scaled_residual_init"})  # a config.toml from before it
+    assert new.model_options["scaled_residual_init"] is True and old.hash() == new.hash()

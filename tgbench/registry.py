@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from tgbench.adapter import Adapter
 from tgbench.core.errors import USER_CODE_FILES, UserError, unknown_name, user_code_frame
-from tgbench.plan.config import RunConfig, from_dict
+from tgbench.plan.config import LATER_MODEL_OPTIONS, RunConfig, from_dict
 from tgbench.task import Task
 
 if TYPE_CHECKING:
@@ -259,6 +259,21 @@ def build_adapter(config: RunConfig) -> Adapter:
                         f"valid options are the fields of {cls.config_class.__name__}") from err
     except ValueError as err:
         raise UserError(f"invalid model settings for '{config.model}': {err}", "fix the model options") from err
+
+
+def with_earlier_options(config: RunConfig) -> RunConfig:
+    """A run directory's settings as trained: a model option its config.toml predates (config.toml records every
+    option, so a missing one was added later) takes the value that reproduces runs from before it
+    (`plan.config.LATER_MODEL_OPTIONS`), not today's default. Those are options of tgbench's own models: a
+    `path.py:Class` or `module:Class` adapter (not imported here) and one that cannot be found are unchanged."""
+    if ":" in config.model:
+        return config
+    try:
+        fields = {f.name for f in dataclasses.fields(get_adapter_class(config.model).config_class)}
+    except (UserError, TypeError, AttributeError, ImportError, OSError):
+        return config
+    missing = {k: v for k, v in LATER_MODEL_OPTIONS.items() if k in fields and k not in config.model_options}
+    return dataclasses.replace(config, model_options={**config.model_options, **missing}) if missing else config
 
 
 def resolved(config: RunConfig) -> RunConfig:

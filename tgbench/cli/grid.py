@@ -61,11 +61,14 @@ def _print_dry_run(grid) -> None:
     import torch
 
     from tgbench.plan.compute import dry_run_summary, dry_run_table, fmt_duration, fmt_flops
+    from tgbench.plan.tune import most_extension_runs
 
     rows = dry_run_table(grid)
     sweep = [r for r in rows if r["stage"] == "tune"]
+    extra = most_extension_runs(grid) if sweep else 0
     title = f"grid '{grid.name}': {len(rows) - len(sweep)} runs" + (
-        f" after a tuning sweep of {len(sweep)}" if sweep else "")
+        f" after a tuning sweep of {len(sweep)}" if sweep else "") + (
+        f" (and up to {extra} more if a choice sits at the sweep's edge)" if extra else "")
     table = Table(title=title)
     for column in ("stage", "run_id", "n_params", "tokens", "epochs", "lr", "compute", "CPU time"):
         table.add_column(column, justify="left" if column in ("stage", "run_id") else "right")
@@ -141,13 +144,16 @@ def tune_command(
     target = out or Path("runs") / grid.name
     result = run_tune(grid, target, executor=executor, progress=progress, jobs=jobs)
     table = Table(title=f"learning rates chosen for '{grid.name}'")
-    for column in ("model", "width", "D", "chosen LR", "mean val loss"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    for column in ("model", "width", "D", "chosen LR", "mean val loss", "seed SD", "LRs added", "excluded"):
+        table.add_column(column, justify="left" if column in ("model", "excluded") else "right")
     for choice in result.choices:
         best = next(p for p in choice.curve() if p["lr"] == choice.chosen)
         edge = {"low": " (smallest tried)", "high": " (largest tried)"}.get(choice.edge, "")
+        excluded = [f"{lr:.3g}" for lr in choice.lrs if choice.excluded(lr)]
         table.add_row(choice.group.label, str(choice.group.width), f"{choice.group.budget:,}",
-                      f"{choice.chosen:.3g}{edge}", f"{best['mean']:.4f}")
+                      f"{choice.chosen:.3g}{edge}", f"{best['mean']:.4f}",
+                      "-" if best["sd"] is None else f"{best['sd']:.4f}",
+                      ", ".join(f"{e.lr:.3g}" for e in choice.extensions) or "-", ", ".join(excluded) or "-")
     print_table(table, console)
     console.print(f"tune.json: {target / 'tune.json'}", soft_wrap=True)
     if grid.tune is None:
@@ -165,7 +171,7 @@ def validate_command(config: Annotated[Path, typer.Argument(help="Grid or run TO
     """
     from tgbench.plan.config import load_run_config, read_toml
     from tgbench.plan.expand import expand
-    from tgbench.plan.tune import sweep_specs
+    from tgbench.plan.tune import most_extension_runs, sweep_specs
     from tgbench.plan.validate import check_data, load_grid
     from tgbench.registry import resolved
 
@@ -174,6 +180,8 @@ def validate_command(config: Annotated[Path, typer.Argument(help="Grid or run TO
         grid = load_grid(config)
         check_data(grid.data)
         sweep = f" after a tuning sweep of {len(sweep_specs(grid))} runs" if grid.tune is not None else ""
+        if grid.tune is not None and most_extension_runs(grid):
+            sweep += f" (up to {most_extension_runs(grid)} more if a choice sits at the sweep's edge)"
         console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs{sweep}")
         print_steps(grid)
         print_parity(grid)

@@ -116,9 +116,12 @@ class TrainConfig:
                                 f"set train.{name} between 0 and 1")
 
 
-# Model options added after run directories were written, with the default that reproduces those runs: at
-# that default they are left out of the config hash, so a grid does not retrain its finished runs.
-LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0}
+# Model options added after run directories were written, with the value that reproduces those runs: at that
+# value they are left out of the config hash, so a grid does not retrain its finished runs, and a run's
+# config.toml written before the option reads back with that value (`registry.with_earlier_options`), also
+# where the option's default is another (rmt's memory_mask: its runs before the option were causal).
+LATER_MODEL_OPTIONS: dict[str, Any] = {"sentence_head_dropout": 0.0, "scaled_residual_init": True,
+                                       "memory_mask": "causal", "memory_norm": "final"}
 
 
 @dataclass
@@ -133,7 +136,11 @@ class TuneConfig:
         points: LRs in a log-spaced sweep.
         budget: Lexical training tokens per sweep run; 0 = the grid's middle budget (the lower of the two
             middle ones for an even count).
-        seeds: Seeds per LR; the choice is the lowest mean over them.
+        seeds: Seeds per LR (at least 2 by default, so one seed's luck cannot choose); the choice is the lowest
+            mean over them among the LRs none of whose seeds spiked, diverged or failed.
+        max_extensions: How many LRs the sweep may add per model when its choice is the smallest or largest LR
+            tried: each adds the next LR beyond it at the sweep's own spacing (every seed) and chooses again;
+            0 = only warn.
         per_budget: Tune at every budget of the grid (then `budget` is not used).
         per_width: Tune at every width when the grid has several; false = at the reference width only, and
             every width trains at that choice.
@@ -144,7 +151,8 @@ class TuneConfig:
     lr_max: float = 0.0
     points: int = 4
     budget: int = 0
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    max_extensions: int = 2
     per_budget: bool = False
     per_width: bool = True
 
@@ -164,6 +172,9 @@ class TuneConfig:
                             "give lexical tokens per sweep run, or 0 for the grid's middle budget")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise UserError(f"tune.seeds = {self.seeds} must be distinct seeds", "write e.g. seeds = [0, 1]")
+        if self.max_extensions < 0:
+            raise UserError(f"tune.max_extensions = {self.max_extensions} must not be negative",
+                            "set 0 to only warn about a choice at the sweep's edge, or e.g. 2")
 
     def sweep(self, grid_lr: float) -> list[float]:
         """The learning rates of the sweep, ascending."""

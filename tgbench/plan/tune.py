@@ -1,12 +1,19 @@
 """The tuning stage: every model at its own learning rate, chosen by a sweep before the grid.
 
-A grid's [tune] table (`TuneConfig`) names the learning rates, the budget and the seeds of a sweep. For every
-model (every width when the grid has several, every budget with `per_budget`), `sweep_specs` makes one
-ordinary run spec per (LR, seed) under `GRID_DIR/tune/`; the grid's executor trains them like any run
-(resumable, DONE runs skipped). `choose` then picks, per group, the LR with the lowest mean lexical
-validation loss over the seeds (a diverged run counts as +inf), `write_tune` writes `tune.json` (a pure
-function of the sweep's run directories), and the grid trains each model at its choice through the same
-per-model `train.lr` override a grid file can set by hand.
+A grid's [tune] table (`TuneConfig`) names the learning rates, the budget, the seeds and the extension cap of a
+sweep. For every model (every width when the grid has several, every budget with `per_budget`), `sweep_specs`
+makes one ordinary run spec per (LR, seed) under `GRID_DIR/tune/`; the grid's executor trains them like any run
+(resumable, DONE runs skipped).
+
+The rule is `choose`, a pure function of the losses and flags: per group, the LR with the lowest mean lexical
+validation loss over the seeds, among the LRs none of whose seeds spiked, diverged or failed (the runs' curve
+flags, `tgbench.results.flags`). A choice at the smallest or largest LR tried is not final while the group has
+extensions left: the rule asks for the next LR beyond it (the sweep's own log spacing, every seed), up to
+`max_extensions` per group. `collect` replays the rule over what the run directories hold, `extension_specs`
+names the runs a request needs, and the executor (`tgbench.training.executor`) loops sweep -> collect ->
+extension runs -> collect until nothing is asked. `write_tune` writes `tune.json` (a pure function of the
+sweep's run directories), and the grid trains each model at its choice through the same per-model `train.lr`
+override a grid file can set by hand.
 
 Models whose [[models]] entry sets `train.lr` keep it and are not swept.
 """
@@ -27,6 +34,7 @@ from tgbench.core.files import read_json, write_json
 from tgbench.plan.config import TuneConfig
 from tgbench.plan.expand import RunSpec, _slug, run_spec
 from tgbench.plan.grid import GridConfig, ModelEntry
+from tgbench.results.flags import curve_flags
 from tgbench.training.rundir import RunDir
 
 TUNE_DIR = "tune"
@@ -36,7 +44,11 @@ TUNE_FILE = "tune.json"
 
 
 RULE = ("lowest mean best lexical validation loss (nats/token, the validation subset every run checkpoints on) "
-        "over the sweep's seeds; a diverged or failed run counts as +inf; ties go to the smaller LR")
+        "over the sweep's seeds, among the LRs none of whose seeds spiked, diverged or failed (the runs' curve "
+        "flags); ties go to the smaller LR; a choice at the smallest or largest LR tried adds the next LR beyond "
+        "it at the sweep's spacing (every seed) and chooses again, up to max_extensions times per model")
+
+EXCLUDING = ("diverged", "spike", "failed")  # a seed with one of these flags rules its LR out
 
 
 def settings(grid: GridConfig) -> TuneConfig:
@@ -85,33 +97,92 @@ def sweep_run_id(group: Group, layers: int, seed: int, lr: float) -> str:
     return f"{TUNE_DIR}/" + _slug(f"{group.label}-w{group.width}-l{layers}-D{group.budget}-s{seed}-lr{lr:.3g}")
 
 
-def sweep_specs(grid: GridConfig, tune: TuneConfig | None = None) -> list[RunSpec]:
-    """The sweep's runs, as ordinary run specs under `tune/` (smallest budget first, then model, LR, seed)."""
-    tune = tune or settings(grid)
+def _group_specs(grid: GridConfig, entry: ModelEntry, group: Group, lrs: list[float],
+                 seeds: list[int]) -> list[RunSpec]:
     specs = []
-    for entry, group in sorted(groups(grid, tune), key=lambda eg: (eg[1].budget, eg[1].width)):
-        for lr in tune.sweep(grid.train.lr):
-            for seed in tune.seeds:
-                spec = run_spec(grid, entry, group.width, group.budget, seed, lr=lr)
-                spec.run_id = sweep_run_id(group, grid.layers, seed, lr)
-                spec.meta["lr_source"] = "sweep"
-                specs.append(spec)
+    for lr in lrs:
+        for seed in seeds:
+            spec = run_spec(grid, entry, group.width, group.budget, seed, lr=lr)
+            spec.run_id = sweep_run_id(group, grid.layers, seed, lr)
+            spec.meta["lr_source"] = "sweep"
+            specs.append(spec)
     return specs
 
 
+def sweep_specs(grid: GridConfig, tune: TuneConfig | None = None) -> list[RunSpec]:
+    """The sweep's runs, as ordinary run specs under `tune/` (smallest budget first, then model, LR, seed).
+
+    Extensions beyond the sweep's edges are not among them: `extension_specs` names those once the rule asks.
+    """
+    tune = tune or settings(grid)
+    specs = []
+    for entry, group in sorted(groups(grid, tune), key=lambda eg: (eg[1].budget, eg[1].width)):
+        specs += _group_specs(grid, entry, group, tune.sweep(grid.train.lr), tune.seeds)
+    return specs
+
+
+def most_extension_runs(grid: GridConfig, tune: TuneConfig | None = None) -> int:
+    """The most runs the sweep's extensions can add: every group at its cap, every seed."""
+    tune = tune or settings(grid)
+    return len(groups(grid, tune)) * tune.max_extensions * len(tune.seeds)
+
+
 # -- the choice ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Extension:
+    """An LR added beyond the sweep's smallest ("low") or largest ("high") LR, and why."""
+
+    lr: float
+    direction: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "direction": self.direction, "reason": self.reason}
+
+
+def beyond(lrs: list[float], direction: str) -> float:
+    """The next LR past the smallest ("low") or largest ("high") of ascending `lrs`, at the spacing of the two
+    outermost (one more point of a log-spaced sweep), to 3 significant digits as the sweep's LRs are."""
+    edge, inner = (lrs[0], lrs[1]) if direction == "low" else (lrs[-1], lrs[-2])
+    return float(f"{edge * edge / inner:.3g}")
+
+
 @dataclass
 class Choice:
-    """The outcome of one group: every LR's losses over seeds and the chosen LR (None while runs are missing)."""
+    """The outcome of one group: every LR's losses and flags over seeds, and the chosen LR.
+
+    `chosen` is None while runs are missing, while the rule asks for an extension (`extend`), and when every LR
+    diverged or failed.
+    """
 
     group: Group
     lrs: list[float]
     losses: dict[float, list[float | None]]  # per LR, one loss per seed (None: not trained yet; inf: diverged)
+    flags: dict[float, list[list[str]]] = field(default_factory=dict)  # per LR, each seed's run flags
+    seeds: list[int] = field(default_factory=list)
     chosen: float | None = None
     edge: str = ""  # "low" / "high" when the chosen LR is the smallest / largest of the sweep
+    extend: Extension | None = None  # the LR the rule asks to train before it chooses
+    extensions: list[Extension] = field(default_factory=list)  # the LRs added beyond the sweep so far
+    note: str = ""  # how the choice was made when every LR had a flagged seed
+
+    def seed_flags(self, lr: float) -> list[list[str]]:
+        return self.flags.get(lr) or [[] for _ in self.losses[lr]]
+
+    def excluded(self, lr: float) -> list[str]:
+        """Why `lr` cannot be chosen, one "seed S: flag, ..." per flagged seed (empty: it can be)."""
+        reasons = []
+        for i, (loss, flags) in enumerate(zip(self.losses[lr], self.seed_flags(lr), strict=True)):
+            found = [f for f in EXCLUDING if f in flags]
+            if loss is not None and not math.isfinite(loss) and not {"diverged", "failed"} & set(found):
+                found.append("diverged")  # a non-finite loss is a divergence whatever its curve says
+            if found:
+                reasons.append(f"seed {self.seeds[i] if i < len(self.seeds) else i}: {', '.join(found)}")
+        return reasons
 
     def curve(self) -> list[dict[str, Any]]:
         rows = []
+        added = {e.lr: e.direction for e in self.extensions}
         for lr in self.lrs:
             done = [v for v in self.losses[lr] if v is not None]
             finite = [v for v in done if math.isfinite(v)]
@@ -120,7 +191,10 @@ class Choice:
             rows.append({"lr": lr, "mean": mean if math.isfinite(mean) else None,
                          "min": min(finite) if finite else None, "max": max(finite) if finite else None,
                          "sd": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
-                         "seeds": len(done), "diverged": len(done) - len(finite)})
+                         "range": max(finite) - min(finite) if len(finite) > 1 else None,
+                         "seeds": len(done), "diverged": len(done) - len(finite),
+                         "losses": [v if v is not None and math.isfinite(v) else None for v in self.losses[lr]],
+                         "flags": self.seed_flags(lr), "excluded": self.excluded(lr), "added": added.get(lr)})
         return rows
 
 
@@ -128,43 +202,90 @@ def _mean_loss(losses: list[float]) -> float:
     return math.inf if any(not math.isfinite(v) for v in losses) else float(np.mean(losses))
 
 
-def choose(group: Group, losses: dict[float, list[float | None]]) -> Choice:
-    """The rule: the LR with the lowest mean loss over seeds (+inf for a diverged seed); ties to the smaller LR.
+def _edge(lrs: list[float], lr: float) -> str:
+    if len(lrs) < 2:
+        return ""
+    return "low" if lr == lrs[0] else "high" if lr == lrs[-1] else ""
+
+
+def choose(group: Group, losses: dict[float, list[float | None]],
+           flags: dict[float, list[list[str]]] | None = None, seeds: list[int] | None = None,
+           extensions_left: int = 0) -> Choice:
+    """The rule: the LR with the lowest mean loss over seeds among the LRs none of whose seeds spiked, diverged
+    or failed; ties to the smaller LR. At the edge of the LRs tried, with extensions left, it asks for one more.
 
     Args:
         group: What is being tuned.
-        losses: Per LR, one loss per seed; None for a run not trained yet (no choice is made then).
+        losses: Per LR, one loss per seed; None for a run not trained yet (no choice is made then), +inf for a
+            failed or diverged one.
+        flags: Per LR, each seed's run flags ("spike", "diverged", "failed"; others are ignored); none by default.
+        seeds: The seeds, in the order of the losses (for the reasons an LR is excluded).
+        extensions_left: How many more LRs the group may add beyond its edges.
 
     Returns:
-        The choice, with `edge` set when it is the smallest or largest LR of the sweep.
+        The choice. With extensions left, a best LR at the smallest or largest LR tried is not chosen: `extend`
+        asks for the next LR beyond it instead; so does a sweep in which every LR has a flagged seed (the next LR
+        below: a smaller LR is the usual cure for spikes). Without extensions left such a sweep chooses among the
+        LRs whose seeds only spiked (`note` says so), or nothing when every LR diverged or failed.
     """
     lrs = sorted(losses)
-    choice = Choice(group, lrs, losses)
+    seeds = list(seeds) if seeds is not None else list(range(max((len(v) for v in losses.values()), default=0)))
+    choice = Choice(group, lrs, dict(losses), dict(flags or {}), seeds)
     if not lrs or any(v is None for values in losses.values() for v in values):
         return choice
     means = {lr: _mean_loss(losses[lr]) for lr in lrs}
-    best = min(lrs, key=lambda lr: (means[lr], lr))
-    if not math.isfinite(means[best]):
-        return choice  # every LR diverged: nothing to choose
-    choice.chosen = best
-    if len(lrs) > 1:
-        choice.edge = "low" if best == lrs[0] else "high" if best == lrs[-1] else ""
+    eligible = [lr for lr in lrs if math.isfinite(means[lr]) and not choice.excluded(lr)]
+    if eligible:
+        best = min(eligible, key=lambda lr: (means[lr], lr))
+        edge = _edge(lrs, best)
+        if edge and extensions_left > 0 and beyond(lrs, edge) not in lrs:
+            where = "smallest" if edge == "low" else "largest"
+            choice.extend = Extension(beyond(lrs, edge), edge, f"the best LR so far, {best:.3g}, is the {where} tried")
+            return choice
+        choice.chosen, choice.edge = best, edge
+        return choice
+    if extensions_left > 0 and len(lrs) > 1 and beyond(lrs, "low") not in lrs:
+        choice.extend = Extension(beyond(lrs, "low"), "low", "every LR tried has a seed that spiked, diverged or "
+                                  "failed")
+        return choice
+    spiked_only = [lr for lr in lrs if math.isfinite(means[lr])
+                   and not any({"diverged", "failed"} & set(f) for f in choice.seed_flags(lr))]
+    if spiked_only:  # else every LR diverged or failed: nothing to choose
+        best = min(spiked_only, key=lambda lr: (means[lr], lr))
+        choice.chosen, choice.edge = best, _edge(lrs, best)
+        choice.note = ("every LR tried has a seed that spiked, diverged or failed; chosen among those whose seeds "
+                       "only spiked")
     return choice
 
 
+def _where(group: Group) -> str:
+    return f"{group.label} (width {group.width}, D {group.budget:,})"
+
+
 def edge_warning(choice: Choice) -> tuple[str, str] | None:
-    """(message, fix) when the chosen LR is at the edge of the sweep, so the optimum may lie beyond it."""
+    """(message, fix) when the chosen LR is at the edge of the sweep (after any extensions it was allowed), so
+    the optimum may lie beyond it."""
     if not choice.edge or choice.chosen is None:
         return None
-    g = choice.group
-    where = f"{g.label} (width {g.width}, D {g.budget:,})"
+    added = len(choice.extensions)
+    after = f" after {added} extension{'s' if added != 1 else ''} of the sweep" if added else ""
+    more = "raise [tune] max_extensions, or " if added else ""
     if choice.edge == "low":
-        beyond = choice.lrs[0] ** 2 / choice.lrs[1]  # one more step of the sweep's own spacing
-        return (f"{where}: the chosen LR {choice.chosen:.3g} is the smallest of the sweep, so its best LR may be "
-                f"lower", f"extend [tune] lrs below {choice.lrs[0]:.3g} (e.g. add {beyond:.3g}) and rerun")
-    beyond = choice.lrs[-1] ** 2 / choice.lrs[-2]
-    return (f"{where}: the chosen LR {choice.chosen:.3g} is the largest of the sweep, so its best LR may be higher",
-            f"extend [tune] lrs above {choice.lrs[-1]:.3g} (e.g. add {beyond:.3g}) and rerun")
+        return (f"{_where(choice.group)}: the chosen LR {choice.chosen:.3g} is the smallest of the sweep{after}, so "
+                f"its best LR may be lower", f"{more}extend [tune] lrs below {choice.lrs[0]:.3g} (e.g. add "
+                f"{beyond(choice.lrs, 'low'):.3g}) and rerun")
+    return (f"{_where(choice.group)}: the chosen LR {choice.chosen:.3g} is the largest of the sweep{after}, so its "
+            f"best LR may be higher", f"{more}extend [tune] lrs above {choice.lrs[-1]:.3g} (e.g. add "
+            f"{beyond(choice.lrs, 'high'):.3g}) and rerun")
+
+
+def choice_warnings(choice: Choice) -> list[tuple[str, str]]:
+    """Every warning of a choice: an edge the extensions could not leave, a choice among flagged LRs."""
+    found = [w for w in (edge_warning(choice),) if w is not None]
+    if choice.note and choice.chosen is not None:
+        found.append((f"{_where(choice.group)}: {choice.note} ({choice.chosen:.3g})",
+                      "look at those runs' curves under tune/, or add smaller LRs to [tune] lrs"))
+    return found
 
 
 def _run_loss(run: RunDir) -> float | None:
@@ -175,6 +296,13 @@ def _run_loss(run: RunDir) -> float | None:
     if run.failed:
         return math.inf
     return None
+
+
+def _run_flags(run: RunDir) -> list[str]:
+    """A sweep run's curve flags (spike, diverged) when DONE, ["failed"] when it FAILED, [] otherwise."""
+    if run.done:
+        return curve_flags(run.read_metrics())
+    return ["failed"] if run.failed else []
 
 
 # -- tune.json -----------------------------------------------------------------------------------------------
@@ -220,42 +348,82 @@ class TuneResult:
 
         points = []
         for choice in self.choices:
+            added = {e.lr: e.direction for e in choice.extensions}
             for lr in choice.lrs:
-                for seed, loss in zip(self.tune.seeds, choice.losses[lr], strict=True):
+                for seed, loss, flags in zip(self.tune.seeds, choice.losses[lr], choice.seed_flags(lr), strict=True):
                     run_id = sweep_run_id(choice.group, self.grid.layers, seed, lr)
                     points.append({"run_id": run_id, "label": choice.group.label, "width": choice.group.width,
                                    "budget": choice.group.budget, "lr": lr, "seed": seed,
                                    "best_val_loss": None if loss is None or not math.isfinite(loss) else loss,
                                    "status": "missing" if loss is None else "done" if math.isfinite(loss)
-                                   else "diverged"})
+                                   else "diverged", "flags": flags, "added": added.get(lr)})
+        def group(c: Choice) -> dict[str, Any]:
+            return {"label": c.group.label, "width": c.group.width, "budget": c.group.budget}
+
         return {
             "rule": RULE, "keys": self.keys(), "chosen": self.chosen(), "points": points,
-            "groups": [{"label": c.group.label, "width": c.group.width, "budget": c.group.budget,
-                        "chosen": c.chosen, "edge": c.edge, "curve": c.curve()} for c in self.choices],
+            "groups": [{**group(c), "chosen": c.chosen, "edge": c.edge, "note": c.note,
+                        "extensions": [e.to_dict() for e in c.extensions], "curve": c.curve()} for c in self.choices],
+            "extensions": [{**group(c), **e.to_dict()} for c in self.choices for e in c.extensions],
             "warnings": [{"message": m, "fix": f} for m, f in self.warnings],
             "tune": dataclasses.asdict(self.tune), "lrs": self.tune.sweep(self.grid.train.lr),
             "epochs": self.grid.train.epochs, "untuned": [e.label for e in self.grid.models if "lr" in e.train],
         }
 
 
+def _read_runs(out: Path, group: Group, layers: int, seeds: list[int],
+               lr: float) -> tuple[list[float | None], list[list[str]]]:
+    runs = [RunDir(Path(out) / sweep_run_id(group, layers, seed, lr)) for seed in seeds]
+    return [_run_loss(run) for run in runs], [_run_flags(run) for run in runs]
+
+
 def collect(grid: GridConfig, out: Path, tune: TuneConfig | None = None) -> TuneResult:
-    """The sweep's outcome from its run directories (runs not trained yet leave their group unchosen)."""
+    """The sweep's outcome from its run directories, replaying the rule with its extensions.
+
+    Per group the rule runs on the sweep's LRs; while it asks for an extension whose runs have all finished, that
+    LR joins and the rule runs again. A group whose runs are not all trained yet, or whose requested extension is
+    not, is left unchosen (`extend` names the LR an extension needs).
+    """
     tune = tune or settings(grid)
     choices = []
     for _, group in groups(grid, tune):
-        losses = {lr: [_run_loss(RunDir(Path(out) / sweep_run_id(group, grid.layers, seed, lr)))
-                       for seed in tune.seeds] for lr in tune.sweep(grid.train.lr)}
-        choices.append(choose(group, losses))
+        losses: dict[float, list[float | None]] = {}
+        flags: dict[float, list[list[str]]] = {}
+        extensions: list[Extension] = []
+        lrs = tune.sweep(grid.train.lr)
+        while True:
+            for lr in lrs:
+                if lr not in losses:
+                    losses[lr], flags[lr] = _read_runs(out, group, grid.layers, tune.seeds, lr)
+            choice = choose(group, losses, flags, tune.seeds, tune.max_extensions - len(extensions))
+            choice.extensions = list(extensions)
+            request = choice.extend
+            if request is None or any(v is None for v in _read_runs(out, group, grid.layers, tune.seeds,
+                                                                    request.lr)[0]):
+                break  # chosen, or the extension's runs are still to train
+            extensions.append(request)
+            lrs = [*lrs, request.lr]
+        choices.append(choice)
     result = TuneResult(grid, tune, choices)
-    result.warnings = [w for w in (edge_warning(c) for c in choices) if w is not None]
+    result.warnings = [w for c in choices for w in choice_warnings(c)]
     return result
+
+
+def extension_specs(grid: GridConfig, result: TuneResult) -> list[RunSpec]:
+    """The runs the rule asks for (every seed at each requested LR beyond a sweep's edge), as run specs."""
+    entries = {group: entry for entry, group in groups(grid, result.tune)}
+    specs = []
+    for choice in result.choices:
+        if choice.extend is not None:
+            specs += _group_specs(grid, entries[choice.group], choice.group, [choice.extend.lr], result.tune.seeds)
+    return specs
 
 
 def write_tune(grid: GridConfig, out: Path, tune: TuneConfig | None = None, warn: bool = True) -> TuneResult:
     """Write `tune.json` from the sweep's run directories and print its warnings.
 
     Raises:
-        UserError: A group has no usable LR (every LR diverged, or runs are missing).
+        UserError: A group has no usable LR (every LR diverged, or runs, an extension's included, are missing).
     """
     result = collect(grid, out, tune)
     write_json(Path(out) / TUNE_FILE, result.to_dict())
@@ -265,10 +433,11 @@ def write_tune(grid: GridConfig, out: Path, tune: TuneConfig | None = None, warn
     for choice in result.choices:
         if choice.chosen is None:
             g = choice.group
-            missing = any(v is None for values in choice.losses.values() for v in values)
+            missing = choice.extend is not None or any(v is None for values in choice.losses.values() for v in values)
+            extra = f" (the sweep's extension to LR {choice.extend.lr:.3g})" if choice.extend is not None else ""
             raise UserError(
-                f"the sweep chose no LR for {g.label} (width {g.width}, D {g.budget:,}): "
-                + ("some of its runs have not finished" if missing else "every LR of the sweep diverged"),
+                f"the sweep chose no LR for {_where(g)}: "
+                + (f"some of its runs have not finished{extra}" if missing else "every LR of the sweep diverged"),
                 "rerun to finish the sweep" if missing else "add smaller LRs to [tune] lrs")
     return result
 

@@ -48,6 +48,7 @@ class Series:
         dashed: Draw `line` dashed.
         legend: Show in the legend (repeated seeds of one label show once).
         rings: Points to mark with an open ring (e.g. the chosen learning rate of a sweep).
+        dots: Small markers drawn just right of their x (e.g. each seed beside the mean of a sweep's LR).
     """
 
     name: str
@@ -58,6 +59,7 @@ class Series:
     dashed: bool = False
     legend: bool = True
     rings: list[tuple[float, float]] = field(default_factory=list)
+    dots: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -94,7 +96,7 @@ def tick_labels(ticks: Sequence[float]) -> list[str]:
 
 def _drawable(s: Series, xlog: bool, ylog: bool) -> bool:
     """Whether anything of `s` is drawn (a point, a line of two points, or an error bar)."""
-    return (any(_usable(x, y, xlog, ylog) for x, y in s.points)
+    return (any(_usable(x, y, xlog, ylog) for x, y in [*s.points, *s.dots])
             or sum(_usable(x, y, xlog, ylog) for x, y in s.line) >= 2
             or any(_usable(x, lo, xlog, ylog) and _usable(x, hi, xlog, ylog) for x, lo, hi in s.errors))
 
@@ -188,7 +190,7 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
     xs: list[float] = []
     ys: list[float] = []
     for s in series:
-        for x, y in [*s.points, *s.line, *s.rings]:
+        for x, y in [*s.points, *s.line, *s.rings, *s.dots]:
             if _usable(x, y, xlog, ylog):
                 xs.append(x)
                 ys.append(y)
@@ -265,6 +267,11 @@ def plot(series: Sequence[Series], *, title: str, xlabel: str, ylabel: str, xlog
                 parts.append(f'<circle cx="{ax(x):.1f}" cy="{ay(y):.1f}" r="7" fill="none" stroke="{colour}" '
                              f'stroke-width="1.8" class="pring"><title>{escape(s.name)}: chosen, {x:.3g}</title>'
                              "</circle>")
+        for x, y in s.dots:
+            if _usable(x, y, xlog, ylog):
+                parts.append(f'<circle cx="{ax(x) + 9:.1f}" cy="{ay(y):.1f}" r="1.8" fill="{colour}" '
+                             f'fill-opacity="0.75" class="pdot"><title>{escape(s.name)}: {fmt_si(x)}, {y:.4g}'
+                             "</title></circle>")
         for x, y in s.points:
             if _usable(x, y, xlog, ylog):
                 parts.append(f'<circle cx="{ax(x):.1f}" cy="{ay(y):.1f}" r="3.4" fill="{colour}" '

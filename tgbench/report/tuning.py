@@ -14,7 +14,11 @@ from tgbench.results.columns import done_rows
 
 # -- the report's Tuning section ----------------------------------------------------------------------------
 def tuning_section(grid_dir: Path, palette: dict[str, str]) -> dict[str, Any] | None:
-    """Validation loss against LR per model (mean with the seeds' min-max bars, chosen LR ringed), from tune.json.
+    """Validation loss against LR per model (mean with the seeds' min-max bars, a small dot per seed beside it,
+    chosen LR ringed), from tune.json; the table of choices with the LRs the sweep added and the LRs it excluded.
+
+    tune.json files from before seeds were flagged and sweeps extended (no `flags`, `excluded` or `extensions`)
+    render the same way, without those notes.
 
     Returns:
         None when the grid directory has no tune.json; else plots, the chosen table and the warnings.
@@ -23,6 +27,11 @@ def tuning_section(grid_dir: Path, palette: dict[str, str]) -> dict[str, Any] | 
     data = read_json(Path(grid_dir) / TUNE_FILE)
     if not data.get("groups"):
         return None
+    seeds: dict[tuple[str, int, int], list[tuple[float, float]]] = {}
+    for p in data.get("points", []):
+        loss = p.get("best_val_loss")
+        if loss is not None and math.isfinite(loss):
+            seeds.setdefault((p["label"], int(p["width"]), int(p["budget"])), []).append((p["lr"], loss))
     cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for group in data["groups"]:
         cells.setdefault((int(group["width"]), int(group["budget"])), []).append(group)
@@ -35,20 +44,28 @@ def tuning_section(grid_dir: Path, palette: dict[str, str]) -> dict[str, Any] | 
             chosen = [(p["lr"], p["mean"]) for p in curve if p["lr"] == group.get("chosen")]
             series.append(Series(group["label"], colour, points=[(p["lr"], p["mean"]) for p in curve],
                                  errors=[(p["lr"], p["min"], p["max"]) for p in curve if p.get("min") is not None],
-                                 line=[(p["lr"], p["mean"]) for p in curve], rings=chosen))
+                                 line=[(p["lr"], p["mean"]) for p in curve], rings=chosen,
+                                 dots=seeds.get((group["label"], width, budget), [])))
         plots.append(plot(series, title=f"LR sweep at width {width}, D = {budget:,} tokens",
                           xlabel="peak learning rate", ylabel="best validation loss (nats/token)",
-                          note="mean over seeds; bars: seed min-max; ring: chosen LR; diverged LRs are not drawn"))
+                          note="line: mean of the seeds; dots: each seed; bars: min-max; ring: chosen LR"))
     rows = []
     for group in data["groups"]:
-        diverged = [p["lr"] for p in group["curve"] if p.get("diverged")]
+        curve = group["curve"]
+        diverged = [p["lr"] for p in curve if p.get("diverged")]
+        chosen = next((p for p in curve if p["lr"] == group.get("chosen")), {})
         rows.append({"label": group["label"], "width": group["width"], "budget": group["budget"],
                      "chosen": group.get("chosen"), "edge": group.get("edge", ""),
-                     "seeds": max((p.get("seeds", 0) for p in group["curve"]), default=0),
-                     "diverged": diverged})
+                     "seeds": max((p.get("seeds", 0) for p in curve), default=0), "sd": chosen.get("sd"),
+                     "diverged": diverged, "note": group.get("note", ""),
+                     "excluded": [{"lr": p["lr"], "why": "; ".join(p["excluded"])} for p in curve
+                                  if p.get("excluded") and p["lr"] not in diverged],
+                     "extensions": group.get("extensions", [])})
+    tune = data.get("tune", {})
     return {"plots": plots, "rows": rows, "rule": data.get("rule", ""), "lrs": data.get("lrs", []),
             "warnings": data.get("warnings", []), "untuned": data.get("untuned", []),
-            "n_runs": len(data.get("points", []))}
+            "n_runs": len(data.get("points", [])), "seeds": tune.get("seeds", []),
+            "max_extensions": tune.get("max_extensions"), "n_extensions": len(data.get("extensions", []))}
 
 
 def tuning_caveat(frame) -> str:

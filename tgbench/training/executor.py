@@ -23,7 +23,15 @@ from tgbench.plan.config import (
 )
 from tgbench.plan.expand import RunSpec, expand
 from tgbench.plan.grid import GridConfig
-from tgbench.plan.tune import TuneResult, sweep_specs, tuned_entries, warn_unused_tune, write_tune
+from tgbench.plan.tune import (
+    TuneResult,
+    collect,
+    extension_specs,
+    sweep_specs,
+    tuned_entries,
+    warn_unused_tune,
+    write_tune,
+)
 from tgbench.plan.validate import check_data
 from tgbench.results.table import write_results
 from tgbench.training.board import _Board
@@ -41,8 +49,9 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
              loggers: Sequence[str] = ()) -> pd.DataFrame:
     """Run every run of the grid into `out` and regenerate `results.csv`.
 
-    A grid with a [tune] table first trains its learning-rate sweep (`out/tune/`, through the same executor),
-    writes `tune.json`, and then trains every model at its chosen learning rate.
+    A grid with a [tune] table first trains its learning-rate sweep (`out/tune/`, through the same executor, with
+    the extensions its rule asks for: `tune_stage`), writes `tune.json`, and then trains every model at its
+    chosen learning rate.
 
     Args:
         grid: The grid.
@@ -66,15 +75,35 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
              "corpus": []}  # the corpus is loaded once, by the first stage that needs it
     lr_for = None
     if grid.tune is not None:
-
-        execute_specs(sweep_specs(grid), out, grid, title="tuning sweep", **stage)
-        lr_for = write_tune(grid, out).lr_for
+        lr_for = tune_stage(grid, out, **stage).lr_for
     else:
-
         warn_unused_tune(out)
     specs = expand(grid, lr_for)
     execute_specs(specs, out, grid, **stage)
     return write_results(out, {spec.run_id: spec.variant for spec in specs})
+
+
+def tune_stage(grid: GridConfig, out: Path, **stage: Any) -> TuneResult:
+    """The tuning sweep, then the extensions its rule asks for, then tune.json.
+
+    The loop is sweep -> collect -> extension runs -> collect: each round trains every seed of the LRs the rule
+    asks for beyond a sweep's edge (`plan.tune.extension_specs`) and chooses again, until no group asks (the
+    rule stops at `max_extensions` per group). A round that would ask for the same runs again (they did not
+    finish) ends the loop, and `write_tune` says which runs are missing.
+
+    Args:
+        grid: The grid (its [tune] table, or the default sweep).
+        out: Grid directory.
+        stage: execute_specs's keyword arguments (executor, progress, slurm, jobs, loggers, corpus).
+    """
+    execute_specs(sweep_specs(grid), out, grid, title="tuning sweep", **stage)
+    asked: list[str] = []
+    while specs := extension_specs(grid, collect(grid, out)):
+        if [s.run_id for s in specs] == asked:
+            break
+        asked = [s.run_id for s in specs]
+        execute_specs(specs, out, grid, title="tuning sweep: extension beyond the edge", **stage)
+    return write_tune(grid, out)
 
 
 def execute_specs(specs: list[RunSpec], out: Path, grid: GridConfig, *, executor: str = "local",
@@ -128,7 +157,8 @@ def _run_submitit(specs: list[RunSpec], out: Path, executor: str, params: dict[s
 
 def run_tune(grid: GridConfig, out: Path, *, executor: str = "local", progress: bool = True,
              slurm: dict[str, Any] | None = None, jobs: int | None = None) -> TuneResult:
-    """`tgbench tune`: train the sweep (the default one for a grid without [tune]) and write tune.json."""
+    """`tgbench tune`: train the sweep (the default one for a grid without [tune]) with its extensions, and write
+    tune.json."""
 
     check_data(grid.data)
     if not tuned_entries(grid):
@@ -137,6 +167,4 @@ def run_tune(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
     out.mkdir(parents=True, exist_ok=True)
     if not (out / GRID_FILE).exists():
         write_text(out / GRID_FILE, to_toml(grid.to_dict()))
-    execute_specs(sweep_specs(grid), out, grid, executor=executor, progress=progress, slurm=slurm, jobs=jobs,
-                  title="tuning sweep")
-    return write_tune(grid, out)
+    return tune_stage(grid, out, executor=executor, progress=progress, slurm=slurm, jobs=jobs)

@@ -45,6 +45,7 @@ from tgbench.core.files import (  # noqa: F401 (the write helpers are imported f
     write_text,
 )
 from tgbench.plan.config import RunConfig, load_run_config, to_toml
+from tgbench.registry import with_earlier_options
 
 FORMAT_VERSION = 1
 
@@ -194,7 +195,8 @@ class RunDir:
         write_text(self.config_path, to_toml(settings))
 
     def read_config(self) -> RunConfig:
-        return load_run_config(self.config_path)
+        """The run's settings as it trained them (options added since at the values it ran with)."""
+        return with_earlier_options(load_run_config(self.config_path))
 
     def read_meta(self) -> dict[str, Any]:
         import tomllib
