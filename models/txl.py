@@ -26,11 +26,14 @@ packed rows, B_t streams and grid width T_t; the cache before it is W_t columns 
 W_{t+1} = min(M, W_t + T_t): the cache keeps grid columns, padding included, up to `memory_tokens` = M). Every
 layer attends from the B x T grid to W + T keys (cached, then the segment's), so step t costs
 
-    L (8 N d^2 + 4 B T (W + T) d + 6 N d inner)    qkv, output; q k^T and (weights) v; SwiGLU
+    L (8 N d^2 + 4 B T (W + T) d + 6 N d inner + 4 B W d^2)
+       qkv, output; q k^T and (weights) v; SwiGLU; the cached rows' keys and values
 
-(inner = swiglu_width(d); the masked T x (W + T) grid counts in full, as SDPA computes it). The cached keys
-and values were projected when their segment ran, so reading them adds only the attention products. Once per
-batch the tied output layer adds 2 N_targets d V on the rows that have a target (every row but [EOS]).
+(inner = swiglu_width(d); the masked T x (W + T) grid counts in full, as SDPA computes it). The cache holds
+layer inputs, so every step projects its B x W cached rows again with the current LayerNorm and key and value
+weights; the rows are detached, but the LayerNorm's gain makes the projection's input need a gradient, so its
+backward is the usual two forwards. Once per batch the tied output layer adds 2 N_targets d V on the rows that
+have a target (every row but [EOS]).
 Rotary positions are elementwise and not counted.
 """
 
@@ -49,6 +52,7 @@ from tgbench.models.layers import (
     SelfAttention,
     SwiGLU,
     attention_flops,
+    matmul_flops,
     merge_heads,
     self_attention_flops,
     split_heads,
@@ -298,7 +302,7 @@ class TXLAdapter(SegmentAdapter):
         for row0, row1, stream0, stream1, T in steps:
             rows, B = row1 - row0, stream1 - stream0
             attention = self_attention_flops(rows, B, T, d) + attention_flops(B, T, cached, d)
-            total += layers * (attention + swiglu_flops(rows, d))
+            total += layers * (attention + swiglu_flops(rows, d) + matmul_flops(B * cached, d, 2 * d))
             cached = min(self.config.memory_tokens, cached + T)
         return total
 
