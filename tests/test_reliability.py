@@ -47,7 +47,8 @@ from tgbench.training.rundir import RunDir
 from tgbench.training.trainer import train
 
 CLI = [sys.executable, "-m", "tgbench.cli"]
-TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "train_seconds", "wall_s_this_session", "time")
+TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "train_seconds", "flops_per_s", "matmul_peak_flops",
+          "peak_fraction", "wall_s_this_session", "time")
 NAN_ADAPTER = f"{Path(__file__).resolve().parent / 'fixtures_nan_adapter.py'}:NaNGPT2Adapter"
 TINY_GPT2 = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.1, "attention_dropout": 0.1}
 
@@ -297,7 +298,7 @@ def test_grid_killed_mid_run_and_rerun_matches_an_uninterrupted_grid(ws, tmp_pat
         assert records(cut / run_id) == records(reference / run_id), run_id
         assert_same_tensors(cut / run_id / "checkpoints/latest.safetensors",
                             reference / run_id / "checkpoints/latest.safetensors")
-    ours, theirs = (pd.read_csv(d / "results.csv").drop(columns=list(TIMING[:4])) for d in (cut, reference))
+    ours, theirs = (pd.read_csv(d / "results.csv").drop(columns=list(TIMING[:7])) for d in (cut, reference))
     assert (ours["status"] == "done").all() and len(ours) == 3
     pd.testing.assert_frame_equal(ours, theirs)
 
