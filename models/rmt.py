@@ -235,6 +235,7 @@ class RMTAdapter(SegmentAdapter):
     name = "rmt"
     description = "Recurrent Memory Transformer: read/write memory tokens per sentence, BPTT through memory"
     config_class = RMTConfig
+    controls = {"no-memory": {"memory_tokens": 0}}  # no read or write tokens: each segment on its own
 
     def build(self, vocab: Vocab) -> nn.Module:
         return RMT(self.config, vocab, segment_tokens=self.unit_tokens)

@@ -458,6 +458,8 @@ class TGAdapter(StreamAdapter):
     name = "tg"
     description = "Thought Gestalt: sentence-level decoder with a cross-attended memory of sentence vectors"
     config_class = TGConfig
+    # no memory writes (the C blocks add zero) and no seeding of [BOS] with the previous sentence's vector
+    controls = {"no-memory": {"use_memory": False, "context_seeding": False}}
 
     # -- building -----------------------------------------------------------------------------
     def build(self, vocab: Vocab) -> nn.Module:

@@ -291,6 +291,7 @@ class TXLAdapter(SegmentAdapter):
     name = "txl"
     description = "Transformer-XL-style recurrence: each layer attends over cached states of earlier sentences"
     config_class = TXLConfig
+    controls = {"no-memory": {"memory_tokens": 0}}  # no cache: each segment attends to itself only
 
     def build(self, vocab: Vocab) -> nn.Module:
         return TXL(self.config, vocab)

@@ -253,6 +253,10 @@ class Adapter(ABC):
     # True when the model predicts sentence ends itself and `sample` returns its sentences (TG, GPT-2 +
     # boundaries); False: `tgbench sample` splits the text with the run's splitter for display.
     sentence_boundaries: ClassVar[bool] = False
+    # Controls a grid can ask for (`controls = ["no-memory"]`): name -> the config options that turn this model
+    # into its control twin. "no-memory": nothing of earlier sentences or segments reaches the current one (no
+    # memory, no cache, no seeding), so twin minus model is what the model's memory is worth.
+    controls: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any | None = None, **overrides: Any) -> None:
         if config is None:

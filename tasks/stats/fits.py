@@ -16,6 +16,8 @@ fits.json layout (``fit_grid``, version 4)::
      "design": {"seed_scheme": "per-budget" | "shared", "source": where that was read},
      "axis": "tokens" | "flops" | "params" (whose verdicts "verdicts" holds: `tgbench fit --axis`),
      "verdicts": [verdict], "power": [power], "flags": {run_id: [flag, ...]},
+     "attribution": {"controls": {twin: model}, "memory_gains": [...], "gain_differences": [...],
+                     "by_position": [...]} (tasks/stats/attribution.py: what a gap is made of),
      "by_axis": {"tokens": {"verdicts", "power", "notes"}, "flops": {...} (with train_flops), "params": {...}},
      "loss_column": "test_loss" | "best_val_loss" | "mixed", "n_resamples": int, "seed": int,
      "axes": {"data":    {label: {"width=W,layers=L": {form: fit}}},
@@ -59,6 +61,7 @@ from tgbench.plan.comparison import comparison_pairs, label_of, ordered_labels, 
 from tgbench.plan.config import SCHEME_SHARED
 from tgbench.results.columns import DONE, fit_loss
 from tgbench.results.flags import join_flags, split_flags, table_flags
+from tgbench.tasks.stats.attribution import attribution, control_map
 from tgbench.tasks.stats.bootstrap import BootstrapFit, bootstrap_fit, check_resamples, pair_multiplier, seed_resamples
 from tgbench.tasks.stats.laws import (
     FIT_FORMS,
@@ -88,7 +91,8 @@ REQUIRED_COLUMNS = ("run_id", "adapter", "width", "layers", "n_params", "tokens"
 
 
 def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None = None, *,
-                  reference: str | None = None, baselines: Sequence[str] | None = None) -> list[tuple[str, str]]:
+                  reference: str | None = None, baselines: Sequence[str] | None = None,
+                  controls: Sequence[str] = ()) -> list[tuple[str, str]]:
     """The (A, B) pairs to compare: the given ones, checked, or the reference against every baseline.
 
     Args:
@@ -97,6 +101,7 @@ def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None =
             when present, else the first label) against ``baselines`` (every other label).
         reference: the default pairs' A.
         baselines: the default pairs' B labels.
+        controls: control twins' labels, left out of the default baselines (their model is their comparison).
 
     Returns:
         The pairs, without duplicates, in the given order.
@@ -106,7 +111,7 @@ def resolve_pairs(labels: Sequence[str], pairs: Sequence[Sequence[str]] | None =
     """
     known = ordered_labels(labels)
     if pairs is None:
-        pairs = comparison_pairs(known, reference, baselines)
+        pairs = comparison_pairs(known, reference, baselines, controls)
     example = f"--pair {known[0]},{known[1]}" if len(known) >= 2 else "--pair tg,gpt2"
     out: list[tuple[str, str]] = []
     for pair in pairs:
@@ -221,7 +226,8 @@ def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None 
     """
     notes: list[str] = []
     rows, _ = _usable_rows(results, notes)
-    pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
+    pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines,
+                          controls=list(control_map(rows)))
     out = _verdicts_of_rows(results, rows, pairs, leave_one_out, with_power, axis)
     out["notes"] = notes + out["notes"]
     return out
@@ -267,9 +273,12 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
     n_resamples = check_resamples(n_resamples)
     notes: list[str] = []
     df, loss_column = _usable_rows(results, notes)
-    pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines)
+    pairs = resolve_pairs(_row_labels(results), pairs, reference=reference, baselines=baselines,
+                          controls=list(control_map(df)))
     paired = _verdicts_of_rows(results, df, pairs, axis=axis)
     notes.extend(paired["notes"])
+    attributed = attribution(df, pairs, paired["design"]["seed_scheme"], paired["flags"])
+    notes.extend(attributed.pop("notes"))
     df = _with_compute(df)
     if paired["design"]["seed_scheme"] == SCHEME_SHARED:
         notes.append("seeds are shared across budgets (seed_scheme shared): the multipliers' and fits' intervals "
@@ -367,6 +376,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         "power": paired["power"],
         "by_axis": paired["by_axis"],
         "flags": paired["flags"],
+        "attribution": attributed,
         "loss_column": loss_column,
         "n_resamples": n_resamples,
         "seed": seed,
@@ -432,6 +442,13 @@ def summary_lines(fits: Mapping) -> list[str]:
             continue
         for verdict in entry.get("verdicts", []):
             lines.append(f"verdict {AXES[name].at} {verdict['a']} vs {verdict['b']}: {verdict['sentence']}")
+    attributed = fits.get("attribution") or {}
+    for split in attributed.get("by_position", []):
+        lines.append(f"by sentence position {split['a']} vs {split['b']}: {split['sentence']}.")
+    for gain in attributed.get("memory_gains", []):
+        lines.append(f"memory gain: {gain['sentence']}.")
+    for diff in attributed.get("gain_differences", []):
+        lines.append(f"difference of gains: {diff['sentence']}.")
     for power in fits.get("power", []):
         lines.append(f"power {power['sentence']}")
     form = fits.get("form", "kaplan")

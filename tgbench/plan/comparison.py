@@ -33,14 +33,16 @@ class Comparison:
 
 
 def comparison(labels: Iterable[object], reference: str = "", baselines: Sequence[str] = (),
-               order: Sequence[str] = ()) -> Comparison:
+               order: Sequence[str] = (), controls: Iterable[str] = ()) -> Comparison:
     """The comparison of a set of labels.
 
     Args:
         labels: The labels that have runs (results.csv's `label` column, or a grid's model labels).
         reference: The grid's `reference` ("" for the default: tg when present, else the first label in order).
-        baselines: The grid's `baselines` (empty: every other label).
+        baselines: The grid's `baselines` (empty: every other label that is not a control).
         order: The grid's model labels in file order; labels not in it follow alphabetically.
+        controls: Labels of control twins (a grid's `controls`): compared with their own model (the memory
+            gains of `tgbench.tasks.stats.attribution`), never a default baseline.
 
     Returns:
         The comparison; labels in reading order, the reference first.
@@ -51,8 +53,9 @@ def comparison(labels: Iterable[object], reference: str = "", baselines: Sequenc
     if not reference:
         reference = DEFAULT_REFERENCE if DEFAULT_REFERENCE in present else (ordered[0] if ordered else "")
     ordered = [reference, *[lab for lab in ordered if lab != reference]] if reference in present else ordered
+    controls = set(controls)
     chosen = [b for b in baselines if b in present and b != reference] if baselines else \
-        [lab for lab in ordered if lab != reference]
+        [lab for lab in ordered if lab != reference and lab not in controls]
     return Comparison(reference, tuple(chosen), tuple(ordered))
 
 
@@ -60,8 +63,11 @@ def grid_comparison(grid: dict, labels: Iterable[object] | None = None) -> Compa
     """The comparison a grid file (its parsed TOML) names, over `labels` (default: its models' labels)."""
     models = [m for m in grid.get("models", []) if isinstance(m, dict)]
     order = [str(m.get("label") or label_of(m.get("adapter", ""), m.get("variant"))) for m in models]
+    # the twins a grid adds are labelled "<label>-<control>" (`tgbench.plan.grid.add_controls`)
+    controls = {lab for lab, m in zip(order, models, strict=True) if m.get("control_of")}
+    controls |= {f"{lab}-{c}" for lab in order for c in grid.get("controls") or []}
     return comparison(order if labels is None else labels, str(grid.get("reference") or ""),
-                      [str(b) for b in grid.get("baselines") or []], order)
+                      [str(b) for b in grid.get("baselines") or []], order, controls)
 
 
 def label_of(adapter: object, variant: object = "") -> str:
@@ -80,16 +86,17 @@ def read_grid_comparison(grid_dir: Path, labels: Iterable[object]) -> Comparison
 
 
 def comparison_pairs(labels: Sequence[str], reference: str | None = None,
-                     baselines: Sequence[str] | None = None) -> list[tuple[str, str]]:
+                     baselines: Sequence[str] | None = None, controls: Iterable[str] = ()) -> list[tuple[str, str]]:
     """The default (A, B) pairs of some labels: the reference against every baseline.
 
     Args:
         labels: the labels of the results table, in reading order.
         reference: the label every other one is compared with; None: "tg" when present, else the first label.
-        baselines: the labels compared with the reference; None: every other label.
+        baselines: the labels compared with the reference; None: every other label that is not a control.
+        controls: control twins' labels (results.csv's `control_of` is set for their runs).
     """
     labels = list(dict.fromkeys(str(lab) for lab in labels))
-    return comparison(labels, reference or "", baselines or (), order=labels).pairs
+    return comparison(labels, reference or "", baselines or (), order=labels, controls=controls).pairs
 
 
 def ordered_labels(labels: Iterable[object], order: Iterable[str] = ()) -> list[str]:

@@ -134,6 +134,8 @@ def run_spec(grid: GridConfig, entry: ModelEntry, width: int, tokens: int, seed:
                                 data_seed=data_seed, init_seed=init_seed)
     config = RunConfig(model=entry.adapter, model_options=options, data=grid.data, train=train)
     meta = {"lr_source": source, "train_overrides": sorted(overrides)}
+    if entry.control_of:
+        meta["control_of"] = entry.control_of
     return RunSpec("", entry.label, entry.adapter, entry.variant, width, grid.layers, heads, tokens, seed,
                    config, meta)
 

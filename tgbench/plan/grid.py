@@ -41,6 +41,9 @@ class ModelEntry:
             stage sets `lr` the same way. `tokens` and `seed` come from the grid's budgets and seeds.
         label: How run ids, tables, legends and `fit --pair` name it. Default: the adapter's `name` (for a
             plug-in given as path.py:Class, the class's `name`), plus /variant.
+        control_of: The label of the model this entry is a control twin of ("": not a control). The grid's
+            `controls` adds such entries itself; one written by hand (e.g. a plug-in's own ablation) counts the
+            same way: fits.json gives the model's gain over it (twin minus model, paired per replicate).
     """
 
     adapter: str
@@ -48,6 +51,7 @@ class ModelEntry:
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     label: str = ""
+    control_of: str = ""
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -94,6 +98,9 @@ class GridConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig | None = None  # a learning-rate sweep before the grid (tgbench.plan.tune)
+    # control twins to add for every model whose adapter offers them (`Adapter.controls`), e.g. ["no-memory"]:
+    # the twin is labelled "<label>-<control>", trains like the model (tuned on its own) and is not a baseline
+    controls: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.seed_scheme not in SEED_SCHEMES:
@@ -119,6 +126,7 @@ class GridConfig:
                             "fix them in the grid file")
         if not self.models:
             raise UserError("the grid names no models", "add [[models]] tables with adapter = \"gpt2\" etc.")
+        self.models = add_controls(self.models, self.controls)
         for index, entry in enumerate(self.models):
             model_train(self, entry, f"models[{index}].train")  # unknown keys and bad values fail here
         self._check_comparison()
@@ -135,10 +143,16 @@ class GridConfig:
 
     @property
     def comparison(self):
-        """The grid's `tgbench.plan.comparison.Comparison` over its model labels."""
+        """The grid's `tgbench.plan.comparison.Comparison` over its model labels (control twins are compared
+        with their model, not with the reference, unless `baselines` names them)."""
 
         labels = [m.label for m in self.models]
-        return comparison(labels, self.reference, self.baselines, labels)
+        return comparison(labels, self.reference, self.baselines, labels, self.control_pairs)
+
+    @property
+    def control_pairs(self) -> dict[str, str]:
+        """control twin's label -> the label of the model it controls."""
+        return {m.label: m.control_of for m in self.models if m.control_of}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "grid") -> GridConfig:
@@ -147,6 +161,49 @@ class GridConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def add_controls(models: list[ModelEntry], controls: list[str]) -> list[ModelEntry]:
+    """The models with a control twin added after each model whose adapter offers each named control.
+
+    A twin already present (the grid file as a grid directory keeps it, resolved) is not added twice. Models
+    without the control (GPT-2 has no memory to remove) get no twin.
+
+    Raises:
+        UserError: for a control no adapter of the grid offers, or a hand-written `control_of` that names no model.
+    """
+    labels = {m.label for m in models}
+    for m in models:
+        if m.control_of and m.control_of not in labels:
+            raise UserError(f"models[{models.index(m)}].control_of = '{m.control_of}' names no model of the grid",
+                            f"give the label of the model it controls: one of {', '.join(sorted(labels))}")
+    offered: dict[str, set[str]] = {}
+    out: list[ModelEntry] = []
+    for entry in models:
+        out.append(entry)
+        if entry.control_of:
+            continue
+        try:
+            available = get_adapter_class(entry.adapter).controls
+        except UserError:
+            available = {}  # an adapter that does not load fails where it is built, with its own message
+        for name in controls:
+            if name not in available:
+                continue
+            offered.setdefault(name, set()).add(entry.label)
+            label = f"{entry.label}-{name}"
+            if label in labels:
+                continue
+            out.append(ModelEntry(adapter=entry.adapter, variant=f"{entry.variant}-{name}".strip("-"),
+                                  options={**entry.options, **available[name]}, train=dict(entry.train),
+                                  label=label, control_of=entry.label))
+            labels.add(label)
+    for name in controls:
+        if name not in offered:
+            raise UserError(f"controls lists '{name}', which none of the grid's models offers",
+                            "built-in memory models (tg, rmt, txl) offer \"no-memory\"; a plug-in declares its own "
+                            "in its adapter's `controls`")
+    return out
 
 
 def model_train(grid: GridConfig, entry: ModelEntry, where: str = "") -> TrainConfig:

@@ -30,7 +30,7 @@ from tgbench.report.format import fmt_g, fmt_value, geomean, mean, num
 from tgbench.report.tables import runs_table
 from tgbench.report.task_sections import TaskView, axis_cells, generic_section
 from tgbench.report.tuning import tuning_caveat, tuning_section
-from tgbench.report.verdict import PAPER, PAPER_PAIR, report_form
+from tgbench.report.verdict import PAPER, PAPER_PAIR, attribution, report_form
 from tgbench.results.columns import COLUMNS, LEXICAL_PER_STEP, MEMORY_TEST, MEMORY_TRAIN, done_rows
 
 
@@ -106,7 +106,7 @@ def verdict_section(page: Page) -> PageSection:
     return PageSection("verdict", "Verdict", "verdict", {
         "verdicts": page.verdicts, "paper": PAPER, "reference": page.reference, "empty": page.empty,
         "tuning_caveat": "" if page.empty else tuning_caveat(page.frame), "fit_form": report_form(page.files.fits),
-        "grid_dir": str(page.files.path)})
+        "grid_dir": str(page.files.path), "attribution": attribution(page.files.fits)})
 
 
 @section

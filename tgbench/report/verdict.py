@@ -144,7 +144,15 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
             "group": entry.get("group", ""), "multipliers": mults, "power": power, "flagged": flagged,
             "influential": entry.get("influential") or [], "without_flagged": entry.get("without_flagged"),
             "forest": forest(entry), "has_fits": has_fits, "paper": (a, b) == PAPER_PAIR,
-            "axis": AXES[str(entry.get("axis") or DATA.name)], "other_axes": other_axes(files, a, b)}
+            "axis": AXES[str(entry.get("axis") or DATA.name)], "other_axes": other_axes(files, a, b),
+            "by_position": next((s for s in attribution(fits).get("by_position", [])
+                                 if s.get("a") == a and s.get("b") == b), None)}
+
+
+def attribution(fits: dict[str, Any] | None) -> dict[str, Any]:
+    """fits.json's ``attribution`` (memory gains over the no-memory twins, differences of gains, each pair's gap at
+    sentence 1 against later sentences); {} for a fits.json written before it."""
+    return (fits or {}).get("attribution") or {}
 
 
 def _has_flops(frame: pd.DataFrame) -> bool:

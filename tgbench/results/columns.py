@@ -91,6 +91,8 @@ RESULT_COLUMNS = [
     *COMPUTE_COLUMNS,
     # the replicate design (the verdict reads seed_scheme) and the runs' flags (tgbench.results.flags)
     "data_seed", "init_seed", "seed_scheme", "flags",
+    # the label of the model a control twin removes the memory of (grid `controls`; "" for every other run)
+    "control_of",
 ]
 
 

@@ -98,6 +98,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
     row = {
         "run_id": run.path.name, "adapter": config.model, "variant": variant,
         "label": str(meta.get("label") or label_of(config.model, variant)),
+        "control_of": str(meta.get("control_of", "")),
         "width": options.get("width"), "layers": options.get("layers"), "heads": options.get("heads"),
         "n_params": meta.get("n_params"), "tokens": config.train.tokens, "seed": config.train.seed,
         "status": run.status(), "steps": summary.get("steps"), "tokens_seen": summary.get("tokens"),
