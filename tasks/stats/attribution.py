@@ -174,7 +174,7 @@ def position_split(rows: pd.DataFrame, a: str, b: str, scheme: str) -> dict | No
     sentence = (f"{a} - {b} at a document's first sentence (no context from earlier sentences): "
                 f"{_fmt(s1['mean'], s1['ci'])} nats; over later sentences: {_fmt(later['mean'], later['ci'])}; "
                 f"later minus first: {_fmt(ctx['mean'], ctx['ci'])} (p = {_p(ctx['p'])}), the part of the gap that "
-                "context from earlier sentences could explain")
+                f"context from earlier sentences could explain (below 0: context favours {a})")
     return {"a": a, "b": b, **out, "n_pairs": len(pairs), "group": group, "sentence": sentence}
 
 
