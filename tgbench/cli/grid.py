@@ -80,8 +80,39 @@ def _print_dry_run(grid) -> None:
     if torch.cuda.is_available():
         console.print(f"a GPU ({torch.cuda.get_device_name(0)}) is available: on it the grid runs far "
                       "faster; its time is not estimated", soft_wrap=True)
+    print_isoflop(grid)
     print_steps(grid)
     print_parity(grid)
+
+
+def print_isoflop(grid) -> None:
+    """An isoFLOP grid's solved token budgets: per compute budget, the tokens each model (and width) gets, the
+    FLOPs they cost, and how far apart the budget's runs are in FLOPs. Nothing for a token-budget grid."""
+    from tgbench.plan.compute import fmt_flops
+    from tgbench.plan.expand import expand
+    from tgbench.plan.isoflop import COUNTED, compute_spread, isoflop_rows
+
+    if not grid.compute_budgets:
+        return
+    rows = isoflop_rows(expand(grid))
+    table = Table(title="isoFLOP: lexical tokens per model and compute budget (min-max over replicates)")
+    for column in ("compute budget", "model", "width", "tokens", "training FLOPs", "how"):
+        table.add_column(column, justify="left" if column in ("model", "how") else "right")
+    for row in rows:
+        low, high = min(row["tokens"]), max(row["tokens"])
+        table.add_row(fmt_flops(row["compute"]), row["model"], str(row["width"]),
+                      f"{low:,}" if low == high else f"{low:,}-{high:,}",
+                      f"{fmt_flops(min(row['flops']))}-{fmt_flops(max(row['flops']))}", row["how"])
+    print_table(table, console)
+    if any(row["how"] != COUNTED for row in rows):
+        console.print("note: tokens not counted on the encoded corpus are estimates (6 N per token before the corpus "
+                      "is encoded; a prefix's FLOPs per token for runs too large to lay out); train-grid counts "
+                      "them", soft_wrap=True, markup=False)
+    spread = compute_spread([r for r in rows if r["how"] == COUNTED])
+    if spread:
+        console.print("equal compute: the runs of each compute budget are within "
+                      + ", ".join(f"{s:.1%} ({fmt_flops(c)})" for c, s in sorted(spread.items()))
+                      + " of each other in counted training FLOPs", soft_wrap=True, markup=False)
 
 
 def print_steps(grid) -> None:
@@ -183,6 +214,7 @@ def validate_command(config: Annotated[Path, typer.Argument(help="Grid or run TO
         if grid.tune is not None and most_extension_runs(grid):
             sweep += f" (up to {most_extension_runs(grid)} more if a choice sits at the sweep's edge)"
         console.print(f"[green]ok[/green]: grid '{grid.name}' with {len(expand(grid))} runs{sweep}")
+        print_isoflop(grid)
         print_steps(grid)
         print_parity(grid)
     else:

@@ -89,7 +89,8 @@ def dry_run_summary(rows: list[dict[str, Any]]) -> str:
 
 def fmt_flops(flops: float) -> str:
     """FLOPs in the unit that keeps 3 significant digits readable: 412 GFLOP, 3.1 TFLOP, 2.4 PFLOP."""
-    for scale, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP")):
+    for scale, unit in ((1e18, "EFLOP"), (1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"),
+                        (1e3, "kFLOP")):
         if flops >= scale:
             return f"{flops / scale:.3g} {unit}"
     return f"{flops:.3g} FLOP"

@@ -26,6 +26,7 @@ from tgbench.plan.config import (
     TuneConfig,
     from_dict,
 )
+from tgbench.plan.isoflop import check_compute_budgets
 from tgbench.registry import get_adapter_class
 
 
@@ -87,6 +88,9 @@ class GridConfig:
     layers: int = 2
     head_dim: int = 64  # heads = ceil(width / head_dim), at least 1 (the paper's small-width heads are unknown)
     budgets: list[int] = field(default_factory=lambda: [100_000])
+    # an isoFLOP design: training FLOPs per run (e.g. [1e12, 3e12]); when given, each model's token budget is
+    # solved from its counted FLOPs per lexical token (tgbench.plan.isoflop) and `budgets` gives no grid runs
+    compute_budgets: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     reference_width: int = 0  # axes design: 0 = the largest width
     # per-budget: every (budget, replicate) gets its own data-order and init seed, the same for every model
@@ -113,6 +117,7 @@ class GridConfig:
             if not values or any((not isinstance(v, int)) or v <= 0 for v in values):
                 raise UserError(f"{name} = {values} must be a non-empty list of positive integers",
                                 f"fix {name} in the grid file")
+        check_compute_budgets(self.compute_budgets)
         if not self.seeds:
             raise UserError("seeds = [] names no seed", "give seeds = [0] or more seeds")
         for name in ("widths", "budgets", "seeds"):

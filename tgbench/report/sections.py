@@ -154,10 +154,18 @@ RUN_COLUMNS = ["run_id", "label", "width", "layers", "n_params", "tokens", "seed
                MEMORY_TRAIN, MEMORY_TEST]
 
 
+def _has_values(frame, column: str) -> bool:
+    """Whether some row of `frame` has a number in `column`."""
+    return column in frame.columns and bool(pd.to_numeric(frame[column], errors="coerce").notna().any())
+
+
 @section
 def runs_section(page: Page) -> PageSection:
     """Every run, sortable, with the best finished value of each scored column marked; failed runs' messages."""
-    table = runs_table(page.frame, [(key, COLUMNS[key]) for key in RUN_COLUMNS], page.labels)
+    keys = list(RUN_COLUMNS)
+    if _has_values(page.frame, "compute_budget"):  # an isoFLOP grid: the budget its runs' tokens were solved for
+        keys.insert(keys.index("tokens"), "compute_budget")
+    table = runs_table(page.frame, [(key, COLUMNS[key]) for key in keys], page.labels)
     failures = provenance(page.files)["failures"]
     return PageSection("runs", "Runs", "runs", {"table": table, "failures": failures})
 

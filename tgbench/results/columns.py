@@ -93,6 +93,8 @@ RESULT_COLUMNS = [
     "data_seed", "init_seed", "seed_scheme", "flags",
     # the label of the model a control twin removes the memory of (grid `controls`; "" for every other run)
     "control_of",
+    # an isoFLOP grid's compute budget (training FLOPs) each run's tokens were solved for; empty on token budgets
+    "compute_budget",
 ]
 
 
@@ -134,6 +136,7 @@ COLUMNS: dict[str, Metric] = {m.name: m for m in (
     Metric("flags", fmt="text", unit="tgbench/results/flags.py"),
     Metric(MEMORY_TRAIN, fmt=".2f", label="memory read", unit="slots/sentence, training"),
     Metric("train_flops", fmt="si", label="training FLOPs", unit="forward + backward"),
+    Metric("compute_budget", fmt="si", label="compute budget", unit="FLOPs, isoFLOP grid"),
     Metric("flops_per_token", fmt="si", label="FLOPs/token", unit="per lexical training token"),
     Metric("train_seconds", fmt=",.0f", label="training time", unit="s, evaluation excluded"),
     Metric("flops_method", fmt="text", label="FLOPs from", unit="counted or measured"),

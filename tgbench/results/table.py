@@ -99,6 +99,8 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         "run_id": run.path.name, "adapter": config.model, "variant": variant,
         "label": str(meta.get("label") or label_of(config.model, variant)),
         "control_of": str(meta.get("control_of", "")),
+        # an isoFLOP grid's training FLOPs per run, which its tokens were solved for (empty on a token-budget grid)
+        "compute_budget": meta.get("compute_budget"),
         "width": options.get("width"), "layers": options.get("layers"), "heads": options.get("heads"),
         "n_params": meta.get("n_params"), "tokens": config.train.tokens, "seed": config.train.seed,
         "status": run.status(), "steps": summary.get("steps"), "tokens_seen": summary.get("tokens"),

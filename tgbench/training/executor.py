@@ -78,7 +78,7 @@ def run_grid(grid: GridConfig, out: Path, *, executor: str = "local", progress: 
         lr_for = tune_stage(grid, out, **stage).lr_for
     else:
         warn_unused_tune(out)
-    specs = expand(grid, lr_for)
+    specs = expand(grid, lr_for, encode=True)  # an isoFLOP grid counts its FLOPs on the encoded corpus
     execute_specs(specs, out, grid, **stage)
     return write_results(out, {spec.run_id: spec.variant for spec in specs})
 
