@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 from corpora import word_documents, write_plain
 from tiny_runs import run_main, tiny_grid_dict
+from typer.testing import CliRunner
 
+from tgbench.cli.app import app
 from tgbench.core.errors import UserError
 from tgbench.plan.expand import expand
 from tgbench.plan.grid import GridConfig
@@ -130,5 +132,20 @@ def test_an_isoflop_grid_trains_every_model_to_the_same_counted_compute(tmp_path
     rows = csv.assign(loss=csv["test_loss"].fillna(csv["best_val_loss"]))
     pairs, _, how = compute_pairs(rows, "gpt2", "tg")
     assert how == "direct" and len(pairs) == 2
-    verdicts = table_verdicts(rows, axis="flops", leave_one_out=False, with_power=False)
-    assert verdicts["verdicts"], verdicts
+    verdict = table_verdicts(rows, axis="flops", leave_one_out=False, with_power=False)["verdicts"][0]
+    assert any("isoFLOP grid" in line and "paired directly" in line for line in verdict["details"]), verdict
+    # and `tgbench fit --axis flops` on the grid directory writes it (the default token axis has no pairs here:
+    # the models trained different tokens, so it must not fail)
+    result = CliRunner().invoke(app, ["fit", str(out), "--axis", "flops", "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["verdicts"] and fits["verdicts"][0]["axis"] == "flops"
+    assert CliRunner().invoke(app, ["fit", str(out), "--resamples", "20"]).exit_code == 0
+
+
+def test_tuning_per_token_budget_is_refused_on_an_isoflop_grid(tmp_path):
+    raw = iso_dict(tmp_path)
+    raw["tune"] = {"per_budget": True}
+    with pytest.raises(UserError) as err:
+        GridConfig.from_dict(raw)
+    assert "tune.per_budget" in err.value.message and "tune.budget" in err.value.fix

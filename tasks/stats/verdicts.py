@@ -402,6 +402,9 @@ def pair_verdict(rows: pd.DataFrame, a: str, b: str, scheme: str, leave_one_out:
                                              f"between {b}'s runs of the same replicate, so a replicate's "
                                              "differences share runs: the pooled and trend tests use one number "
                                              "per replicate")
+        elif how == "direct":  # an isoFLOP grid: say so, as a reader otherwise assumes the interpolation
+            design = (f"an isoFLOP grid: {a}'s and {b}'s runs of one compute budget and replicate trained the same "
+                      "counted FLOPs and are paired directly, nothing interpolated")
     else:
         pairs, group = paired_rows(rows, a, b)
     if not len(pairs):

@@ -102,7 +102,8 @@ def print_isoflop(grid) -> None:
         low, high = min(row["tokens"]), max(row["tokens"])
         table.add_row(fmt_flops(row["compute"]), row["model"], str(row["width"]),
                       f"{low:,}" if low == high else f"{low:,}-{high:,}",
-                      f"{fmt_flops(min(row['flops']))}-{fmt_flops(max(row['flops']))}", row["how"])
+                      f"{fmt_flops(min(row['flops']))}-{fmt_flops(max(row['flops']))}" if row["how"] == COUNTED
+                      else "not counted", row["how"])
     print_table(table, console)
     if any(row["how"] != COUNTED for row in rows):
         console.print("note: tokens not counted on the encoded corpus are estimates (6 N per token before the corpus "

@@ -118,6 +118,11 @@ class GridConfig:
                 raise UserError(f"{name} = {values} must be a non-empty list of positive integers",
                                 f"fix {name} in the grid file")
         check_compute_budgets(self.compute_budgets)
+        if self.compute_budgets and self.tune is not None and self.tune.per_budget:
+            # a sweep per token budget has no budget to match: each model's tokens differ at one compute budget
+            raise UserError("tune.per_budget = true on a grid with compute_budgets: its runs have no shared token "
+                            "budget to tune at", "drop per_budget; the sweep then trains at tune.budget lexical "
+                            "tokens (0: the middle of budgets) and every compute budget uses its choice")
         if not self.seeds:
             raise UserError("seeds = [] names no seed", "give seeds = [0] or more seeds")
         for name in ("widths", "budgets", "seeds"):
