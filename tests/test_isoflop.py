@@ -62,7 +62,7 @@ def test_a_compute_budget_too_small_for_one_step_names_it_and_the_fix(tmp_path):
     grid = GridConfig.from_dict(iso_dict(tmp_path, budgets=(2e5,)))
     with pytest.raises(UserError) as err:
         expand(grid, encode=True)
-    assert "too small" in err.value.message and "200 kFLOP" in err.value.message
+    assert "too small" in err.value.message and "compute budget 2e5 FLOPs" in err.value.message
     assert "raise that compute budget" in err.value.fix
 
 
@@ -70,7 +70,7 @@ def test_a_compute_budget_beyond_the_training_split_is_an_error(tmp_path):
     grid = GridConfig.from_dict(iso_dict(tmp_path, budgets=(1e11,)))
     with pytest.raises(UserError) as err:
         expand(grid, encode=True)
-    assert "100 GFLOP" in err.value.message and "training split" in err.value.message
+    assert "compute budget 1e11 FLOPs" in err.value.message and "training split" in err.value.message
 
 
 def test_the_solved_tokens_follow_each_models_cost_and_seeds_follow_the_compute_budget(tmp_path):

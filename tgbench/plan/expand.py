@@ -20,8 +20,8 @@ from tgbench.plan.config import (
     SCHEME_PER_BUDGET,
     RunConfig,
 )
-from tgbench.plan.grid import GridConfig, ModelEntry, model_train
-from tgbench.plan.isoflop import compute_slug
+from tgbench.plan.grid import GridConfig, ModelEntry, compute_slug, model_train
+from tgbench.plan.isoflop import solve_tokens
 
 
 @dataclass
@@ -78,8 +78,6 @@ def expand(grid: GridConfig, lr_for=None, encode: bool = False) -> list[RunSpec]
         encode: Encode the corpus when an isoFLOP grid needs it to count FLOPs (training); False estimates the
             token budgets of a corpus not yet encoded (dry run, validate).
     """
-    from tgbench.plan.isoflop import solve_tokens  # it reads the step layout, which imports this module
-
     iso = bool(grid.compute_budgets)
     budgets = grid.compute_budgets if iso else grid.budgets
     reference = grid.reference_width or max(grid.widths)

@@ -11,6 +11,7 @@ that are DONE with the same config hash, resuming interrupted ones and rerunning
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,6 @@ from tgbench.plan.config import (
     TuneConfig,
     from_dict,
 )
-from tgbench.plan.isoflop import check_compute_budgets
 from tgbench.registry import get_adapter_class
 
 
@@ -224,3 +224,22 @@ def model_train(grid: GridConfig, entry: ModelEntry, where: str = "") -> TrainCo
             raise UserError(f"{where}.{key} cannot be set per model: the grid sets it for every run",
                             "use the grid's budgets and seeds" if key == "tokens" else "use the grid's seeds")
     return from_dict(TrainConfig, {**dataclasses.asdict(grid.train), **entry.train}, where)
+
+
+def compute_slug(compute: float) -> str:
+    """A compute budget as run ids write it: 1e12 -> "1e12", 2.5e11 -> "2.5e11" (no "+" for a slug to mangle)."""
+    mantissa, _, exponent = f"{compute:.4g}".partition("e")
+    return mantissa + (f"e{int(exponent)}" if exponent else "")
+
+
+def check_compute_budgets(values: list[float]) -> None:
+    """Positive, finite, each once; raises a UserError that names the bad value."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"compute_budgets = {values} holds {value!r}, not a positive number of training FLOPs",
+                            "give training FLOPs per run, e.g. compute_budgets = [1e12, 3e12]")
+    slugs = [compute_slug(v) for v in values]
+    repeated = sorted({s for s in slugs if slugs.count(s) > 1})
+    if repeated:  # two budgets one run id apart would write one run directory twice
+        raise UserError(f"compute_budgets = {values} lists {', '.join(repeated)} more than once (to 4 digits)",
+                        "list each compute budget once")

@@ -21,10 +21,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tgbench.core.errors import UserError
+import torch
 
-# The grid's own checks import this module: what solving needs (the step layout, the compute estimates, which both
-# expand grids) is imported where it is used.
+from tgbench.adapter import Vocab
+from tgbench.core.errors import UserError
+from tgbench.data.corpus import cached_corpus, load_corpus
+from tgbench.data.tokenizer import base_vocab_size
+from tgbench.plan.grid import compute_slug
+from tgbench.plan.layout import COUNT_LIMIT, batch_rng, epoch_documents, steps_in_epoch
+from tgbench.registry import build_adapter
+
+# The trainer's own counter (it imports only the adapter contract), so that what is solved here is what the
+# trainer counts: the one import of plan/ from training/.
+from tgbench.training.flops import BatchFlops
 
 EQUAL_TOLERANCE = 0.02  # a run further than this from its compute budget is an error (the grid's promise)
 SOLVE_TOLERANCE = 0.005  # |FLOPs(D) / C - 1| that ends the search (the grid's promise is 2% across models)
@@ -55,25 +64,6 @@ class Solved:
 _SOLVED: dict[tuple, Solved] = {}  # expand() runs several times per command (validate, steps, dry run, executor)
 
 
-def compute_slug(compute: float) -> str:
-    """A compute budget as run ids write it: 1e12 -> "1e12", 2.5e11 -> "2.5e11" (no "+" for a slug to mangle)."""
-    mantissa, _, exponent = f"{compute:.4g}".partition("e")
-    return mantissa + (f"e{int(exponent)}" if exponent else "")
-
-
-def check_compute_budgets(values: list[float]) -> None:
-    """Positive, finite, each once; raises a UserError that names the bad value."""
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise UserError(f"compute_budgets = {values} holds {value!r}, not a positive number of training FLOPs",
-                            "give training FLOPs per run, e.g. compute_budgets = [1e12, 3e12]")
-    slugs = [compute_slug(v) for v in values]
-    repeated = sorted({s for s in slugs if slugs.count(s) > 1})
-    if repeated:  # two budgets one run id apart would write one run directory twice
-        raise UserError(f"compute_budgets = {values} lists {', '.join(repeated)} more than once (to 4 digits)",
-                        "list each compute budget once")
-
-
 def solve_tokens(spec: Any, compute: float, encode: bool = False) -> Solved:
     """The lexical-token budget with which `spec`'s run trains `compute` FLOPs.
 
@@ -97,15 +87,6 @@ def solve_tokens(spec: Any, compute: float, encode: bool = False) -> Solved:
 
 
 def _solve(spec: Any, compute: float, encode: bool) -> Solved:
-    import torch
-
-    from tgbench.adapter import Vocab
-    from tgbench.data.corpus import cached_corpus, load_corpus
-    from tgbench.data.tokenizer import base_vocab_size
-    from tgbench.plan.compute import fmt_flops, training_flops
-    from tgbench.plan.steps import COUNT_LIMIT
-    from tgbench.registry import build_adapter
-
     config = spec.config
     adapter = build_adapter(config)
     data = adapter.data_config(config.data)
@@ -114,7 +95,7 @@ def _solve(spec: Any, compute: float, encode: bool) -> Solved:
     if corpus is None:
         with torch.device("meta"):
             total = sum(p.numel() for p in adapter.build(Vocab(base_vocab_size(data.tokenizer))).parameters())
-        tokens = max(1, round(compute / training_flops(total, train.epochs)))
+        tokens = max(1, round(compute / (6.0 * total * train.epochs)))  # 6 N per token, as plan.compute's 6ND
         return Solved(tokens, compute, 0, ESTIMATED)
     split, vocab = corpus.splits["train"], corpus.vocab
     counter = _Counter(adapter, vocab, split, train)
@@ -153,28 +134,26 @@ def _solve(spec: Any, compute: float, encode: bool) -> Solved:
         count((below + above) // 2)
     tokens = min(tried, key=lambda t: abs(tried[t][0] / compute - 1))
     flops, steps = tried[tokens]
-    where = f"compute budget {fmt_flops(compute)} for {spec.label} (width {spec.width})"
+    where = f"compute budget {_flops(compute)} for {spec.label} (width {spec.width})"
     if steps == 0 or flops > compute * (1 + EQUAL_TOLERANCE):
         smallest = count(1) if 1 not in tried else tried[1][0]  # one document, the smallest subset there is
         raise UserError(
             f"{where} is too small: its smallest run (a budget of {tokens:,} lexical tokens, {steps} optimizer "
-            f"step(s) of batch_tokens = {train.batch_tokens:,}) costs {fmt_flops(max(flops, smallest))}",
-            f"raise that compute budget to at least {fmt_flops(max(smallest, flops) * 20)} (a run of 20 such "
+            f"step(s) of batch_tokens = {train.batch_tokens:,}) costs {_flops(max(flops, smallest))}",
+            f"raise that compute budget to at least {_flops(max(smallest, flops) * 20)} (a run of 20 such "
             "steps or more), or lower train.batch_tokens")
     if abs(flops / compute - 1) > EQUAL_TOLERANCE:
         raise UserError(
             f"{where} cannot be met within {EQUAL_TOLERANCE:.0%}: the closest run ({tokens:,} lexical tokens) costs "
-            f"{fmt_flops(flops)}, as whole documents and batches come in steps that large",
+            f"{_flops(flops)}, as whole documents and batches come in steps that large",
             "raise that compute budget, or use a corpus of shorter documents or a smaller train.batch_tokens")
     return Solved(tokens, flops, steps, COUNTED)
 
 
 def _check_available(spec: Any, compute: float, tokens: int, available: int) -> None:
-    from tgbench.plan.compute import fmt_flops
-
     if tokens > available:
         raise UserError(
-            f"compute budget {fmt_flops(compute)} needs a subset of {tokens:,} lexical tokens "
+            f"compute budget {_flops(compute)} needs a subset of {tokens:,} lexical tokens "
             f"({spec.config.train.epochs} epoch(s)) for {spec.label} (width {spec.width}), more than the training "
             f"split's {available:,}",
             "lower that compute budget, raise train.epochs, or use a larger corpus")
@@ -185,16 +164,12 @@ class _Counter:
     takes them (the run's subset and order, every epoch, a grad-accumulation remainder dropped)."""
 
     def __init__(self, adapter: Any, vocab: Any, split: Any, train: Any) -> None:
-        from tgbench.training.flops import BatchFlops
-
         self.adapter, self.vocab, self.split, self.train = adapter, vocab, split, train
         model = adapter.build(vocab)  # a real model: a plug-in without train_flops is measured on it
         self.flops = BatchFlops(adapter, model)
         self.seen: dict[int, tuple[float, int, int]] = {}
 
     def __call__(self, tokens: int) -> tuple[float, int, int]:
-        from tgbench.plan.steps import batch_rng, epoch_documents, steps_in_epoch
-
         if tokens in self.seen:
             return self.seen[tokens]
         train, seed = self.train, self.train.data_order_seed
@@ -238,3 +213,8 @@ def compute_spread(rows: list[dict[str, Any]]) -> dict[float, float]:
     for row in rows:
         out.setdefault(row["compute"], []).extend(row["flops"])
     return {c: max(f) / min(f) - 1 for c, f in out.items() if f and min(f) > 0}
+
+
+def _flops(flops: float) -> str:
+    """FLOPs as a grid file writes a compute budget (3e8, 1.2e12), so a message names the value as given."""
+    return compute_slug(flops) + " FLOPs"

@@ -27,30 +27,10 @@ from tgbench.data.corpus import cached_corpus
 from tgbench.plan.config import TrainConfig
 from tgbench.plan.expand import RunSpec, expand
 from tgbench.plan.grid import GridConfig
+from tgbench.plan.layout import COUNT_LIMIT, batch_rng, epoch_documents, steps_in_epoch
 from tgbench.registry import build_adapter
 
 STEPS_TOLERANCE = 0.03  # models of one budget whose steps differ by more are warned about
-# Runs are counted on the corpus up to this many lexical tokens x epochs each (a few seconds for a CPU preset);
-# larger runs (the paper presets: 50 epochs of 12M-50M tokens) are estimated.
-COUNT_LIMIT = 5_000_000
-
-
-def epoch_documents(train_docs: Sequence[Document], seed: int, epoch: int) -> list[Document]:
-    """Epoch 0 keeps the subset's seeded order; later epochs reshuffle with (seed, epoch)."""
-    if epoch == 0:
-        return list(train_docs)
-    order = np.random.default_rng([seed, epoch]).permutation(len(train_docs))
-    return [train_docs[i] for i in order]
-
-
-def batch_rng(seed: int, epoch: int) -> np.random.Generator:
-    """The generator an epoch's `Adapter.batches` (and `count_batches`) gets."""
-    return np.random.default_rng([seed, epoch, 1])
-
-
-def steps_in_epoch(n_batches: int, batches_per_step: int) -> int:
-    """Steps an epoch of `n_batches` gives; a step that cannot be filled is dropped (when it takes > 1)."""
-    return n_batches if batches_per_step == 1 else n_batches // batches_per_step
 
 
 def epoch_steps(adapter: Adapter, train_docs: Sequence[Document], vocab: Vocab, train: TrainConfig,
