@@ -107,6 +107,7 @@ def test_dry_run_and_validate_show_the_tokens_each_model_gets(tmp_path, monkeypa
     assert code == 0, out
     assert "tg-w16-l1-C3e8-s0" in out and "300 MFLOP" in out
     assert "equal compute: the runs of each compute budget are within" in out
+    assert "different tokens and steps by design" in out and "equal steps" not in out
 
 
 def test_an_isoflop_grid_trains_every_model_to_the_same_counted_compute(tmp_path):
@@ -141,6 +142,11 @@ def test_an_isoflop_grid_trains_every_model_to_the_same_counted_compute(tmp_path
     fits = json.loads((out / "fits.json").read_text())
     assert fits["verdicts"] and fits["verdicts"][0]["axis"] == "flops"
     assert CliRunner().invoke(app, ["fit", str(out), "--resamples", "20"]).exit_code == 0
+    # the report's runs table gives each run's compute budget, its provenance the grid's
+    result = CliRunner().invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "compute budget" in html and "compute_budgets" in html
 
 
 def test_tuning_per_token_budget_is_refused_on_an_isoflop_grid(tmp_path):

@@ -139,7 +139,10 @@ def print_steps(grid) -> None:
     warnings = step_warnings(rows)
     for line in warnings:
         console.print("[yellow]warning:[/yellow] " + escape(line), soft_wrap=True)
-    if rows and not warnings:
+    if grid.compute_budgets:  # one D per model: the equal-steps check compares models of one D, of which there are none
+        console.print("isoFLOP grid: the models of a compute budget train different tokens and steps by design (equal "
+                      "compute, not equal data)", soft_wrap=True, markup=False)
+    elif rows and not warnings:
         console.print(f"equal steps{' (as estimated)' if reasons else ''}: at every budget the models' steps are "
                       f"within {STEPS_TOLERANCE:.0%} of each other", soft_wrap=True, markup=False)
 

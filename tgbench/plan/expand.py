@@ -64,7 +64,7 @@ def replicate_seeds(replicate: int, tokens: int, compute: float = 0.0) -> tuple[
                  for what in ("data", "init"))
 
 
-def expand(grid: GridConfig, lr_for=None, encode: bool = False) -> list[RunSpec]:
+def expand(grid: GridConfig, lr_for=None, encode: bool = False, solve: bool = True) -> list[RunSpec]:
     """Every run of the grid, in a stable order (budget-major so small runs come first).
 
     An isoFLOP grid (`compute_budgets`) has a run per (compute budget, width, replicate, model) whose token budget
@@ -77,6 +77,8 @@ def expand(grid: GridConfig, lr_for=None, encode: bool = False) -> list[RunSpec]
             model's own or the grid's); it is applied as the model's `train.lr` override.
         encode: Encode the corpus when an isoFLOP grid needs it to count FLOPs (training); False estimates the
             token budgets of a corpus not yet encoded (dry run, validate).
+        solve: False leaves an isoFLOP grid's token budgets unsolved (0, `solved` None): for what needs only run ids
+            and labels (the report's expected runs, the variants), which solving would slow down. Never train these.
     """
     iso = bool(grid.compute_budgets)
     budgets = grid.compute_budgets if iso else grid.budgets
@@ -97,8 +99,9 @@ def expand(grid: GridConfig, lr_for=None, encode: bool = False) -> list[RunSpec]
         for seed in grid.seeds:
             for entry in grid.models:
                 if iso:
-                    solved = solve_tokens(run_spec(grid, entry, width, 0, seed, compute=budget), budget, encode)
-                    tokens, name = solved.tokens, f"C{compute_slug(budget)}"
+                    solved = solve_tokens(run_spec(grid, entry, width, 0, seed, compute=budget), budget,
+                                          encode) if solve else None
+                    tokens, name = solved.tokens if solved else 0, f"C{compute_slug(budget)}"
                 else:
                     tokens, name = budget, f"D{budget}"
                 tuned = lr_for(entry, width, tokens) if lr_for is not None else None
@@ -166,6 +169,6 @@ def run_spec(grid: GridConfig, entry: ModelEntry, width: int, tokens: int, seed:
 def grid_variants(grid: dict[str, Any]) -> dict[str, str]:
     """run_id -> variant from a grid file's content ({} when it cannot be expanded)."""
     try:
-        return {s.run_id: s.variant for s in expand(GridConfig.from_dict(grid))}
+        return {s.run_id: s.variant for s in expand(GridConfig.from_dict(grid), solve=False)}
     except (UserError, TypeError, ValueError, KeyError):
         return {}

@@ -354,7 +354,7 @@ def provenance(files: GridFiles) -> dict[str, Any]:
                   if str(r["status"]) not in ("done", "failed")]
     data = files.grid.get("data") or {}
     grid_keys = ("name", "description", "design", "widths", "layers", "head_dim", "budgets", "seeds",
-                 "reference_width")
+                 "reference_width") + (("compute_budgets",) if files.grid.get("compute_budgets") else ())
     return {
         "versions": [{"key": k, "values": sorted(v.items())} for k, v in seen.items()],
         "grid": [{"key": k, "value": _show(files.grid.get(k))} for k in grid_keys if k in files.grid],
