@@ -155,3 +155,13 @@ def test_tuning_per_token_budget_is_refused_on_an_isoflop_grid(tmp_path):
     with pytest.raises(UserError) as err:
         GridConfig.from_dict(raw)
     assert "tune.per_budget" in err.value.message and "tune.budget" in err.value.fix
+
+
+def test_a_compute_budget_whole_documents_cannot_meet_is_an_error_naming_the_fix(tmp_path):
+    # the tiny grid's 80 documents of ~60 tokens: a ~450-token run moves in steps of >10%
+    raw = tiny_grid_dict(tmp_path, models=("tg", "gpt2"))
+    raw["compute_budgets"] = [3e7]
+    with pytest.raises(UserError) as err:
+        expand(GridConfig.from_dict(raw), encode=True)
+    assert "compute budget 3e7 FLOPs" in err.value.message and "cannot be met within 2%" in err.value.message
+    assert "shorter documents" in err.value.fix

@@ -135,8 +135,8 @@ def _solve(spec: Any, compute: float, encode: bool) -> Solved:
     tokens = min(tried, key=lambda t: abs(tried[t][0] / compute - 1))
     flops, steps = tried[tokens]
     where = f"compute budget {_flops(compute)} for {spec.label} (width {spec.width})"
-    if steps == 0 or flops > compute * (1 + EQUAL_TOLERANCE):
-        smallest = count(1) if 1 not in tried else tried[1][0]  # one document, the smallest subset there is
+    smallest = (tried[1][0] if 1 in tried else count(1)) if flops > compute else 0.0  # one document: the least
+    if steps == 0 or smallest > compute * (1 + EQUAL_TOLERANCE):
         raise UserError(
             f"{where} is too small: its smallest run (a budget of {tokens:,} lexical tokens, {steps} optimizer "
             f"step(s) of batch_tokens = {train.batch_tokens:,}) costs {_flops(max(flops, smallest))}",
