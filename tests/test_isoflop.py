@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from tgbench.cli.app import app
 from tgbench.core.errors import UserError
 from tgbench.plan.expand import expand
-from tgbench.plan.grid import GridConfig
-from tgbench.plan.isoflop import COUNTED, compute_slug
+from tgbench.plan.grid import GridConfig, compute_slug
+from tgbench.plan.isoflop import COUNTED, MEASURED
 from tgbench.tasks.stats.fits import table_verdicts
 from tgbench.tasks.stats.paired import compute_pairs
 from tgbench.training.executor import run_grid
@@ -165,3 +165,13 @@ def test_a_compute_budget_whole_documents_cannot_meet_is_an_error_naming_the_fix
         expand(GridConfig.from_dict(raw), encode=True)
     assert "compute budget 3e7 FLOPs" in err.value.message and "cannot be met within 2%" in err.value.message
     assert "shorter documents" in err.value.fix
+
+
+def test_a_plugin_without_train_flops_is_solved_on_measured_flops(tmp_path):
+    raw = iso_dict(tmp_path)
+    lstm = Path(__file__).resolve().parent.parent / "examples" / "lstm_adapter.py"
+    raw["models"].append({"adapter": f"{lstm}:LSTMAdapter", "options": {"context": 64}})
+    specs = {s.label: s for s in expand(GridConfig.from_dict(raw), encode=True)}
+    assert specs["lstm"].solved.how == MEASURED and specs["tg"].solved.how == COUNTED
+    assert spread([s.solved.flops for s in specs.values()]) < 0.02
+    assert len({s.tokens for s in specs.values()}) == 3  # three costs per token, three token budgets

@@ -90,7 +90,7 @@ def print_isoflop(grid) -> None:
     FLOPs they cost, and how far apart the budget's runs are in FLOPs. Nothing for a token-budget grid."""
     from tgbench.plan.compute import fmt_flops
     from tgbench.plan.expand import expand
-    from tgbench.plan.isoflop import COUNTED, compute_spread, isoflop_rows
+    from tgbench.plan.isoflop import compute_spread, isoflop_rows
 
     if not grid.compute_budgets:
         return
@@ -102,14 +102,14 @@ def print_isoflop(grid) -> None:
         low, high = min(row["tokens"]), max(row["tokens"])
         table.add_row(fmt_flops(row["compute"]), row["model"], str(row["width"]),
                       f"{low:,}" if low == high else f"{low:,}-{high:,}",
-                      f"{fmt_flops(min(row['flops']))}-{fmt_flops(max(row['flops']))}" if row["how"] == COUNTED
+                      f"{fmt_flops(min(row['flops']))}-{fmt_flops(max(row['flops']))}" if row["exact"]
                       else "not counted", row["how"])
     print_table(table, console)
-    if any(row["how"] != COUNTED for row in rows):
+    if not all(row["exact"] for row in rows):
         console.print("note: tokens not counted on the encoded corpus are estimates (6 N per token before the corpus "
                       "is encoded; a prefix's FLOPs per token for runs too large to lay out); train-grid counts "
                       "them", soft_wrap=True, markup=False)
-    spread = compute_spread([r for r in rows if r["how"] == COUNTED])
+    spread = compute_spread(rows)
     if spread:
         console.print("equal compute: the runs of each compute budget are within "
                       + ", ".join(f"{s:.1%} ({fmt_flops(c)})" for c, s in sorted(spread.items()))

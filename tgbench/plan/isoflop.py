@@ -40,7 +40,8 @@ SOLVE_TOLERANCE = 0.005  # |FLOPs(D) / C - 1| that ends the search (the grid's p
 PROBE_TOKENS = 100_000  # the first count, whose FLOPs per token give the first D
 MAX_ROUNDS = 8  # corrections of D by C / FLOPs(D)
 MAX_BISECTIONS = 16  # then halvings of the bracket: whole documents and whole batches make FLOPs(D) a step function
-COUNTED, SAMPLED, ESTIMATED = "counted", "counted on a prefix", "estimated (6N per token)"
+COUNTED, MEASURED = "counted", "measured"  # every batch laid out: by the adapter's count, or FlopCounterMode
+SAMPLED, ESTIMATED = "counted on a prefix", "estimated (6N per token)"
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,20 @@ class Solved:
         tokens: The lexical-token budget D the run trains with.
         flops: Its training FLOPs (all epochs) as counted (or estimated, see `how`).
         steps: Its optimizer steps (all epochs); 0 when estimated.
-        how: COUNTED (every batch of the run), SAMPLED (a prefix's FLOPs per token) or ESTIMATED (6 N per token,
-            the corpus not encoded yet).
+        how: COUNTED (every batch of the run, by the adapter's `train_flops`), MEASURED (every batch, some by
+            FlopCounterMode: a plug-in without `train_flops`), SAMPLED (a prefix's FLOPs per token) or ESTIMATED
+            (6 N per token, the corpus not encoded yet).
     """
 
     tokens: int
     flops: float
     steps: int
     how: str
+
+    @property
+    def exact(self) -> bool:
+        """Whether `flops` is the run's own batches' count (what the trainer will record), not a rate's."""
+        return self.how in (COUNTED, MEASURED)
 
 
 _SOLVED: dict[tuple, Solved] = {}  # expand() runs several times per command (validate, steps, dry run, executor)
@@ -147,7 +154,7 @@ def _solve(spec: Any, compute: float, encode: bool) -> Solved:
             f"{where} cannot be met within {EQUAL_TOLERANCE:.0%}: the closest run ({tokens:,} lexical tokens) costs "
             f"{_flops(flops)}, as whole documents and batches come in steps that large",
             "raise that compute budget, or use a corpus of shorter documents or a smaller train.batch_tokens")
-    return Solved(tokens, flops, steps, COUNTED)
+    return Solved(tokens, flops, steps, MEASURED if counter.flops.method == MEASURED else COUNTED)
 
 
 def _check_available(spec: Any, compute: float, tokens: int, available: int) -> None:
@@ -199,18 +206,19 @@ def isoflop_rows(specs: list[Any]) -> list[dict[str, Any]]:
         solved = spec.solved
         row = rows.setdefault((compute, spec.label, spec.width),
                               {"compute": compute, "model": spec.label, "width": spec.width, "tokens": [], "flops": [],
-                               "how": solved.how})
+                               "how": solved.how, "exact": True})
         row["tokens"].append(solved.tokens)
         row["flops"].append(solved.flops)
-        if solved.how != COUNTED:
-            row["how"] = solved.how
+        if not solved.exact:
+            row["how"], row["exact"] = solved.how, False
     return list(rows.values())
 
 
 def compute_spread(rows: list[dict[str, Any]]) -> dict[float, float]:
-    """compute budget -> max / min - 1 of the counted FLOPs of its runs (every model, width and replicate)."""
+    """compute budget -> max / min - 1 of the counted FLOPs of its runs (every model, width and replicate; rows
+    whose FLOPs are estimates are left out)."""
     out: dict[float, list[float]] = {}
-    for row in rows:
+    for row in (r for r in rows if r["exact"]):
         out.setdefault(row["compute"], []).extend(row["flops"])
     return {c: max(f) / min(f) - 1 for c, f in out.items() if f and min(f) > 0}
 
