@@ -187,6 +187,8 @@ def test_a_size_only_report_draws_n_and_names_the_preset_that_measures_d(tmp_pat
     assert '<a href="../demo/report.html">' in html
     assert "1.2-2.7% more non-embedding parameters than b" not in html  # synthetic: one ratio at every width
     assert "2.7% more non-embedding parameters than b" in html
+    fits_part = html[html.index('<section id="fits">'):].split("</section>", 1)[0]
+    assert "F(2, 8)" in fits_part  # the Kaplan L(N) fit's lack-of-fit test, in the fits table
 
 
 def test_missing_axes_waits_for_unfinished_runs_of_a_grid_with_both_axes():

@@ -482,5 +482,5 @@ def summary_lines(fits: Mapping) -> list[str]:
                 if axis == "params" and points is not None:  # what equal width means in N, beside m_N
                     gap = size_gap_sentence(size_gaps(points, a, b), a, b)
                     if gap:
-                        lines.append(f"N of {a} and {b}: {gap}")
+                        lines.append(f"N of {a} and {b}: {gap}; the size axis pairs equal widths, N read as {a}'s")
     return lines

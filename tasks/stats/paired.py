@@ -235,8 +235,7 @@ def size_gap_sentence(gaps: list[dict], a: str, b: str) -> str:
         amount = f"{amount} {more}"
     else:
         amount = f"{lo:+.1f}% to {hi:+.1f}%"
-    return (f"at equal width {a} has {amount} non-embedding parameters than {b} ({where}); the size axis pairs "
-            f"equal widths, with N read as {a}'s")
+    return f"at equal width {a} has {amount} non-embedding parameters than {b} ({where})"
 
 
 def compute_pairs(rows: pd.DataFrame, a: str, b: str) -> tuple[Pairs, str, str]:
