@@ -479,8 +479,11 @@ def summary_lines(fits: Mapping) -> list[str]:
                             extra = " (extrapolated)" if p.get("extrapolated") else ""
                             shown.append(f"x = {p['x']:,.0f}: {p['value']:.2f}{ci}{extra}")
                         lines.append(f"{name} {b} over {a} ({group}, {kind}): " + "; ".join(shown))
-                if axis == "params" and points is not None:  # what equal width means in N, beside m_N
-                    gap = size_gap_sentence(size_gaps(points, a, b), a, b)
-                    if gap:
-                        lines.append(f"N of {a} and {b}: {gap}; the size axis pairs equal widths, N read as {a}'s")
+    # what equal width means in N, beside m_N, for every pair compared along N (with or without an m_N)
+    along_n = {(v["a"], v["b"]) for v in ((fits.get("by_axis") or {}).get("params") or {}).get("verdicts", [])}
+    along_n |= {(a, b) for a, by_b in ((fits.get("multipliers") or {}).get("params") or {}).items() for b in by_b}
+    for a, b in (fits.get("pairs") or []) if points is not None else []:
+        gap = size_gap_sentence(size_gaps(points, a, b), a, b) if (a, b) in along_n else ""
+        if gap:
+            lines.append(f"N of {a} and {b}: {gap}; the size axis pairs equal widths, N read as {a}'s")
     return lines
