@@ -14,7 +14,8 @@ fits.json layout (``fit_grid``, version 4)::
 
     {"version": 4, "reference": A, "pairs": [[A, B], [A, C], ...], "form": "kaplan" (the form the report draws),
      "design": {"seed_scheme": "per-budget" | "shared", "source": where that was read},
-     "axis": "tokens" | "flops" | "params" (whose verdicts "verdicts" holds: `tgbench fit --axis`),
+     "axis": "tokens" | "flops" | "params" (whose verdicts "verdicts" holds: `tgbench fit --axis`; auto: params
+             for a grid of one budget and several widths, else tokens),
      "verdicts": [verdict], "power": [power], "flags": {run_id: [flag, ...]},
      "attribution": {"controls": {twin: model}, "memory_gains": [...], "gain_differences": [...],
                      "by_position": [...]} (tasks/stats/attribution.py: what a gap is made of),
@@ -74,7 +75,7 @@ from tgbench.tasks.stats.laws import (
     get_form,
 )
 from tgbench.tasks.stats.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
-from tgbench.tasks.stats.paired import AXES, DATA, seed_scheme
+from tgbench.tasks.stats.paired import AUTO, AXES, DATA, auto_axis, seed_scheme, size_gap_sentence, size_gaps
 from tgbench.tasks.stats.verdicts import grid_verdicts
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
@@ -200,8 +201,10 @@ def _verdicts_of_rows(results: pd.DataFrame, rows: pd.DataFrame, pairs: Sequence
 
     Equal data always; equal compute when results.csv has train_flops; equal size when the runs span widths.
     """
+    if axis == AUTO:
+        axis = auto_axis(rows)
     if axis not in AXES:
-        raise UserError(f"--axis {axis} is not an axis", f"use one of {', '.join(AXES)}")
+        raise UserError(f"--axis {axis} is not an axis", f"use one of {', '.join(AXES)} (or {AUTO})")
     scheme, source = seed_scheme(results)
     flags = run_flags(rows) if leave_one_out else {}
     by_axis, notes = {}, []
@@ -215,7 +218,7 @@ def _verdicts_of_rows(results: pd.DataFrame, rows: pd.DataFrame, pairs: Sequence
             "power": chosen["power"], "by_axis": by_axis, "flags": flags, "notes": notes}
 
 
-def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, *, axis: str = DATA.name,
+def table_verdicts(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, *, axis: str = AUTO,
                    reference: str | None = None, baselines: Sequence[str] | None = None,
                    leave_one_out: bool = True, with_power: bool = True) -> dict:
     """The ``design``, ``verdicts`` and ``power`` of fits.json alone, by the code ``fit_grid`` runs.
@@ -246,7 +249,7 @@ def _with_compute(df: pd.DataFrame) -> pd.DataFrame:
 @_single_threaded
 def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
              seed: int = 0, *, reference: str | None = None, baselines: Sequence[str] | None = None,
-             axis: str = DATA.name) -> dict:
+             axis: str = AUTO) -> dict:
     """Fit every label's data, parameter and compute axes, the joint form, and the pairs' multipliers with
     intervals; the verdicts at equal data, equal compute and equal size.
 
@@ -259,8 +262,9 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
         seed: seed of the bootstrap; the output is deterministic for a seed.
         reference: A of the default pairs (None: "tg" when present, else the first label).
         baselines: B labels of the default pairs (None: every other label).
-        axis: whose verdicts lead fits.json's ``verdicts`` ("tokens": equal data, the default; "flops": equal
-            compute; "params": equal size); ``by_axis`` holds every axis the table measures.
+        axis: whose verdicts lead fits.json's ``verdicts`` ("tokens": equal data; "flops": equal compute;
+            "params": equal size; "auto", the default: "params" for a grid of one budget and several widths, else
+            "tokens"); ``by_axis`` holds every axis the table measures.
 
     Returns:
         The content of fits.json (layout in the module docstring); JSON-serialisable without NaN.
@@ -391,7 +395,7 @@ def fit_grid(results: pd.DataFrame, pairs: Sequence[Sequence[str]] | None = None
 
 def write_fits(grid_dir: Path, *, pairs: Sequence[Sequence[str]] | None = None, n_resamples: int = 200,
                seed: int = 0, form: str = "kaplan", reference: str | None = None,
-               baselines: Sequence[str] | None = None, axis: str = DATA.name) -> Path:
+               baselines: Sequence[str] | None = None, axis: str = AUTO) -> Path:
     """Read ``grid_dir/results.csv`` and write ``grid_dir/fits.json`` atomically (temp file + os.replace).
 
     Args:
@@ -452,6 +456,10 @@ def summary_lines(fits: Mapping) -> list[str]:
     for power in fits.get("power", []):
         lines.append(f"power {power['sentence']}")
     form = fits.get("form", "kaplan")
+    # the runs' sizes (fits.json's points), for the parameter gap beside m_N
+    points = pd.DataFrame(fits.get("points") or [])
+    if not {"label", "width", "layers", "n_params"} <= set(points.columns):
+        points = None
     for axis, by_a in (fits.get("multipliers") or {}).items():
         name = {"data": "m_D", "params": "m_N", "compute": "k_C"}[axis]
         for a, by_b in by_a.items():
@@ -471,4 +479,11 @@ def summary_lines(fits: Mapping) -> list[str]:
                             extra = " (extrapolated)" if p.get("extrapolated") else ""
                             shown.append(f"x = {p['x']:,.0f}: {p['value']:.2f}{ci}{extra}")
                         lines.append(f"{name} {b} over {a} ({group}, {kind}): " + "; ".join(shown))
+    # what equal width means in N, beside m_N, for every pair compared along N (with or without an m_N)
+    along_n = {(v["a"], v["b"]) for v in ((fits.get("by_axis") or {}).get("params") or {}).get("verdicts", [])}
+    along_n |= {(a, b) for a, by_b in ((fits.get("multipliers") or {}).get("params") or {}).items() for b in by_b}
+    for a, b in (fits.get("pairs") or []) if points is not None else []:
+        gap = size_gap_sentence(size_gaps(points, a, b), a, b) if (a, b) in along_n else ""
+        if gap:
+            lines.append(f"N of {a} and {b}: {gap}; the size axis pairs equal widths, N read as {a}'s")
     return lines

@@ -93,6 +93,21 @@ DATA = Axis("tokens", "D", "budget", "budgets", "training tokens", "at equal dat
 COMPUTE = Axis("flops", "C", "compute budget", "compute budgets", "training FLOPs", "at equal compute")
 SIZE = Axis("params", "N", "size", "sizes", "non-embedding parameters", "at equal size")
 AXES = {axis.name: axis for axis in (DATA, COMPUTE, SIZE)}
+AUTO = "auto"  # `tgbench fit --axis auto`: the axis the grid varies (`auto_axis`)
+
+
+def auto_axis(rows: pd.DataFrame) -> str:
+    """The axis a grid measures: "params" (equal size) when its runs have one budget and several widths (a size
+    grid such as the cpu-params preset, whose only data-axis comparison would be one budget at one width), else
+    "tokens" (equal data).
+
+    Args:
+        rows: the usable runs (columns tokens, width).
+    """
+    if rows.empty:
+        return DATA.name
+    one_budget = pd.to_numeric(rows["tokens"], errors="coerce").nunique() == 1
+    return SIZE.name if one_budget and rows["width"].nunique() >= 2 else DATA.name
 
 
 @dataclass
@@ -179,6 +194,49 @@ def size_pairs(rows: pd.DataFrame, a: str, b: str) -> tuple[Pairs, str]:
                   [found[a][k][1] for k in keys], [found[b][k][1] for k in keys],
                   np.array([found[a][k][0] for k in keys]))
     return pairs, f"tokens={_plain(tokens)},layers={_plain(layers)}"
+
+
+def size_gaps(rows: pd.DataFrame, a: str, b: str) -> list[dict]:
+    """A's non-embedding parameters against B's at each width both were trained at: what "equal size" means here.
+
+    The size axis pairs equal widths, and two architectures of one width differ a little in N (TG's sentence head
+    and memory cross-attention: about 2.7% more than GPT-2 at 128 x 4); m_N and the verdicts along N are read
+    with this gap beside them.
+
+    Args:
+        rows: runs with columns label, width, layers, n_params (results.csv's, or fits.json's points).
+        a, b: the labels.
+
+    Returns:
+        [{width, layers, n_a, n_b, ratio (n_a / n_b)}] sorted by width; empty when they share no width.
+    """
+    sizes: dict[str, dict[tuple, float]] = {a: {}, b: {}}
+    columns = [rows[c].tolist() for c in ("label", "width", "layers", "n_params")]
+    for label, width, layers, n_params in zip(*columns, strict=True):
+        n = float(n_params) if n_params is not None else math.nan
+        if label in sizes and math.isfinite(n) and n > 0:
+            sizes[label].setdefault((_plain(float(width)), _plain(float(layers))), n)
+    return [{"width": w, "layers": layers, "n_a": sizes[a][(w, layers)], "n_b": sizes[b][(w, layers)],
+             "ratio": sizes[a][(w, layers)] / sizes[b][(w, layers)]}
+            for w, layers in sorted(set(sizes[a]) & set(sizes[b]))]
+
+
+def size_gap_sentence(gaps: list[dict], a: str, b: str) -> str:
+    """One line: A's N against B's at equal width ("tg has 2.7% more non-embedding parameters than gpt2 at
+    128 x 4 (814,658 vs 793,344)"), the range over widths when there are several; "" without a shared width."""
+    if not gaps:
+        return ""
+    pct = [100 * (g["ratio"] - 1) for g in gaps]
+    where = "; ".join(f"{g['width']} x {g['layers']}: {g['n_a']:,.0f} vs {g['n_b']:,.0f}" for g in gaps)
+    lo, hi = min(pct), max(pct)
+    if lo >= 0 or hi <= 0:
+        more = "more" if hi > 0 else "fewer"
+        small, big = sorted((abs(lo), abs(hi)))
+        amount = f"{big:.1f}%" if round(small, 1) == round(big, 1) else f"{small:.1f}-{big:.1f}%"
+        amount = f"{amount} {more}"
+    else:
+        amount = f"{lo:+.1f}% to {hi:+.1f}%"
+    return f"at equal width {a} has {amount} non-embedding parameters than {b} ({where})"
 
 
 def compute_pairs(rows: pd.DataFrame, a: str, b: str) -> tuple[Pairs, str, str]:

@@ -25,8 +25,9 @@ def fit_command(
     form: Annotated[str, typer.Option(help="Fit form the report draws (kaplan, saturating or a registered one).",
                                       show_default=True)] = "kaplan",
     axis: Annotated[str, typer.Option(help="Whose verdicts lead: tokens (equal data), flops (equal training "
-                                           "compute) or params (equal size); every measured axis is fitted.",
-                                      show_default=True)] = "tokens",
+                                           "compute), params (equal size), or auto: params for a grid of one "
+                                           "budget and several widths, else tokens; every measured axis is fitted.",
+                                      show_default=True)] = "auto",
 ) -> None:
     """Fit scaling laws, multipliers and the verdict of every pair; writes fits.json and prints them."""
     import json

@@ -25,7 +25,8 @@ from tgbench.plan.expand import expand
 from tgbench.plan.grid import GridConfig
 from tgbench.registry import build_adapter
 
-PRESETS = ("smoke", "demo", "cpu-study", "cpu-long", "cpu-peers", "paper-data", "paper-params", "paper-ablations")
+PRESETS = ("smoke", "demo", "cpu-study", "cpu-long", "cpu-peers", "cpu-params", "paper-data", "paper-params",
+           "paper-ablations")
 
 
 def load_grid(path: Path | None = None, preset: str | None = None,

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from markupsafe import Markup
 
 from tgbench.report.files import GridFiles
 from tgbench.report.format import fmt_value, num
 from tgbench.report.plots import Band, Series, plot
 from tgbench.report.task_sections import axis_cells
-from tgbench.report.verdict import PAPER, report_form
+from tgbench.report.verdict import AXIS_PRESETS, PAPER, report_form
 from tgbench.results.columns import done_rows
 from tgbench.tasks.stats.laws import PowerLawFit
 
@@ -26,10 +28,45 @@ def _fit_curve(fit: dict[str, Any] | None, lo: float, hi: float) -> list[tuple[f
     return list(zip(xs.tolist(), model.predict(xs).tolist(), strict=True))
 
 
+def _axis_line(what: str, preset: str, who: str) -> Markup:
+    """One line: what the grid lacks, the preset that measures it and where its report is."""
+    return Markup("{}; {}: <code>tgbench demo --preset {}</code>, whose report sits beside this one at "
+                  '<a href="../{}/report.html">../{}/report.html</a> (committed in the repository: '
+                  "<code>reports/{}/report.html</code>).").format(what, who, preset, preset, preset, preset)
+
+
+def missing_axes(frame: pd.DataFrame) -> dict[str, Markup]:
+    """The axes this grid's design does not have, each with the one line the report shows in place of its plots.
+
+    A grid of one width has no N axis, a grid of one budget no D axis: their loss and multiplier plots would stay
+    empty whatever the runs give, so the report says which preset measures the axis instead. Read from every row
+    (finished or not): a grid whose runs have not finished keeps its (empty) plots.
+
+    Returns:
+        {"data" | "params": line}; empty for a grid with both axes, or with no runs.
+    """
+    if frame.empty:
+        return {}
+    out = {}
+    sizes = frame[["width", "layers"]].drop_duplicates()
+    budgets = pd.to_numeric(frame["tokens"], errors="coerce").dropna().unique()
+    if len(sizes) == 1:
+        width, layers = sizes.iloc[0]
+        out["params"] = _axis_line(f"Loss vs N and m_N: this grid has one size (width {fmt_value(width)}, "
+                                   f"{fmt_value(layers)} layers), so no parameter axis", *AXIS_PRESETS["params"])
+    if len(budgets) == 1:
+        out["data"] = _axis_line(f"Loss vs D and m_D: this grid has one budget "
+                                 f"(D = {fmt_value(budgets[0], fmt='si')} tokens), so no data axis",
+                                 *AXIS_PRESETS["data"])
+    return out
+
+
 def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
-    """Loss against D (data axis) and against N (parameter axis): seed means, seed spread, fitted curves."""
+    """Loss against D (data axis) and against N (parameter axis): seed means, seed spread, fitted curves; an axis
+    the grid's design lacks (`missing_axes`) has no plot."""
     frame = done_rows(files.results)
     data_group, param_tokens = axis_cells(files.results)
+    missing = missing_axes(files.results)
     out = []
     specs = [("data", "tokens", "training tokens D", data_group is not None,
               lambda f: (f["width"] == data_group[0]) & (f["layers"] == data_group[1]),
@@ -37,6 +74,8 @@ def scaling_plots(files: GridFiles, palette: dict[str, str]) -> list:
              ("params", "n_params", "non-embedding parameters N", param_tokens is not None,
               lambda f: f["tokens"] == param_tokens, f"tokens={param_tokens}")]
     for axis, x_col, xlabel, present, select, group in specs:
+        if axis in missing:
+            continue
         series = []
         uses_val = False
         if present:
@@ -105,12 +144,16 @@ def compute_plot(files: GridFiles, palette: dict[str, str]):
                      "reached with at most that compute")
 
 
-def multiplier_plots(pair_verdicts: list[dict[str, Any]], palette: dict[str, str]) -> list:
-    """Every fitted pair's multipliers against D and against N, with intervals and the paper's band."""
+def multiplier_plots(pair_verdicts: list[dict[str, Any]], palette: dict[str, str],
+                     missing: dict[str, str] | None = None) -> list:
+    """Every fitted pair's multipliers against D and against N, with intervals and the paper's band; none for an
+    axis in `missing` (`missing_axes`: the grid's design lacks it)."""
     out = []
     first = pair_verdicts[0]["a"]
     shown = [v for v in pair_verdicts if v["a"] == first]
     for axis, xlabel in (("data", "training tokens D"), ("params", "non-embedding parameters N")):
+        if axis in (missing or {}):
+            continue
         series = []
         for verdict in shown:
             ok = [p for p in verdict["multipliers"][axis]["points"]

@@ -24,7 +24,7 @@ import pandas as pd
 from tgbench.plan.comparison import ordered_labels
 from tgbench.plan.expand import grid_variants
 from tgbench.registry import task_class
-from tgbench.report.figures import compute_plot, curve_plots, multiplier_plots, scaling_plots
+from tgbench.report.figures import compute_plot, curve_plots, missing_axes, multiplier_plots, scaling_plots
 from tgbench.report.files import GridFiles, read_json_file
 from tgbench.report.format import fmt_g, fmt_value, geomean, mean, num
 from tgbench.report.tables import runs_table
@@ -112,11 +112,12 @@ def verdict_section(page: Page) -> PageSection:
 @section
 def scaling_section(page: Page) -> PageSection:
     """Loss against D and N with the fitted curves, and the multipliers."""
+    missing = missing_axes(page.files.results)
     return PageSection("scaling", "Scaling", "scaling", {
         "plots": [*scaling_plots(page.files, page.palette),
                   *[svg for svg in [compute_plot(page.files, page.palette)] if svg is not None]],
-        "multiplier_plots": multiplier_plots(page.verdicts, page.palette) if page.verdicts else [],
-        "verdicts": page.verdicts})
+        "multiplier_plots": multiplier_plots(page.verdicts, page.palette, missing) if page.verdicts else [],
+        "missing_axes": list(missing.values()), "verdicts": page.verdicts})
 
 
 @section

@@ -17,7 +17,7 @@ from tgbench.report.files import GridFiles
 from tgbench.report.format import num
 from tgbench.report.plots import ForestRow, fmt_si, forest_plot
 from tgbench.results.columns import done_rows
-from tgbench.tasks.stats.paired import AXES, COMPUTE, DATA
+from tgbench.tasks.stats.paired import AXES, COMPUTE, DATA, size_gap_sentence, size_gaps
 
 FIT_FORM = "kaplan"  # default form drawn (the paper's L(x) = (x_c / x)^alpha); fits.json's "form" overrides it
 
@@ -28,6 +28,16 @@ PAPER_PAIR = ("tg", "gpt2")
 
 # The paper's numbers (paper.md section 5), shown beside the reproduction.
 PAPER = {"data": (1.05, 1.08), "params": (1.33, 1.42), "ppl": (23.2, 24.0, "50M tokens, 85M params")}
+
+
+# The presets that measure an axis a grid lacks, named where the report leaves that axis out. A preset's report
+# lands in runs/<preset>/ beside a user's runs/<grid>/ (and is committed at reports/<preset>/ beside the others),
+# so the link is relative to this report's folder.
+AXIS_PRESETS = {
+    "data": ("demo", "the demo and cpu-study presets measure it (3 budgets at width 128)"),
+    "params": ("cpu-params", "the cpu-params preset measures it (widths 64-192 x 4 layers at one budget, each "
+                             "model tuned at every width)"),
+}
 
 
 # -- the verdict: rendered from fits.json, which computes every statistic (tasks/stats/verdicts.py) -----------------
@@ -116,7 +126,12 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
             continue
         if not m["points"] and _axis_extent(files.results, axis, (a, b)) < 3:
             what = "budgets at one size" if axis == "data" else "sizes at one budget"
-            m.update(status="not measured", note=f"this grid has fewer than 3 {what}, so no {axis} axis to fit")
+            preset = AXIS_PRESETS[axis][0]
+            m.update(status="not measured", note=f"this grid has fewer than 3 {what}, so no {axis} axis to fit; "
+                                                 f"the {preset} preset measures it")
+    # what equal width means in N, stated beside m_N (TG has a few percent more parameters than GPT-2 at a width)
+    done = done_rows(files.results)
+    mults["params"]["size_gap"] = size_gap_sentence(size_gaps(done, a, b), a, b) if "label" in done else ""
     flags = _run_flags(files.results)
     if entry is None:
         done = set(done_rows(files.results)["label"])
