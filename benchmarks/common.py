@@ -26,6 +26,9 @@ import torch
 from tgbench.adapter import Adapter, Batch, Document, Vocab
 from tgbench.core.devices import autocast_context, matmul_peak_flops, resolve_device  # noqa: F401 (shared)
 from tgbench.plan.config import RunConfig, TrainConfig
+from tgbench.training.allocator import keep_freed_memory
+
+keep_freed_memory()  # as every training process does (tgbench's CLI, --jobs workers): see tgbench.training.allocator
 
 PRESET = "cpu-study"  # the demo's size (width 128, 4 layers), with GPT-2 + boundaries too
 QUICK_WIDTH = 32  # quick mode: toy models
