@@ -80,6 +80,15 @@ def test_train_throughput_quick_reports_named_ratios(capsys):
         assert math.isfinite(printed[key]) and printed[key] > 0, key
     assert printed["ratio_tg_vs_gpt2"] == pytest.approx(printed["tokens_per_s_tg"] / printed["tokens_per_s_gpt2"])
     assert printed["transformers_attn_implementation"] == "sdpa"
+    # TG's achieved FLOP/s against GPT-2's: the tokens/s ratio is the FLOP/s ratio over the FLOPs-per-token ratio
+    assert printed["ratio_tg_vs_gpt2"] == pytest.approx(
+        printed["ratio_tg_vs_gpt2_flops_per_s"] / printed["ratio_tg_vs_gpt2_flops_per_token"])
+    assert printed["flops_per_s_tg"] == pytest.approx(printed["flops_fraction_tg"] * printed["matmul_peak_flops"])
+    # getrusage of the timed steps, per contender, and of the whole process
+    for name in ("tg", "gpt2"):
+        assert 0 <= printed[f"system_fraction_{name}"] <= 1 and printed[f"minor_page_faults_per_step_{name}"] >= 0
+    assert printed["cpu_usage_process"]["cpu_user_s"] > 0 and printed["malloc"] in ("kept", "default")
+    assert printed["batch_tokens"] == 256  # quick mode's batch; otherwise the preset's (`--preset`)
 
 
 @pytest.mark.slow
