@@ -140,13 +140,14 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
     adapters = {
         "tg": make_adapter("tg", setup.options["tg"]),
         "gpt2": make_adapter("gpt2", setup.options["gpt2"]),
-        "gpt2-boundary": make_adapter("gpt2-boundary", setup.options["gpt2-boundary"]),
+        # a preset without GPT-2 + boundaries (demo) measures it at GPT-2's options
+        "gpt2-boundary": make_adapter("gpt2-boundary", setup.options.get("gpt2-boundary", setup.options["gpt2"])),
         "transformers": TransformersGPT2Adapter(**setup.options["gpt2"]),
         **{name: make_adapter(name, peer_options(name, setup.options["tg"])) for name in PEERS},
     }
     all_batches = {name: a.batches(setup.train, setup.vocab, batch_tokens=setup.batch_tokens, epoch=0,
                                    rng=np.random.default_rng([0, 0, 1]))  # the trainer's epoch-0 generator
-                   for name, a in adapters.items()}
+                   for name, a in adapters.items() if name in models or name == "tg"}
     tg_batches = all_batches["tg"]
     trainers = {name: Trainer(a, setup, all_batches[name][:n_batches]) for name, a in adapters.items()
                 if name in models}
