@@ -12,7 +12,10 @@ Each contender trains those 4 runs into a fresh directory through `tgbench.plan.
 Figures per contender: wall time of the whole grid, and training throughput summed over runs (the
 lexical training tokens of every run / wall time). `ratio_jobs2_vs_jobs1` is jobs1's wall time over
 jobs2's (runs per hour, two at once against one at a time), median over repetitions in which the two
-alternate. Each run's own median tokens/s (summary.json) is reported too.
+alternate. Each run's own median tokens/s (summary.json) is reported too, with every run's getrusage from its
+summary.json (CPU time, the kernel's share, minor page faults), and the jobs1 runs' tokens/s against the
+training-throughput benchmark's step at the demo preset's own settings (its batch tokens, every core): the two
+should agree within 10% (`--no-check` skips it).
 
 Run: `python -m benchmarks.grid_throughput [--quick] [--repeats 1]`; `--quick` trains toy models on a tiny
 generated corpus (a smoke test; the figures mean nothing).
