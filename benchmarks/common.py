@@ -26,6 +26,9 @@ import torch
 from tgbench.adapter import Adapter, Batch, Document, Vocab
 from tgbench.core.devices import autocast_context, matmul_peak_flops, resolve_device  # noqa: F401 (shared)
 from tgbench.plan.config import RunConfig, TrainConfig
+from tgbench.training.allocator import keep_freed_memory
+
+keep_freed_memory()  # as every training process does (tgbench's CLI, --jobs workers): see tgbench.training.allocator
 
 PRESET = "cpu-study"  # the demo's size (width 128, 4 layers), with GPT-2 + boundaries too
 QUICK_WIDTH = 32  # quick mode: toy models
@@ -65,12 +68,20 @@ def synthetic_documents(rng: np.random.Generator, n_docs: int, vocab_size: int, 
     return docs
 
 
-def demo_options(width: int | None = None) -> tuple[dict[str, dict[str, Any]], int, Any]:
-    """Adapter options of the benchmark preset (cpu-study: the demo's size) at its largest width, and batch tokens."""
+def demo_options(width: int | None = None, preset: str = PRESET) -> tuple[dict[str, dict[str, Any]], int, Any]:
+    """Adapter options of a preset (default cpu-study: the demo's size) at its largest width, and its batch tokens.
+
+    Args:
+        width: The width to take (None: the preset's largest).
+        preset: The preset whose models and [train] batch size a benchmark measures (the one it compares with).
+
+    Returns:
+        Adapter name -> options, the preset's lexical tokens per batch, and the grid.
+    """
     from tgbench.plan.expand import expand
     from tgbench.plan.validate import load_grid
 
-    grid = load_grid(preset=PRESET)
+    grid = load_grid(preset=preset)
     width = width or max(grid.widths)
     specs = [s for s in expand(grid) if s.width == width]
     options: dict[str, dict[str, Any]] = {}
@@ -79,16 +90,18 @@ def demo_options(width: int | None = None) -> tuple[dict[str, dict[str, Any]], i
     return options, grid.train.batch_tokens, grid
 
 
-def load_setup(quick: bool = False, device: str = "auto", train_tokens: int = 200_000) -> Setup:
-    """The cpu-study preset's TG/GPT-2 size (the demo's) on the embedded corpus (bpe-8192); toy sizes when quick.
+def load_setup(quick: bool = False, device: str = "auto", train_tokens: int = 200_000, preset: str = PRESET
+               ) -> Setup:
+    """A preset's TG/GPT-2 size and batch size (cpu-study: the demo's size) on its corpus; toy sizes when quick.
 
     Args:
         quick: Tiny synthetic corpus and toy models (for smoke tests).
         device: "auto", "cpu", "cuda", ...
         train_tokens: Lexical tokens of the training subset (the demo's largest budget by default).
+        preset: The preset whose models, data and batch tokens are measured.
     """
     dev = resolve_device(device)
-    options, batch_tokens, grid = demo_options()
+    options, batch_tokens, grid = demo_options(preset=preset)
     if quick:
         vocab = Vocab(base_size=64)
         rng = np.random.default_rng(0)
@@ -107,7 +120,7 @@ def load_setup(quick: bool = False, device: str = "auto", train_tokens: int = 20
         split = corpus.splits["train"]
         train = split.documents(split.subset(train_tokens, 0))
         test = corpus.splits["test"].documents()
-        describe = {"corpus": grid.data.corpus, "tokenizer": grid.data.tokenizer, "vocab": vocab.size,
+        describe = {"preset": preset, "corpus": grid.data.corpus, "tokenizer": grid.data.tokenizer, "vocab": vocab.size,
                     "train_documents": len(train), "test_documents": len(test)}
     return Setup(vocab, train, test, options, batch_tokens, dev, describe)
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
+    PRESET,
     alternate,
     autocast,
     build_model,
@@ -40,6 +41,7 @@ from benchmarks.common import (
 )
 from tgbench.adapter import Adapter, Batch, LossParts
 from tgbench.models.gpt2 import IGNORE, GPT2Adapter
+from tgbench.training.allocator import cpu_usage, usage_line, usage_since
 
 CONTENDERS = ("tg", "gpt2", "gpt2-boundary", "transformers", "rmt", "txl")
 PEERS = ("rmt", "txl")  # segment-recurrent peers on TG's streams: TG's options, their own memory defaults
@@ -118,7 +120,7 @@ class Trainer:
 
 
 def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int = 0,
-         models: tuple[str, ...] = CONTENDERS) -> dict[str, Any]:
+         models: tuple[str, ...] = CONTENDERS, preset: str = PRESET) -> dict[str, Any]:
     """Run the benchmark, print a table and the final JSON line; returns the figures.
 
     Args:
@@ -127,21 +129,25 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
         repeats: Alternating repetitions (0 = 7, or 2 when quick).
         steps: Training steps per contender per repetition (0 = 3, or 1 when quick).
         models: Contenders to run (a subset of CONTENDERS; the ratios need tg, gpt2 and transformers).
+        preset: The preset whose model sizes and batch tokens are measured (cpu-study: the demo's size at 2048
+            tokens per batch; `demo` for the demo's own 1024, what `grid_throughput` compares with its runs).
     """
-    setup = load_setup(quick=quick, device=device)
+    process_start = cpu_usage()
+    setup = load_setup(quick=quick, device=device, preset=preset)
     repeats = repeats or (2 if quick else 7)
     steps = steps or (1 if quick else 3)
     n_batches = steps * (repeats + 1)
     adapters = {
         "tg": make_adapter("tg", setup.options["tg"]),
         "gpt2": make_adapter("gpt2", setup.options["gpt2"]),
-        "gpt2-boundary": make_adapter("gpt2-boundary", setup.options["gpt2-boundary"]),
+        # a preset without GPT-2 + boundaries (demo) measures it at GPT-2's options
+        "gpt2-boundary": make_adapter("gpt2-boundary", setup.options.get("gpt2-boundary", setup.options["gpt2"])),
         "transformers": TransformersGPT2Adapter(**setup.options["gpt2"]),
         **{name: make_adapter(name, peer_options(name, setup.options["tg"])) for name in PEERS},
     }
     all_batches = {name: a.batches(setup.train, setup.vocab, batch_tokens=setup.batch_tokens, epoch=0,
                                    rng=np.random.default_rng([0, 0, 1]))  # the trainer's epoch-0 generator
-                   for name, a in adapters.items()}
+                   for name, a in adapters.items() if name in models or name == "tg"}
     tg_batches = all_batches["tg"]
     trainers = {name: Trainer(a, setup, all_batches[name][:n_batches]) for name, a in adapters.items()
                 if name in models}
@@ -149,10 +155,15 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
     for trainer in trainers.values():  # warm-up: first-call allocations, autotuning, lazy inits
         trainer.run(steps)
     samples: dict[str, list[tuple[float, int]]] = {name: [] for name in trainers}
+    usage = {name: {"cpu_user_s": 0.0, "cpu_system_s": 0.0, "minor_page_faults": 0} for name in trainers}
 
     def contender(name: str):
         def go() -> float:
+            start = cpu_usage()  # the contenders run one at a time: this process's usage is theirs
             seconds, tokens = trainers[name].run(steps)
+            spent = usage_since(start)
+            for key in usage[name]:
+                usage[name][key] += spent[key]
             samples[name].append((seconds, tokens))
             return seconds
         return go
@@ -192,13 +203,48 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
         "tg_grid_efficiency": lexical / grid,
         "matmul_peak_flops": peak,
         **{f"flops_fraction_{name.replace('-', '_')}": flops[name] / peak for name in CONTENDERS},
+        **{f"flops_per_s_{name.replace('-', '_')}": flops[name] for name in CONTENDERS},
+        **{f"flops_per_token_{name.replace('-', '_')}": flops[name] / tps[name] for name in CONTENDERS},
+        # Item 2 of issue 38: TG's achieved FLOP/s against GPT-2's, and what bounds its tokens/s ratio
+        "ratio_tg_vs_gpt2_flops_per_s": flops["tg"] / flops["gpt2"],
+        "ratio_tg_vs_gpt2_flops_per_token": flops["tg"] / tps["tg"] / (flops["gpt2"] / tps["gpt2"]),
+        "malloc": allocator_mode(),
+        **{f"system_fraction_{name.replace('-', '_')}": _fraction(usage[name]) for name in trainers},
+        **{f"minor_page_faults_per_step_{name.replace('-', '_')}": usage[name]["minor_page_faults"]
+           / (repeats * steps) for name in trainers},
+        "cpu_usage_timed_steps": usage,
+        "cpu_usage_process": usage_since(process_start),
     }
     rows = [(name, tps[name], tps[name] / tps["gpt2"], flops[name] / 1e9, flops[name] / peak) for name in trainers]
     print_table(f"training throughput on {setup.device} ({repeats} x {steps} steps, median)",
                 ["model", "lexical tokens/s", "vs gpt2", "GFLOP/s", "of matmul peak"], rows)
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s; TG padding efficiency (lexical / computed rows): "
           f"{result['tg_padding_efficiency']:.3f}")
+    if "tg" in trainers and "gpt2" in trainers:
+        print(f"TG / GPT-2: achieved FLOP/s {result['ratio_tg_vs_gpt2_flops_per_s']:.3f}, tokens/s "
+              f"{result['ratio_tg_vs_gpt2']:.3f}, counted FLOPs per lexical token "
+              f"{result['ratio_tg_vs_gpt2_flops_per_token']:.3f} "
+              "(tokens/s ratio = FLOP/s ratio / FLOPs-per-token ratio)")
+    print(f"preset {preset}: {setup.batch_tokens} lexical tokens per batch, {torch.get_num_threads()} threads, "
+          f"malloc {result['malloc']}")
+    print_table("CPU time of the timed steps (getrusage)", ["model", "system / CPU time", "minor page faults per step"],
+                [(name, _fraction(usage[name]), usage[name]["minor_page_faults"] / (repeats * steps))
+                 for name in trainers])
+    print(f"the whole benchmark process: {usage_line(result['cpu_usage_process'])}")
     return emit(result)
+
+
+def _fraction(usage: dict[str, float]) -> float:
+    """System time over all CPU time (nan without CPU time)."""
+    total = usage["cpu_user_s"] + usage["cpu_system_s"]
+    return usage["cpu_system_s"] / total if total > 0 else float("nan")
+
+
+def allocator_mode() -> str:
+    """"kept" when glibc keeps freed buffers (tgbench.training.allocator), else "default"."""
+    from tgbench.training.allocator import keep_freed_memory
+
+    return "kept" if keep_freed_memory() else "default"
 
 
 def cli() -> None:
@@ -209,11 +255,12 @@ def cli() -> None:
     parser.add_argument("--steps", type=int, default=0)
     parser.add_argument("--models", default=",".join(CONTENDERS), help="comma-separated subset of contenders")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--preset", default=PRESET, help="preset whose sizes and batch tokens are measured")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     main(quick=args.quick, device=args.device, repeats=args.repeats, steps=args.steps,
-         models=tuple(args.models.split(",")))
+         models=tuple(args.models.split(",")), preset=args.preset)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,15 @@ def test_train_throughput_quick_reports_named_ratios(capsys):
         assert math.isfinite(printed[key]) and printed[key] > 0, key
     assert printed["ratio_tg_vs_gpt2"] == pytest.approx(printed["tokens_per_s_tg"] / printed["tokens_per_s_gpt2"])
     assert printed["transformers_attn_implementation"] == "sdpa"
+    # TG's achieved FLOP/s against GPT-2's: the tokens/s ratio is the FLOP/s ratio over the FLOPs-per-token ratio
+    assert printed["ratio_tg_vs_gpt2"] == pytest.approx(
+        printed["ratio_tg_vs_gpt2_flops_per_s"] / printed["ratio_tg_vs_gpt2_flops_per_token"])
+    assert printed["flops_per_s_tg"] == pytest.approx(printed["flops_fraction_tg"] * printed["matmul_peak_flops"])
+    # getrusage of the timed steps, per contender, and of the whole process
+    for name in ("tg", "gpt2"):
+        assert 0 <= printed[f"system_fraction_{name}"] <= 1 and printed[f"minor_page_faults_per_step_{name}"] >= 0
+    assert printed["cpu_usage_process"]["cpu_user_s"] > 0 and printed["malloc"] in ("kept", "default")
+    assert printed["batch_tokens"] == 256  # quick mode's batch; otherwise the preset's (`--preset`)
 
 
 @pytest.mark.slow
@@ -131,13 +140,23 @@ def test_grid_throughput_quick_trains_the_grid_both_ways_and_prints_the_ratio(ca
 
     grid_throughput.main(quick=True)
     printed = last_json(capsys)
-    assert printed["benchmark"] == "grid_throughput" and printed["grid"]["runs"] == 4
+    runs = len(printed["grid"]["models"]) * len(printed["grid"]["seeds"])  # the demo's first budget
+    assert printed["benchmark"] == "grid_throughput" and printed["grid"]["runs"] == runs >= 4
     for name in ("jobs1", "jobs2"):
         (sample,) = printed["samples"][name]
-        assert sample["jobs"] == int(name[-1]) and sample["done"] == sample["runs"] == 4
+        assert sample["jobs"] == int(name[-1]) and sample["done"] == sample["runs"] == runs
         assert sample["training_tokens"] > 0 and all(m > 0 for m in sample["run_peak_memory_mb"])
     assert printed["samples"]["jobs1"][0]["training_tokens"] == printed["samples"]["jobs2"][0]["training_tokens"]
     assert printed["ratio_jobs2_vs_jobs1"] == pytest.approx(printed["wall_s_jobs1"] / printed["wall_s_jobs2"])
+    for name in ("jobs1", "jobs2"):  # every run's getrusage, from its own summary.json (jobs2: its worker's)
+        usage = printed["samples"][name][0]["cpu_usage"]
+        assert usage["runs"] == runs and usage["cpu_user_s"] > 0 and usage["minor_page_faults"] > 0
+        assert 0 <= printed[f"system_fraction_{name}"] <= 1
+    check = printed["trainer_vs_benchmark"]  # the benchmark's step at the demo preset against the jobs1 runs
+    assert check["preset"] == "demo" and isinstance(check["within_10_percent"], bool)
+    for model in ("tg", "gpt2"):
+        assert check[f"ratio_trainer_vs_benchmark_{model}"] == pytest.approx(
+            check[f"trainer_tokens_per_s_{model}"] / check[f"benchmark_tokens_per_s_{model}"])
 
 
 @pytest.mark.slow

@@ -67,6 +67,7 @@ def test_jobs_2_trains_the_same_numbers_as_each_run_alone_then_skips_done_runs(t
         summary = json.loads((b / "summary.json").read_text())
         assert summary["best_val_loss"] == json.loads((a / "summary.json").read_text())["best_val_loss"]
         assert math.isfinite(summary["peak_memory_mb"]) and summary["peak_memory_mb"] > 0  # the worker's own
+        assert summary["cpu_user_s"] > 0 and summary["minor_page_faults"] > 0  # the worker's own getrusage
         assert "starts run" in (b / "worker.log").read_text()  # trained in a worker, not in this process
     pd.testing.assert_series_equal(alone["best_val_loss"], together["best_val_loss"])
     assert (tmp_path / "together" / "results.csv").exists()

@@ -48,7 +48,8 @@ from tgbench.training.trainer import train
 
 CLI = [sys.executable, "-m", "tgbench.cli"]
 TIMING = ("tokens_per_s", "sentences_per_s", "peak_memory_mb", "train_seconds", "flops_per_s", "matmul_peak_flops",
-          "peak_fraction", "wall_s_this_session", "time")
+          "peak_fraction", "wall_s_this_session", "time", "cpu_user_s", "cpu_system_s", "minor_page_faults",
+          "system_fraction")
 NAN_ADAPTER = f"{Path(__file__).resolve().parent / 'fixtures_nan_adapter.py'}:NaNGPT2Adapter"
 TINY_GPT2 = {"width": 16, "layers": 1, "heads": 2, "context": 32, "dropout": 0.1, "attention_dropout": 0.1}
 

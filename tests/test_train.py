@@ -47,6 +47,11 @@ def test_run_directory_holds_every_file_and_the_model_learns(tmp_path, tiny_corp
     assert summary["flops_per_token"] == pytest.approx(summary["train_flops"] / summary["tokens"])
     # Every block is computed whole (padding too), the attention square and the output layer on top of 6N.
     assert summary["train_flops"] > summary["flops_6nd"] > 0
+    # This process's CPU time and page faults over the session (getrusage), the kernel's share of it.
+    assert summary["cpu_user_s"] > 0 and summary["cpu_system_s"] >= 0 and summary["minor_page_faults"] >= 0
+    assert summary["system_fraction"] == pytest.approx(
+        summary["cpu_system_s"] / (summary["cpu_user_s"] + summary["cpu_system_s"]))
+    assert summary["cpu_user_s"] + summary["cpu_system_s"] <= 2 * summary["wall_s_this_session"] * os.cpu_count()
     row = collect_row(run.path)  # results.csv's row
     assert {c: row[c] for c in COMPUTE_COLUMNS} == {c: summary[c] for c in COMPUTE_COLUMNS}
 

@@ -26,6 +26,7 @@ from tgbench.cli import analysis, bench, demo, evaluate, grid, info, sample, tra
 from tgbench.cli.flags import help_text
 from tgbench.core.console import one_line, print_error
 from tgbench.core.errors import Interrupted, TrainingFailed, UserError, user_code_frame
+from tgbench.training.allocator import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and compare sentence-level language models (Thought Gestalt vs GPT-2).")
@@ -110,6 +111,7 @@ def _take_debug_flag() -> None:
 
 def main() -> None:
     """Console entry point: run the app, turning user errors into one clear message."""
+    keep_freed_memory()  # before any large allocation: freed training buffers stay in the process
     usage_errors, aborts, exits = _click_errors()
     _take_debug_flag()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Annotated
@@ -26,9 +27,11 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
     from tgbench.report.page import write_report
     from tgbench.results.table import write_results
     from tgbench.tasks.stats.fits import write_fits
+    from tgbench.training.allocator import cpu_usage, runs_usage, usage_line, usage_since
     from tgbench.training.executor import run_grid
 
     started = time.perf_counter()
+    own, children = cpu_usage(), cpu_usage(resource.RUSAGE_CHILDREN)
     grid = load_grid(preset=preset)
     console.rule(f"[bold]1/4 training the '{preset}' grid into {out}")
     run_grid(grid, out, progress=progress)
@@ -49,6 +52,14 @@ def run_demo(out: Path, preset: str = "demo", progress: bool = True) -> Path:
     minutes = (time.perf_counter() - started) / 60
     console.print(f"\n[bold green]done[/bold green] in {minutes:.1f} min. Results: {out / 'results.csv'}, "
                   f"{fits.name}; report: [bold]{report}[/bold]")
+    usage = runs_usage(out)
+    if usage is not None:
+        console.print(f"training, summed over {usage['runs']} runs: {usage_line(usage)}", soft_wrap=True)
+    spent = usage_since(own)  # the demo's process and its --jobs workers (joined children), evaluation included
+    for key, value in usage_since(children, resource.RUSAGE_CHILDREN).items():
+        if key != "system_fraction":
+            spent[key] += value
+    console.print(f"the whole demo: {usage_line(spent)}", soft_wrap=True)
     return report
 
 

@@ -42,6 +42,7 @@ def train_grid_command(
 ) -> None:
     """Train every run of a grid (skips DONE runs, resumes interrupted ones, reruns failed ones)."""
     from tgbench.plan.validate import load_grid
+    from tgbench.training.allocator import runs_usage, usage_line
     from tgbench.training.executor import run_grid
 
     grid = load_grid(config, preset, settings=parse_assignments(set_))
@@ -52,6 +53,9 @@ def train_grid_command(
     frame = run_grid(grid, target, executor=executor, progress=progress, jobs=jobs, loggers=logger or ())
     counts = frame["status"].value_counts().to_dict()
     console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
+    usage = runs_usage(target)
+    if usage is not None:
+        console.print(f"training, summed over {usage['runs']} runs: {usage_line(usage)}", soft_wrap=True)
     if counts.get("failed"):
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
     trainer.py      the one training loop (train), and one grid run honouring its directory's state (train_spec)
     optim.py        AdamW and the warmup-cosine schedule
+    allocator.py    glibc malloc keeps freed buffers (every training process); CPU time and page faults per run
     advice.py       warnings about runs too large for a CPU, too few steps, an end near the unigram loss
     rundir.py       the run-directory format: config.toml, metrics.jsonl, marks, the writer's lock, provenance
     checkpoints.py  safetensors checkpoints with a checksummed sidecar; the latest good one

@@ -59,6 +59,7 @@ from tgbench.plan.expand import RunSpec
 from tgbench.plan.steps import batch_rng, epoch_documents, epoch_steps
 from tgbench.registry import adapter_code, build_adapter, resolved
 from tgbench.training.advice import unigram_loss, warn_if_few_steps, warn_if_large, warn_if_untrained
+from tgbench.training.allocator import cpu_usage, usage_since
 from tgbench.training.checkpoints import Checkpoint, latest_good_checkpoint, save_checkpoint
 from tgbench.training.current import run_state
 from tgbench.training.flops import COUNTED, MEASURED, BatchFlops
@@ -240,6 +241,7 @@ class Session:
     started: float = field(default_factory=time.perf_counter)
     flops: BatchFlops | None = None  # the training FLOPs of a batch (set by `_start`)
     clock: float = 0.0  # when the training clock last started (`_clock_in`)
+    usage: dict[str, float] = field(default_factory=cpu_usage)  # this process's CPU time and page faults at start
 
     @property
     def total_steps(self) -> int:
@@ -686,6 +688,7 @@ def _finish(session: Session) -> RunResult:
     summary.update(achieved_flops(summary["train_flops"], state.train_seconds, session.dist.world_size,
                                   _matmul_peak(session.device, session.config.train.dtype)))
     summary.update(_training_memory_reads(session))
+    summary.update(usage_since(session.usage))  # this process's CPU time and page faults in this session
     if session.dist.is_main:
         write_json(run.summary_path, summary)
         run.mark("DONE", time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")

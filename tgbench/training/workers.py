@@ -36,6 +36,9 @@ def _worker_main(slot_index: int, out: str, env: dict[str, str], inbox, messages
     """A worker: trains the runs from `inbox` one by one, each run's output in `<run>/worker.log`."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent, which forwards it exactly once
     os.environ.update(env)  # before anything touches CUDA or starts a thread pool
+    from tgbench.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a spawned process starts with glibc's defaults again
     corpora: dict[str, Any] = {}  # loaded once per data config, for every run this worker trains
     while True:
         try:
