@@ -25,7 +25,7 @@ import tgbench
 from tgbench.cli import analysis, bench, demo, evaluate, grid, info, sample, train
 from tgbench.cli.flags import help_text
 from tgbench.core.console import one_line, print_error
-from tgbench.core.errors import Interrupted, TrainingFailed, UserError, user_code_frame
+from tgbench.core.errors import Interrupted, TrainingFailed, UserError, plugin_error_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, evaluate and compare sentence-level language models (Thought Gestalt vs GPT-2).")
@@ -153,11 +153,9 @@ def main() -> None:
             sys.exit(2)
         if _state["debug"]:
             raise
-        frame = user_code_frame(err)
-        if frame is not None:  # a plug-in (adapter or task) raised: its author can fix it, tgbench cannot
-            file, line, function = frame
-            print_error(f"plug-in code raised {type(err).__name__}: {one_line(err)} (at {file}:{line}, in "
-                        f"{function})", "fix the code at that line; rerun with --debug for the full traceback")
+        plugin = plugin_error_message(err)
+        if plugin is not None:  # a plug-in (adapter or task) raised: its author can fix it, tgbench cannot
+            print_error(plugin, "fix the code at that line; rerun with --debug for the full traceback")
             sys.exit(2)
         print_error(f"{type(err).__name__}: {one_line(err)}",
                     "rerun with --debug for the traceback, and please report it", label="internal error")

@@ -53,6 +53,11 @@ def train_grid_command(
     counts = frame["status"].value_counts().to_dict()
     console.print(f"grid '{grid.name}' in {target}: {counts}; results: {target / 'results.csv'}")
     if counts.get("failed"):
+        failed = frame.loc[frame["status"] == "failed", "run_id"].astype(str).tolist()
+        # the other runs trained; name the failed ones so the exit status is not the only sign
+        console.print(f"[bold red]{len(failed)} run(s) failed:[/bold red] {escape(', '.join(failed))}; each run's "
+                      f"reason is in {escape(str(target))}/<run>/FAILED; fix it and rerun the same command (finished "
+                      "runs are skipped)", soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -43,9 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 
 from tgbench.core.errors import Interrupted, UserError
+from tgbench.core.files import read_json
 from tgbench.data import load_corpus
+from tgbench.training.advice import undertraining_note
 from tgbench.training.current import needs_training
 from tgbench.training.trainer import train_spec
 from tgbench.training.workers import WORKER_LOG, _worker_main
@@ -351,7 +354,12 @@ class _Pool:
                  f"see {self.out / run_id / WORKER_LOG}; the grid goes on")
         elif status == "failed":
             reason = _read(self.out / run_id / "FAILED") or f"see {self.out / run_id / WORKER_LOG}"
-            _say(f"[bold red]run {run_id} failed:[/bold red] {reason}; the grid goes on")
+            _say(f"[bold red]run {run_id} failed:[/bold red] {escape(reason)}; the grid goes on")
+        elif status == "done":  # the worker warned in its log; the grid's own log says it too
+            summary_path = self.out / run_id / "summary.json"
+            note = undertraining_note(run_id, read_json(summary_path)) if summary_path.exists() else None
+            if note is not None:
+                _say(f"[yellow]warning:[/yellow] {escape(note)}")
         worker.spec = None
         self.statuses[run_id] = status
         self.board.finish(run_id, status)
