@@ -105,3 +105,71 @@ def test_undertrained_grid_runs_are_warned_about_and_flagged(raising_grid):
 
     html = render_report(out)
     assert "few-steps" in html
+
+
+# -- 1. compare: pooling only what measures the same thing -------------------------------------------
+LSTM = str(HERE.parent / "examples" / "lstm_adapter.py") + ":LSTMAdapter"
+
+
+def two_model_grid(ws: Workspace, name: str, lstm_train: dict | None = None) -> Path:
+    """gpt2 and the example LSTM plug-in; `lstm_train` overrides the LSTM's training settings."""
+    lstm = {"adapter": LSTM, "options": {"context": 32}, **({"train": lstm_train} if lstm_train else {})}
+    raw = grid_raw(ws, name, [{"adapter": "gpt2", "options": {"context": 32}}, lstm], reference="gpt2")
+    raw["train"]["lr"] = 3e-3
+    path = ws.root / f"{name}.toml"
+    path.write_text(to_toml(raw), encoding="utf-8")
+    out = ws.root / name
+    done = cli(ws, "train-grid", str(path), "--out", str(out), "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def grids(ws) -> tuple[Path, Path]:
+    """Grid A (both models at LR 3e-3) and grid B (the LSTM at LR 1e-2, gpt2 exactly as in A)."""
+    return two_model_grid(ws, "A"), two_model_grid(ws, "B", {"lr": 1e-2})
+
+
+def test_compare_refuses_to_pool_runs_trained_at_other_learning_rates(ws, grids):
+    a, b = grids
+    done = cli(ws, "compare", str(a), str(b), "--out", str(ws.root / "cmp-ab"))
+    printed = squash(done.stdout + done.stderr)
+    assert done.returncode == 2, printed
+    assert squash("label 'lstm' would pool runs trained with different train.lr: 0.003 in A; 0.01 in B") in printed
+    assert "--by-grid" in printed
+
+
+def test_compare_counts_a_run_found_in_two_grids_once_and_shows_each_grids_tuning(ws, grids):
+    import shutil
+
+    a, _ = grids
+    copy = ws.root / "A-copy"
+    if not copy.exists():
+        shutil.copytree(a, copy)
+        # a real sweep's tune.json in the copy: the comparison shows each grid's own tuning
+        shutil.copy(HERE.parent / "reports" / "cpu-peers" / "tune.json", copy / "tune.json")
+    out = ws.root / "cmp-copy"
+    done = cli(ws, "compare", str(a), str(copy), "--out", str(out))
+    printed = done.stdout + done.stderr
+    assert done.returncode == 0, printed
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 2 and set(results["grid"]) == {"A"}  # each run once, from the first grid
+    assert squash("2 run(s) found in more than one grid (same label and config hash) counted once") in squash(printed)
+    assert squash("gpt2: 1 runs (1 from A)") in squash(printed)
+    html = (out / "report.html").read_text()
+    assert "No tune.json in this grid directory" not in html
+    assert "grid A-copy" in html and "LR sweep at width" in html and "Grid A has no tune.json" in html
+
+
+def test_compare_by_grid_compares_each_label_across_grids(ws, grids):
+    a, b = grids
+    out = ws.root / "cmp-by-grid"
+    done = cli(ws, "compare", str(a), str(b), "--by-grid", "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    fits = __import__("json").loads((out / "fits.json").read_text())
+    pairs = [tuple(p) for p in fits["pairs"]]
+    assert ("gpt2@A", "lstm@A") in pairs and ("lstm@A", "lstm@B") in pairs and ("gpt2@A", "gpt2@B") in pairs
+    verdict = next(v for v in fits["verdicts"] if (v["a"], v["b"]) == ("lstm@A", "lstm@B"))
+    assert verdict["sentence"]  # the old and the new LSTM, compared
+    html = (out / "report.html").read_text()
+    assert "lstm@A" in html and "lstm@B" in html

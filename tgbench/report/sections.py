@@ -29,7 +29,7 @@ from tgbench.report.files import GridFiles, read_json_file
 from tgbench.report.format import fmt_g, fmt_value, geomean, mean, num
 from tgbench.report.tables import runs_table
 from tgbench.report.task_sections import TaskView, axis_cells, generic_section
-from tgbench.report.tuning import tuning_caveat, tuning_section
+from tgbench.report.tuning import comparison_tuning, tuning_caveat, tuning_section
 from tgbench.report.verdict import PAPER, PAPER_PAIR, attribution, report_form
 from tgbench.results.columns import COLUMNS, LEXICAL_PER_STEP, MEMORY_TEST, MEMORY_TRAIN, done_rows
 
@@ -123,7 +123,8 @@ def scaling_section(page: Page) -> PageSection:
 def tuning_block(page: Page) -> PageSection:
     """The learning-rate sweep (tune.json), or why there was none."""
     return PageSection("tuning", "Tuning", "tuning", {"tuning": tuning_section(page.files.path, page.palette),
-                                                     "caveat": tuning_caveat(page.frame)})
+                                                     "caveat": tuning_caveat(page.frame),
+                                                     "grids": comparison_tuning(page.files.path, page.palette)})
 
 
 @section
