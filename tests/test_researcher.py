@@ -173,3 +173,21 @@ def test_compare_by_grid_compares_each_label_across_grids(ws, grids):
     assert verdict["sentence"]  # the old and the new LSTM, compared
     html = (out / "report.html").read_text()
     assert "lstm@A" in html and "lstm@B" in html
+
+
+# -- 4. typos and references in a grid file ----------------------------------------------------------
+def test_a_misspelt_adapter_is_named_before_the_baselines_it_breaks(ws):
+    raw = grid_raw(ws, "typo", [{"adapter": "tg"}, {"adapter": "gtp2"}], baselines=["tg", "gpt2"])
+    (ws.root / "typo.toml").write_text(to_toml(raw), encoding="utf-8")
+    done = cli(ws, "train-grid", "typo.toml", "--dry-run")
+    printed = squash(done.stdout + done.stderr)
+    assert done.returncode == 2, printed
+    assert squash("models[1]: unknown adapter 'gtp2'") in printed and squash("did you mean 'gpt2'") in printed
+    assert "didyoumean'gtp2'" not in printed
+
+
+def test_the_reference_may_be_given_as_the_models_adapter_string():
+    raw = {"name": "ref", "widths": [16], "budgets": [800], "reference": LSTM, "baselines": ["gpt2"],
+           "models": [{"adapter": "gpt2"}, {"adapter": LSTM}]}
+    grid = GridConfig.from_dict(raw)
+    assert grid.reference == "lstm" and grid.comparison.pairs == [("lstm", "gpt2")]
