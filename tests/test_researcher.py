@@ -191,3 +191,40 @@ def test_the_reference_may_be_given_as_the_models_adapter_string():
            "models": [{"adapter": "gpt2"}, {"adapter": LSTM}]}
     grid = GridConfig.from_dict(raw)
     assert grid.reference == "lstm" and grid.comparison.pairs == [("lstm", "gpt2")]
+
+
+# -- 5. Ctrl-C while the workers start -----------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_ctrl_c_during_worker_start_up_prints_no_tracebacks_and_claims_no_checkpoint(ws):
+    import signal
+    import time
+
+    raw = grid_raw(ws, "startup", [{"adapter": "gpt2", "options": {"context": 32}},
+                                   {"adapter": "gpt2", "variant": "b", "options": {"context": 32}}])
+    (ws.root / "startup.toml").write_text(to_toml(raw), encoding="utf-8")
+    out = ws.root / "startup-grid"
+    # a terminal's Ctrl-C goes to the whole foreground process group: the CLI and the workers it spawns
+    process = subprocess.Popen([*CLI, "train-grid", "startup.toml", "--out", str(out), "--no-progress",
+                                "--jobs", "2"], env=ws.env, cwd=ws.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while len(_children(process.pid)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # the workers are importing torch and tgbench
+    assert not any((out / r / "worker.log").exists() for r in ("gpt2-w16-l1-D800-s0",)), "too late: started"
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    printed = stdout + stderr
+    assert process.returncode == 130, printed
+    assert "Traceback" not in printed and "KeyboardInterrupt" not in printed
+    flat = squash(printed)
+    for run in out.iterdir() if out.exists() else []:
+        if not (run / "checkpoints").exists():
+            assert squash(f"{run}/checkpoints") not in flat  # never claims a checkpoint that is not there
+    assert "interrupted" in printed

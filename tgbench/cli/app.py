@@ -15,6 +15,7 @@ import errno
 import inspect
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import click
@@ -140,8 +141,7 @@ def main() -> None:
         sys.exit(130)
     except Exception as err:
         if isinstance(err, Interrupted):
-            where = ", ".join(f"{d}/checkpoints" for d in err.run_dirs) or f"{err.run_dir} (no run had started)"
-            print_error(f"signal {err.signum}; checkpoint written in {where}",
+            print_error(f"signal {err.signum}; {interrupted_where(err)}",
                         "resume with the same command (--resume auto)", label="interrupted")
             sys.exit(130)
         if isinstance(err, TrainingFailed):
@@ -162,6 +162,19 @@ def main() -> None:
         sys.exit(1)
     if isinstance(code, int) and code != 0:
         sys.exit(code)
+
+
+def interrupted_where(err: Interrupted) -> str:
+    """Where the interrupted runs' checkpoints are; only directories that hold one are named as such (a run
+    stopped during its worker's start-up, or before its first checkpoint, has nothing to resume from)."""
+    saved = [d for d in err.run_dirs if any((Path(d) / "checkpoints").glob("*"))]
+    unsaved = [d for d in err.run_dirs if d not in saved]
+    parts = []
+    if saved:
+        parts.append("checkpoint written in " + ", ".join(f"{d}/checkpoints" for d in saved))
+    if unsaved:
+        parts.append("no checkpoint yet (stopped before the first one) for " + ", ".join(str(d) for d in unsaved))
+    return "; ".join(parts) or f"no run had started in {err.run_dir}"
 
 
 if __name__ == "__main__":
