@@ -228,3 +228,39 @@ def test_ctrl_c_during_worker_start_up_prints_no_tracebacks_and_claims_no_checkp
         if not (run / "checkpoints").exists():
             assert squash(f"{run}/checkpoints") not in flat  # never claims a checkpoint that is not there
     assert "interrupted" in printed
+
+
+# -- 6. a user's lm-eval task: its data and settings are part of the results' key ------------------------
+def rolling_task(root: Path, texts: list[str]) -> Path:
+    """An lm-eval task over a local JSONL file: rolling log-likelihood of `texts`."""
+    import json
+
+    (root / "texts.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    path = root / "my_rolling.yaml"
+    path.write_text(
+        "task: my_rolling\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {root / 'texts.jsonl'}\ntest_split: test\noutput_type: loglikelihood_rolling\n"
+        'doc_to_text: ""\ndoc_to_target: "{{text}}"\nmetric_list:\n'
+        "  - metric: word_perplexity\n    aggregation: weighted_perplexity\n    higher_is_better: false\n"
+        "metadata:\n  version: 1\n")
+    return path
+
+
+@pytest.mark.slow  # three lm-eval evaluations (~45 s)
+def test_shrinking_a_tasks_data_recomputes_its_results(ws, raising_grid):
+    import json
+
+    _, out, _, (_, gpt2_id) = raising_grid
+    run = out / gpt2_id
+    texts = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a song .", "we ate the bread ."]
+    task = rolling_task(ws.root, texts)
+    first = cli(ws, "eval", "--run", str(run), "--task", str(task))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert json.loads((run / "eval" / "my_rolling.json").read_text())["n_samples"]["my_rolling"]["effective"] == 4
+    rolling_task(ws.root, texts[:2])  # the user shrinks the task's data
+    second = cli(ws, "eval", "--run", str(run), "--task", str(task))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "skipped" not in second.stdout
+    assert json.loads((run / "eval" / "my_rolling.json").read_text())["n_samples"]["my_rolling"]["effective"] == 2
+    third = cli(ws, "eval", "--run", str(run), "--task", str(task))  # unchanged: skipped, and says why
+    assert "skipped" in third.stdout and squash("--force recomputes them") in squash(third.stdout)
