@@ -45,7 +45,8 @@ class Workspace:
 def ws(tmp_path_factory) -> Workspace:
     root = tmp_path_factory.mktemp("researcher")
     corpus = write_plain(root / "corpus.txt", word_documents(80, 0))
-    data = DataConfig(corpus=str(corpus), tokenizer="bpe-300", splitter="blingfire", cache_dir=str(root / "cache"))
+    data = DataConfig(corpus=str(corpus), tokenizer="bpe-300", splitter="blingfire", cache_dir=str(root / "cache"),
+                      valid_fraction=0.1, test_fraction=0.1)
     load_corpus(data, progress=False)
     env = {**os.environ, "TGBENCH_CACHE_DIR": str(root / "cache"), "COLUMNS": "400"}
     return Workspace(root=root, data=data, env=env)
@@ -264,3 +265,29 @@ def test_shrinking_a_tasks_data_recomputes_its_results(ws, raising_grid):
     assert json.loads((run / "eval" / "my_rolling.json").read_text())["n_samples"]["my_rolling"]["effective"] == 2
     third = cli(ws, "eval", "--run", str(run), "--task", str(task))  # unchanged: skipped, and says why
     assert "skipped" in third.stdout and squash("--force recomputes them") in squash(third.stdout)
+
+
+# -- 10. per-document results --------------------------------------------------------------------------
+def test_ppl_writes_each_documents_nll_and_load_results_returns_them(ws, raising_grid):
+    import json
+
+    import tgbench
+
+    _, out, _, (_, gpt2_id) = raising_grid
+    done = cli(ws, "eval", "--runs", str(out), "--task", "ppl", "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    saved = json.loads((out / gpt2_id / "eval" / "ppl.json").read_text())
+    docs = saved["by_document"]
+    assert len(docs) == saved["n_samples"]["ppl"]["effective"] > 1
+    assert [d["doc_id"] for d in docs] == list(range(len(docs)))
+    # the documents add up to the aggregate: the same tokens, the same loss
+    assert sum(d["tokens"] for d in docs) == saved["results"]["ppl"]["tokens"]
+    loss = sum(d["lexical_nll"] for d in docs) / sum(d["tokens"] for d in docs)
+    assert loss == pytest.approx(saved["results"]["ppl"]["lexical_loss"], rel=1e-9)
+
+    table = tgbench.load_results(out, documents=True)
+    rows = table[table["run_id"] == gpt2_id]
+    assert len(rows) == len(docs) and set(table["run_id"]) == {gpt2_id}  # the failed run has no documents
+    assert rows["doc_lexical_nll"].tolist() == [d["lexical_nll"] for d in docs]
+    assert (rows["doc_lexical_loss"] * rows["doc_tokens"]).tolist() == pytest.approx(rows["doc_lexical_nll"].tolist())
+    assert rows["label"].iloc[0] == "gpt2" and "config.train.lr" in rows.columns
