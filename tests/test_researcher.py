@@ -21,6 +21,7 @@ from tgbench.data import DataConfig, load_corpus
 from tgbench.plan.config import to_toml
 from tgbench.plan.expand import expand
 from tgbench.plan.grid import GridConfig
+from tgbench.training.executor import run_grid
 
 CLI = [sys.executable, "-m", "tgbench.cli"]
 HERE = Path(__file__).resolve().parent
@@ -65,20 +66,35 @@ def cli(ws: Workspace, *args: str, cwd: Path | None = None) -> subprocess.Comple
 
 
 # -- 3. a plug-in's exception in a grid --------------------------------------------------------------
-@pytest.fixture(scope="module")
-def raising_grid(ws) -> tuple[subprocess.CompletedProcess, Path, dict, list[str]]:
+def train_raising_grid(ws: Workspace, jobs: int) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
+    """The plug-in that raises at its second step beside gpt2, through `tgbench train-grid --jobs N`."""
     raw = grid_raw(ws, "raising", [{"adapter": RAISING_ADAPTER, "variant": "bad", "options": {"context": 32}},
                                    {"adapter": "gpt2", "options": {"context": 32}}])
     path = ws.root / "raising.toml"
     path.write_text(to_toml(raw), encoding="utf-8")
     ids = [spec.run_id for spec in expand(GridConfig.from_dict(raw))]
-    out = ws.root / "raising-grid"
-    done = cli(ws, "train-grid", str(path), "--out", str(out), "--no-progress", "--jobs", "2")
-    return done, out, raw, ids
+    out = ws.root / f"raising-grid-{jobs}"
+    done = cli(ws, "train-grid", str(path), "--out", str(out), "--no-progress", "--jobs", str(jobs))
+    return done, out, ids
+
+
+@pytest.fixture(scope="module")
+def raising_grid(ws) -> tuple[subprocess.CompletedProcess, Path, list[str]]:
+    return train_raising_grid(ws, jobs=1)
 
 
 def test_a_plugin_exception_fails_its_run_and_the_grid_goes_on(raising_grid):
-    done, out, _, (bad_id, gpt2_id) = raising_grid
+    check_plugin_failure(*raising_grid)
+
+
+def test_a_plugin_exception_in_a_worker_fails_its_run_and_the_grid_goes_on(ws):
+    done, out, ids = train_raising_grid(ws, jobs=2)
+    check_plugin_failure(done, out, ids)
+    assert "is undertrained" in (out / ids[1] / "worker.log").read_text()  # the worker's log warns too
+
+
+def check_plugin_failure(done: subprocess.CompletedProcess, out: Path, ids: list[str]) -> None:
+    bad_id, gpt2_id = ids
     printed = done.stdout + done.stderr
     assert done.returncode == 1, printed  # finished, but a run failed
     assert "internal error" not in printed and "please report" not in printed
@@ -95,11 +111,10 @@ def test_a_plugin_exception_fails_its_run_and_the_grid_goes_on(raising_grid):
 
 # -- 2. undertrained runs in a grid ----------------------------------------------------------------
 def test_undertrained_grid_runs_are_warned_about_and_flagged(raising_grid):
-    done, out, _, (_, gpt2_id) = raising_grid
+    done, out, (_, gpt2_id) = raising_grid
     flat = squash(done.stdout + done.stderr)
-    # 800 tokens at 64 per step: ~12 steps; the grid's own log says so (the worker's log too)
+    # 800 tokens at 64 per step: ~12 steps; the grid's log says so
     assert squash(f"run {gpt2_id} is undertrained: only") in flat
-    assert "is undertrained" in (out / gpt2_id / "worker.log").read_text()
     results = pd.read_csv(out / "results.csv").set_index("run_id")
     assert "few-steps" in str(results.loc[gpt2_id, "flags"])
     from tgbench.report.page import render_report
@@ -117,11 +132,10 @@ def two_model_grid(ws: Workspace, name: str, lstm_train: dict | None = None) -> 
     lstm = {"adapter": LSTM, "options": {"context": 32}, **({"train": lstm_train} if lstm_train else {})}
     raw = grid_raw(ws, name, [{"adapter": "gpt2", "options": {"context": 32}}, lstm], reference="gpt2")
     raw["train"]["lr"] = 3e-3
-    path = ws.root / f"{name}.toml"
-    path.write_text(to_toml(raw), encoding="utf-8")
     out = ws.root / name
-    done = cli(ws, "train-grid", str(path), "--out", str(out), "--no-progress")
-    assert done.returncode == 0, done.stdout + done.stderr
+    # trained in this process (the CLI's compare is what these tests run as a subprocess)
+    frame = run_grid(GridConfig.from_dict(raw), out, progress=False, jobs=1)
+    assert set(frame["status"]) == {"done"}
     return out
 
 
@@ -251,7 +265,7 @@ def rolling_task(root: Path, texts: list[str]) -> Path:
 def test_shrinking_a_tasks_data_recomputes_its_results(ws, raising_grid):
     import json
 
-    _, out, _, (_, gpt2_id) = raising_grid
+    _, out, (_, gpt2_id) = raising_grid
     run = out / gpt2_id
     texts = ["the cat sat on the mat .", "a dog ran in the park .", "the bird sang a song .", "we ate the bread ."]
     task = rolling_task(ws.root, texts)
@@ -273,7 +287,7 @@ def test_ppl_writes_each_documents_nll_and_load_results_returns_them(ws, raising
 
     import tgbench
 
-    _, out, _, (_, gpt2_id) = raising_grid
+    _, out, (_, gpt2_id) = raising_grid
     done = cli(ws, "eval", "--runs", str(out), "--task", "ppl", "--force")
     assert done.returncode == 0, done.stdout + done.stderr
     saved = json.loads((out / gpt2_id / "eval" / "ppl.json").read_text())
