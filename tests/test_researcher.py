@@ -305,3 +305,31 @@ def test_ppl_writes_each_documents_nll_and_load_results_returns_them(ws, raising
     assert rows["doc_lexical_nll"].tolist() == [d["lexical_nll"] for d in docs]
     assert (rows["doc_lexical_loss"] * rows["doc_tokens"]).tolist() == pytest.approx(rows["doc_lexical_nll"].tolist())
     assert rows["label"].iloc[0] == "gpt2" and "config.train.lr" in rows.columns
+
+
+# -- 7. the report's wording ---------------------------------------------------------------------------
+def test_a_fit_with_lack_of_fit_is_not_shown_as_ok():
+    from tgbench.report.sections import fits_table
+
+    lof = {"F": 9.0, "df1": 1, "df2": 3, "p_value": 0.01,
+           "sentence": "the power law does not describe these points; read the per-budget differences"}
+    fits = {"axes": {"data": {"gru": {"width=16": {"kaplan": {"converged": True, "params": {"E": 1.0},
+                                                                 "lack_of_fit": lof}}},
+                              "tg": {"width=16": {"kaplan": {"converged": True, "params": {"E": 1.0}}}}}}}
+    rows = {r["label"]: r for r in fits_table(fits)}
+    assert rows["gru"]["status"] == "converged, lack of fit" and rows["gru"]["status_class"] == "status-pending"
+    assert rows["tg"]["status"] == "ok" and rows["tg"]["status_class"] == "status-done"
+
+
+def test_the_report_names_its_throughput_baseline_adapter_code_and_a_small_test_split(ws, grids):
+    a, _ = grids
+    evaluated = cli(ws, "eval", "--runs", str(a), "--task", "ppl")
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    done = cli(ws, "report", str(a), "--output", str(ws.root / "a.html"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    html = (ws.root / "a.html").read_text()
+    assert "tokens/s relative to lstm (the first baseline)" in html and "tokens/s vs" not in html
+    assert "adapter code" in html and "lstm_adapter.py, plug-in) sha256" in html
+    assert "Warning: the test split is small" in html
+    context = html[html.index("What each model can see"):]
+    assert ">none<" not in context[:context.index("</table>")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -269,8 +270,12 @@ def fits_table(fits: dict[str, Any] | None) -> list[dict[str, Any]]:
             lof_text += f": {lof['sentence']}"
         if not fit.get("converged"):
             params = []  # a failed fit (e.g. E on its bound) shows no parameters as fitted
+        # a converged fit the lack-of-fit test rejects is not "ok": the status says so, in the caveat colour
+        status = ("fit failed" if not fit.get("converged") else
+                  "converged, lack of fit" if lof.get("sentence") else "ok")
         rows.append({"axis": axis, "label": label, "group": group, "form": form, "lack_of_fit": lof_text,
-                     "status": "ok" if fit.get("converged") else "fit failed",
+                     "status": status, "status_class": {"ok": "status-done", "fit failed": "status-failed"}.get(
+                         status, "status-pending"),
                      "reason": fit.get("reason") or "", "params": params, "n_points": fit.get("n_points", ""),
                      "failed": fmt_value(failed, fmt=".0%") if num(failed) is not None else ""})
     return rows
@@ -310,6 +315,9 @@ def throughput_table(frame: pd.DataFrame, baseline: str = "", order: Iterable[st
     return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
 
 
+ADAPTER_CODE_KEY = "adapter code"
+
+
 @section
 def provenance_section(page: Page) -> PageSection:
     """Versions, devices, dates, the grid's settings, and everything missing."""
@@ -319,7 +327,7 @@ def provenance_section(page: Page) -> PageSection:
 def provenance(files: GridFiles) -> dict[str, Any]:
     """Versions, commits, devices, data settings, dates, and every missing run or evaluation."""
     meta_keys = ("tgbench", "torch", "numpy", "python", "platform", "device", "device_name", "git_sha")
-    seen: dict[str, dict[str, int]] = {k: {} for k in meta_keys}
+    seen: dict[str, dict[str, int]] = {k: {} for k in (*meta_keys, ADAPTER_CODE_KEY)}
     done_dates, eval_dates = [], []
     missing_eval, failures = [], []
     for name, run in files.runs.items():
@@ -330,6 +338,11 @@ def provenance(files: GridFiles) -> dict[str, Any]:
         for key in meta_keys:
             value = str(meta.get(key, "missing"))
             seen[key][value] = seen[key].get(value, 0) + 1
+        code = meta.get("adapter_code")
+        # which code trained each model: a plug-in edited between runs shows as two hashes
+        value = (f"{code.get('class', '?')} ({Path(str(code.get('file', ''))).name}, {code.get('origin', '?')}) "
+                 f"sha256 {str(code.get('sha256', ''))[:12]}" if isinstance(code, dict) else "missing")
+        seen[ADAPTER_CODE_KEY][value] = seen[ADAPTER_CODE_KEY].get(value, 0) + 1
         if run.done:
             done_dates.append((run.path / "DONE").read_text(encoding="utf-8").strip())
             for task in files.tasks:
