@@ -99,6 +99,12 @@ class Task(ABC):
         when it changes). lm-eval tasks answer with every subtask's version."""
         return {self.name: self.version}
 
+    def fingerprint(self, run_dir: Path) -> dict[str, str]:
+        """{name: digest} of what defines this task beyond its version (a YAML file, its local data files):
+        a results file computed under another fingerprint is recomputed. Built-in tasks answer {} (their
+        `version` is bumped with their code)."""
+        return {}
+
     @abstractmethod
     def evaluate(self, run: LoadedRun, *, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  progress: bool = True) -> TaskResult:

@@ -140,14 +140,35 @@ def context_table(view: TaskView) -> Table | None:
         cells = [{"text": label, "sort": label, "classes": "nowrap"}]
         for _, _, key, spec in specs:
             value = mean(num(v) for v in g[key]) if key in g.columns else None
-            text = fmt_number(value, spec) if value is not None else "none"
+            # "missing", as the runs table shows the same empty cell; the note says what it means here
+            text = fmt_number(value, spec) if value is not None else "missing"
             cells.append({"text": text, "sort": "" if value is None else repr(value),
                           "classes": "missing" if value is None else ""})
         body.append(cells)
     return Table(columns, body, title="What each model can see",
                  note="Effective context: the most preceding text a model draws on, in tokens; for a sentence "
-                      "memory, its span (slots x the test split's tokens per sentence). Memory read: slots read "
-                      "per sentence (mean over runs); none for models without a sentence memory.")
+                      "memory, its span (slots x the test split's tokens per sentence); missing where the adapter "
+                      "declares none (Adapter.effective_context returns None). Memory read: slots read per sentence "
+                      "(mean over runs); missing for models without a sentence memory.")
+
+
+SMALL_TEST_TOKENS = 20_000  # below this many scored test tokens a test loss is warned about
+
+
+def small_test_split(view: TaskView) -> str:
+    """A warning when the runs' test split is small ('' when it is not): a few thousand tokens from a few dozen
+    documents give test losses whose differences between models are dominated by which documents they are."""
+    rows = view.evaluated()
+    column = view.column("tokens")
+    if column not in rows.columns:
+        return ""
+    scored = [v for v in (num(x) for x in rows[column]) if v is not None and v > 0]
+    if not scored or max(scored) >= SMALL_TEST_TOKENS:
+        return ""
+    return (f"Warning: the test split is small, {int(max(scored)):,} tokens scored per run (under "
+            f"{SMALL_TEST_TOKENS:,}): differences between models of a few percent can come from which documents "
+            "the split holds; use a larger corpus or test_fraction, and see each document's loss with "
+            "tgbench.load_results(grid, documents=True).")
 
 
 def ppl_section(view: TaskView):
@@ -160,6 +181,9 @@ def ppl_section(view: TaskView):
                             "is made.")
     if view.evaluated().empty:
         return section
+    warning = small_test_split(view)
+    if warning:
+        section.notes.insert(0, warning)
     section.plots.extend(position_plots(view))
     shown = [m for m in view.present if not m.name.startswith(("loss_sentence_", "tokens_sentence_"))]
     tables = [t for t in (position_table(view), context_table(view)) if t is not None]

@@ -75,8 +75,16 @@ def evaluate_ppl(run, limit: int | None = None, batch_size: int = DEFAULT_BATCH_
     )
     metrics.update(context_metrics(run, documents))
     metrics["by_sentence_position"] = loss_by_position(documents, scores)  # a list: moved to the JSON's top level
+    metrics["by_document"] = by_document(documents, scores)  # likewise
     metrics.update(position_metrics(metrics["by_sentence_position"]))
     return metrics, len(documents), len(run.corpus.splits["test"])
+
+
+def by_document(documents: Sequence[Document], scores) -> list[dict[str, Any]]:
+    """Each test document's lexical NLL sum, token count and sentence count, in split order (as lm-eval's
+    per-sample logs give one record per document): where a model wins, and paired per-document tests."""
+    return [{"doc_id": index, "lexical_nll": -float(s.double().sum()), "tokens": len(s), "sentences": len(doc)}
+            for index, (doc, s) in enumerate(zip(documents, scores, strict=True))]
 
 
 def context_metrics(run, documents: Sequence[Document]) -> dict[str, float]:
@@ -130,9 +138,10 @@ class PerplexityTask(Task):
                  progress: bool = True) -> TaskResult:
         metrics, n, original = evaluate_ppl(run, limit, batch_size, progress)
         by_position = metrics.pop("by_sentence_position")
+        documents = metrics.pop("by_document")
         return TaskResult(metrics, {"original": original, "effective": n},
                           {"output_type": "loglikelihood_rolling", "test_split": "test"},
-                          extra={"by_sentence_position": by_position})
+                          extra={"by_sentence_position": by_position, "by_document": documents})
 
     def report_section(self, view):
 

@@ -102,14 +102,15 @@ def report_command(
     else:
         from tgbench.core.files import write_text
         from tgbench.report.page import render_report
-        from tgbench.results.pooling import write_comparison
+        from tgbench.results.pooling import pooling_summary, write_comparison
         from tgbench.tasks.stats.bootstrap import check_resamples
 
         check_resamples(resamples)
         files = write_comparison(grid_dirs, out, by_grid=by_grid, resamples=resamples)
         path, where = Path(output) if output is not None else files.path / "report.html", files.path
         write_text(path, render_report(files))
-        console.print(f"{len(grid_dirs)} grids pooled in {files.path} (results.csv, fits.json)", soft_wrap=True)
+        for line in pooling_summary(files.path):
+            console.print(line, soft_wrap=True, markup=False)
     console.print(f"report written to {path}", soft_wrap=True)
     if "wandb" in loggers:
         from tgbench.training.tracking import log_report_to_wandb

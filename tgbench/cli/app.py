@@ -15,6 +15,7 @@ import errno
 import inspect
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import click
@@ -25,7 +26,7 @@ import tgbench
 from tgbench.cli import analysis, bench, demo, evaluate, grid, info, sample, train
 from tgbench.cli.flags import help_text
 from tgbench.core.console import one_line, print_error
-from tgbench.core.errors import Interrupted, TrainingFailed, UserError, user_code_frame
+from tgbench.core.errors import Interrupted, TrainingFailed, UserError, plugin_error_message
 from tgbench.training.allocator import keep_freed_memory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -142,8 +143,7 @@ def main() -> None:
         sys.exit(130)
     except Exception as err:
         if isinstance(err, Interrupted):
-            where = ", ".join(f"{d}/checkpoints" for d in err.run_dirs) or f"{err.run_dir} (no run had started)"
-            print_error(f"signal {err.signum}; checkpoint written in {where}",
+            print_error(f"signal {err.signum}; {interrupted_where(err)}",
                         "resume with the same command (--resume auto)", label="interrupted")
             sys.exit(130)
         if isinstance(err, TrainingFailed):
@@ -155,17 +155,28 @@ def main() -> None:
             sys.exit(2)
         if _state["debug"]:
             raise
-        frame = user_code_frame(err)
-        if frame is not None:  # a plug-in (adapter or task) raised: its author can fix it, tgbench cannot
-            file, line, function = frame
-            print_error(f"plug-in code raised {type(err).__name__}: {one_line(err)} (at {file}:{line}, in "
-                        f"{function})", "fix the code at that line; rerun with --debug for the full traceback")
+        plugin = plugin_error_message(err)
+        if plugin is not None:  # a plug-in (adapter or task) raised: its author can fix it, tgbench cannot
+            print_error(plugin, "fix the code at that line; rerun with --debug for the full traceback")
             sys.exit(2)
         print_error(f"{type(err).__name__}: {one_line(err)}",
                     "rerun with --debug for the traceback, and please report it", label="internal error")
         sys.exit(1)
     if isinstance(code, int) and code != 0:
         sys.exit(code)
+
+
+def interrupted_where(err: Interrupted) -> str:
+    """Where the interrupted runs' checkpoints are; only directories that hold one are named as such (a run
+    stopped during its worker's start-up, or before its first checkpoint, has nothing to resume from)."""
+    saved = [d for d in err.run_dirs if any((Path(d) / "checkpoints").glob("*"))]
+    unsaved = [d for d in err.run_dirs if d not in saved]
+    parts = []
+    if saved:
+        parts.append("checkpoint written in " + ", ".join(f"{d}/checkpoints" for d in saved))
+    if unsaved:
+        parts.append("no checkpoint yet (stopped before the first one) for " + ", ".join(str(d) for d in unsaved))
+    return "; ".join(parts) or f"no run had started in {err.run_dir}"
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def eval_command(
     for run_dir, status, values in rows:
         table.add_row(run_dir, status, *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in values])
     print_table(table, console)
+    if any(status == "skipped" for _, status, _ in rows):
+        console.print("skipped: results of the same checkpoint, task version, task definition and --limit are "
+                      "already written; --force recomputes them", soft_wrap=True, markup=False)
     grid_dir = runs if runs is not None else run.parent
     if runs is not None or (grid_dir / "results.csv").exists():
         from tgbench.results.table import refresh_results

@@ -57,6 +57,11 @@ def train_grid_command(
     if usage is not None:
         console.print(f"training, summed over {usage['runs']} runs: {usage_line(usage)}", soft_wrap=True)
     if counts.get("failed"):
+        failed = frame.loc[frame["status"] == "failed", "run_id"].astype(str).tolist()
+        # the other runs trained; name the failed ones so the exit status is not the only sign
+        console.print(f"[bold red]{len(failed)} run(s) failed:[/bold red] {escape(', '.join(failed))}; each run's "
+                      f"reason is in {escape(str(target))}/<run>/FAILED; fix it and rerun the same command (finished "
+                      "runs are skipped)", soft_wrap=True)
         raise typer.Exit(1)
 
 

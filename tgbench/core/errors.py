@@ -63,3 +63,20 @@ def user_code_frame(err: BaseException) -> tuple[str, int, str] | None:
     if found is None and isinstance(err, SyntaxError) and err.filename in USER_CODE_FILES:
         found = (err.filename, err.lineno or 0, "<module>")
     return found
+
+
+def plugin_error_message(err: BaseException) -> str | None:
+    """One line naming the plug-in file and line `err` was raised in, or None when no plug-in raised it.
+
+    Args:
+        err: An exception caught around code that may call plug-ins (training, evaluation).
+
+    Returns:
+        "plug-in code raised IndexError: ... (at /path/adapter.py:42, in loss)", or None for tgbench's own errors.
+    """
+    frame = user_code_frame(err)
+    if frame is None:
+        return None
+    file, line, function = frame
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"plug-in code raised {type(err).__name__}: {text} (at {file}:{line}, in {function})"

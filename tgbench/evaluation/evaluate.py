@@ -49,15 +49,18 @@ def checkpoint_info(run_dir: Path, checkpoint: str) -> dict[str, Any]:
     return {"name": checkpoint, "step": data.get("state", {}).get("step"), "sha256": data.get("sha256")}
 
 
-def is_current(path: Path, checkpoint: dict[str, Any], versions: dict[str, Any], limit: int | None) -> bool:
-    """True when `path` holds results of this checkpoint file, these task versions and this limit."""
+def is_current(path: Path, checkpoint: dict[str, Any], versions: dict[str, Any], limit: int | None,
+               fingerprint: dict[str, str] | None = None) -> bool:
+    """True when `path` holds results of this checkpoint file, these task versions, this limit and this task
+    definition (`Task.fingerprint`: a user's YAML and its data files; {} for built-in tasks)."""
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
     return (old.get("checkpoint", {}).get("sha256") == checkpoint["sha256"]
             and old.get("versions") == json.loads(json.dumps(versions, default=str))
-            and old.get("config", {}).get("limit") == limit)
+            and old.get("config", {}).get("limit") == limit
+            and (old.get("task_fingerprint") or {}) == (fingerprint or {}))
 
 
 def results_document(task: Task, result: TaskResult, data_config) -> dict[str, Any]:
@@ -107,8 +110,9 @@ def eval_run(run_dir: Path, task: str | Task, *, checkpoint: str = "best", inclu
     task = get_task(task, include_paths) if isinstance(task, str) else task
     info = checkpoint_info(run_dir, checkpoint)
     versions = task.versions(run_dir)
+    fingerprint = task.fingerprint(run_dir)
     path = result_path(run_dir, task.name)
-    if not force and is_current(path, info, versions, limit):
+    if not force and is_current(path, info, versions, limit, fingerprint):
         return "skipped", path, None
 
     config = RunDir(run_dir).read_config()
@@ -124,6 +128,7 @@ def eval_run(run_dir: Path, task: str | Task, *, checkpoint: str = "best", inclu
     results.update({
         "task": task.name,
         "versions": versions,
+        "task_fingerprint": fingerprint,
         "config": {"model": "tgbench", "model_args": {"run": str(run_dir), "checkpoint": checkpoint},
                    "adapter": config.model, "limit": limit, "batch_size": batch_size,
                    "device": str(next(run.model.parameters()).device)},

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -319,6 +320,21 @@ class LMEvalTask(Task):
         with dataset_errors(self.spec):
             loaded = manager.load([spec])
         return {t: obj.VERSION for t, obj in loaded["tasks"].items()}
+
+    def fingerprint(self, run_dir: Path) -> dict[str, str]:
+        """sha256 of the task's YAML settings and of every local data file they name (`dataset_kwargs.
+        data_files`): editing a user's task file, or the items of its data, changes it (issue 36)."""
+        import hashlib
+
+        config = self._config()
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+        files = (config.get("dataset_kwargs") or {}).get("data_files") or {}
+        names = files.values() if isinstance(files, dict) else [files]
+        for name in sorted(str(f) for group in names for f in (group if isinstance(group, list) else [group])):
+            path = Path(name).expanduser()
+            if path.is_file():
+                digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        return {self.name: digest.hexdigest()[:16]}
 
     def evaluate(self, run, *, limit: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                  progress: bool = True) -> TaskResult:

@@ -143,6 +143,17 @@ class GridConfig:
 
     def _check_comparison(self) -> None:
         labels = [m.label for m in self.models]  # repeated labels are `expand`'s error (it names the fix)
+        # a model may be named by the string its entry gives as `adapter` (e.g. "examples/lstm_adapter.py:
+        # LSTMAdapter" for the label "lstm"), when that string names one model only
+        by_adapter: dict[str, list[str]] = {}
+        for m in self.models:
+            by_adapter.setdefault(m.adapter, []).append(m.label)
+        aliases = {adapter: found[0] for adapter, found in by_adapter.items() if len(found) == 1}
+        if self.reference and self.reference not in labels:
+            self.reference = aliases.get(self.reference, self.reference)
+        self.baselines = [b if b in labels else aliases.get(b, b) for b in self.baselines]
+        if any(name not in labels for name in [*([self.reference] if self.reference else []), *self.baselines]):
+            self._check_adapters()  # a misspelt adapter makes the right reference look unknown: name the typo
         if self.reference and self.reference not in labels:
             raise unknown_name("reference", self.reference, labels)
         for baseline in self.baselines:
@@ -150,6 +161,14 @@ class GridConfig:
                 raise unknown_name("baseline", baseline, labels)
             if baseline == self.reference:
                 raise UserError(f"baselines lists the reference '{baseline}'", "list only the labels compared with it")
+
+    def _check_adapters(self) -> None:
+        """Every model's adapter must be known (the registry's error, naming the model entry)."""
+        for index, m in enumerate(self.models):
+            try:
+                get_adapter_class(m.adapter)
+            except UserError as err:
+                raise UserError(f"models[{index}]: {err.message}", err.fix) from err
 
     @property
     def comparison(self):

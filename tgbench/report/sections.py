@@ -17,6 +17,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -29,7 +30,7 @@ from tgbench.report.files import GridFiles, read_json_file
 from tgbench.report.format import fmt_g, fmt_value, geomean, mean, num
 from tgbench.report.tables import runs_table
 from tgbench.report.task_sections import TaskView, axis_cells, generic_section
-from tgbench.report.tuning import tuning_caveat, tuning_section
+from tgbench.report.tuning import comparison_tuning, tuning_caveat, tuning_section
 from tgbench.report.verdict import PAPER, PAPER_PAIR, attribution, report_form
 from tgbench.results.columns import COLUMNS, LEXICAL_PER_STEP, MEMORY_TEST, MEMORY_TRAIN, done_rows
 
@@ -124,7 +125,8 @@ def scaling_section(page: Page) -> PageSection:
 def tuning_block(page: Page) -> PageSection:
     """The learning-rate sweep (tune.json), or why there was none."""
     return PageSection("tuning", "Tuning", "tuning", {"tuning": tuning_section(page.files.path, page.palette),
-                                                     "caveat": tuning_caveat(page.frame)})
+                                                     "caveat": tuning_caveat(page.frame),
+                                                     "grids": comparison_tuning(page.files.path, page.palette)})
 
 
 @section
@@ -277,8 +279,12 @@ def fits_table(fits: dict[str, Any] | None) -> list[dict[str, Any]]:
             lof_text += f": {lof['sentence']}"
         if not fit.get("converged"):
             params = []  # a failed fit (e.g. E on its bound) shows no parameters as fitted
+        # a converged fit the lack-of-fit test rejects is not "ok": the status says so, in the caveat colour
+        status = ("fit failed" if not fit.get("converged") else
+                  "converged, lack of fit" if lof.get("sentence") else "ok")
         rows.append({"axis": axis, "label": label, "group": group, "form": form, "lack_of_fit": lof_text,
-                     "status": "ok" if fit.get("converged") else "fit failed",
+                     "status": status, "status_class": {"ok": "status-done", "fit failed": "status-failed"}.get(
+                         status, "status-pending"),
                      "reason": fit.get("reason") or "", "params": params, "n_points": fit.get("n_points", ""),
                      "failed": fmt_value(failed, fmt=".0%") if num(failed) is not None else ""})
     return rows
@@ -318,6 +324,9 @@ def throughput_table(frame: pd.DataFrame, baseline: str = "", order: Iterable[st
     return sorted(rows, key=lambda r: (order.get(r["label"], 99), r["width"]))
 
 
+ADAPTER_CODE_KEY = "adapter code"
+
+
 @section
 def provenance_section(page: Page) -> PageSection:
     """Versions, devices, dates, the grid's settings, and everything missing."""
@@ -327,7 +336,7 @@ def provenance_section(page: Page) -> PageSection:
 def provenance(files: GridFiles) -> dict[str, Any]:
     """Versions, commits, devices, data settings, dates, and every missing run or evaluation."""
     meta_keys = ("tgbench", "torch", "numpy", "python", "platform", "device", "device_name", "git_sha")
-    seen: dict[str, dict[str, int]] = {k: {} for k in meta_keys}
+    seen: dict[str, dict[str, int]] = {k: {} for k in (*meta_keys, ADAPTER_CODE_KEY)}
     done_dates, eval_dates = [], []
     missing_eval, failures = [], []
     for name, run in files.runs.items():
@@ -338,6 +347,11 @@ def provenance(files: GridFiles) -> dict[str, Any]:
         for key in meta_keys:
             value = str(meta.get(key, "missing"))
             seen[key][value] = seen[key].get(value, 0) + 1
+        code = meta.get("adapter_code")
+        # which code trained each model: a plug-in edited between runs shows as two hashes
+        value = (f"{code.get('class', '?')} ({Path(str(code.get('file', ''))).name}, {code.get('origin', '?')}) "
+                 f"sha256 {str(code.get('sha256', ''))[:12]}" if isinstance(code, dict) else "missing")
+        seen[ADAPTER_CODE_KEY][value] = seen[ADAPTER_CODE_KEY].get(value, 0) + 1
         if run.done:
             done_dates.append((run.path / "DONE").read_text(encoding="utf-8").strip())
             for task in files.tasks:

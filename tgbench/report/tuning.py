@@ -68,6 +68,33 @@ def tuning_section(grid_dir: Path, palette: dict[str, str]) -> dict[str, Any] | 
             "max_extensions": tune.get("max_extensions"), "n_extensions": len(data.get("extensions", []))}
 
 
+def comparison_tuning(comparison_dir: Path, palette: dict[str, str]) -> list[dict[str, Any]]:
+    """Each pooled grid's own Tuning section, for a comparison directory (`tgbench compare`; [] for a grid).
+
+    Returns:
+        [{"name": grid name, "tuning": its `tuning_section` or None, "caveat": why untuned}], in compare.toml order.
+    """
+    import tomllib
+
+    meta_path = Path(comparison_dir) / "compare.toml"
+    if not meta_path.is_file():
+        return []
+    meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
+    out = []
+    for grid in meta.get("grids", []):
+        name, path = str(grid.get("name", "")), Path(str(grid.get("path", "")))
+        # a --by-grid comparison colours gru@A; the grid's own tune.json says gru
+        colours = {**palette, **{k.removesuffix(f"@{name}"): v for k, v in palette.items() if k.endswith(f"@{name}")}}
+        tuning = tuning_section(path, colours) if (path / TUNE_FILE).is_file() else None
+        caveat = ""
+        if tuning is None and (path / "results.csv").is_file():
+            import pandas as pd
+
+            caveat = tuning_caveat(pd.read_csv(path / "results.csv"))
+        out.append({"name": name, "tuning": tuning, "caveat": caveat})
+    return out
+
+
 def tuning_caveat(frame) -> str:
     """The caveat beside the verdict of a grid whose runs were not trained at tuned LRs ('' when they were).
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from tgbench.core.errors import UserError
+from tgbench.core.files import read_json
 from tgbench.plan.config import read_grid_file
 from tgbench.plan.expand import grid_variants
 from tgbench.report.task_sections import axis_cells
@@ -60,7 +61,7 @@ def flat_config(run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def load_results(grid_dir: str | Path, *, configs: bool = True) -> pd.DataFrame:
+def load_results(grid_dir: str | Path, *, configs: bool = True, documents: bool = False) -> pd.DataFrame:
     """A grid's results table: one row per run, as results.csv and the report have it, plus each run's settings.
 
     Columns: everything results.csv holds (run_id, label, adapter, variant, width, layers, n_params, tokens,
@@ -74,6 +75,11 @@ def load_results(grid_dir: str | Path, *, configs: bool = True) -> pd.DataFrame:
     Args:
         grid_dir: A grid directory (of `tgbench train-grid`, or of `tgbench report A B`).
         configs: Add the flattened config columns (read from every run directory).
+        documents: One row per (run, test document) instead of per run: the run's columns plus ``doc_id``,
+            ``doc_lexical_nll`` (the document's summed lexical NLL, nats), ``doc_tokens``, ``doc_sentences``
+            and ``doc_lexical_loss`` (NLL per token), from each run's eval/ppl.json (``by_document``; runs
+            evaluated before it was written have no rows: ``tgbench eval --force`` rewrites them). Documents are
+            in test-split order, the same for every run of one corpus: pair them by ``doc_id``.
 
     Returns:
         The table; empty (with its columns) for a grid without runs.
@@ -93,16 +99,38 @@ def load_results(grid_dir: str | Path, *, configs: bool = True) -> pd.DataFrame:
     frame["on_data_axis"] = done & (frame["width"] == data_group[0]) & (frame["layers"] == data_group[1]) \
         if data_group else False
     frame["on_param_axis"] = done & (frame["tokens"] == param_tokens) if param_tokens is not None else False
+    paths = _run_paths(frame, grid_dir) if configs or documents else []
     if configs:
-        run_paths = {d.name: d for d in list_runs(grid_dir)}
-        sources = frame["source_dir"] if "source_dir" in frame.columns else [None] * len(frame)
-        rows = []
-        for run_id, source in zip(frame["run_id"], sources, strict=True):
-            path = Path(source) if isinstance(source, str) and source else run_paths.get(str(run_id))
-            rows.append(flat_config(path) if path is not None else {})
+        rows = [flat_config(path) if path is not None else {} for path in paths]
         settings = pd.DataFrame(rows, index=frame.index)
         frame = pd.concat([frame, settings[sorted(settings.columns)]], axis=1)
+    if documents:
+        frame = frame.merge(_document_rows(frame["run_id"], paths), on="run_id", how="inner")
     return frame
+
+
+def _run_paths(frame: pd.DataFrame, grid_dir: Path) -> list[Path | None]:
+    """Each row's run directory (a comparison's rows name theirs in ``source_dir``); None when it is gone."""
+    run_paths = {d.name: d for d in list_runs(grid_dir)}
+    sources = frame["source_dir"] if "source_dir" in frame.columns else [None] * len(frame)
+    return [Path(source) if isinstance(source, str) and source else run_paths.get(str(run_id))
+            for run_id, source in zip(frame["run_id"], sources, strict=True)]
+
+
+DOCUMENT_COLUMNS = ["run_id", "doc_id", "doc_lexical_nll", "doc_tokens", "doc_sentences", "doc_lexical_loss"]
+
+
+def _document_rows(run_ids: Sequence[Any], paths: Sequence[Path | None]) -> pd.DataFrame:
+    """run_id and each test document's figures, from the runs' eval/ppl.json ``by_document``."""
+    rows = []
+    for run_id, path in zip(run_ids, paths, strict=True):
+        data = read_json(path / "eval" / "ppl.json") if path is not None else {}
+        for doc in data.get("by_document") or []:
+            tokens = int(doc.get("tokens") or 0)
+            nll = float(doc.get("lexical_nll", math.nan))
+            rows.append([run_id, int(doc.get("doc_id", len(rows))), nll, tokens, int(doc.get("sentences") or 0),
+                         nll / tokens if tokens else math.nan])
+    return pd.DataFrame(rows, columns=DOCUMENT_COLUMNS)
 
 
 class Fits(dict):

@@ -9,6 +9,12 @@ Per run, from its metrics.jsonl (``curve_flags``):
 - ``diverged``: a non-finite training or validation loss, or a validation loss above its running minimum by
   more than ``DIVERGENCE_MARGIN`` nats.
 
+Per run, from its summary.json (``tgbench.training.advice.undertraining_flags``, the tests behind the warnings
+of a single `tgbench train`):
+
+- ``few-steps``: fewer than ``advice.FEW_STEPS`` optimiser steps.
+- ``near-unigram``: best validation PPL above ``advice.NEAR_UNIGRAM`` x the corpus's unigram PPL.
+
 Per run, against the other runs of the results table (``table_flags``):
 
 - ``cell-outlier``: the run's loss deviates from the median of its cell (same label, width, layers, budget)
@@ -37,7 +43,7 @@ DIVERGENCE_MARGIN = 0.1  # nats above the running minimum of the validation loss
 CELL_OUTLIER_K = 4.0
 CELL_OUTLIER_MIN = 0.02  # nats
 MAD_TO_SD = 1.4826
-FLAG_ORDER = ("diverged", "spike", "cell-outlier")
+FLAG_ORDER = ("diverged", "near-unigram", "few-steps", "spike", "cell-outlier")
 RETIRED = ("cook",)  # flags earlier versions wrote into results.csv and no longer mean anything
 
 

@@ -44,6 +44,7 @@ from tgbench.results.columns import (
 )
 from tgbench.results.flags import curve_flags, join_flags, split_flags, table_flags
 from tgbench.task import metric_schema, metric_values
+from tgbench.training.advice import undertraining_flags
 from tgbench.training.rundir import RunDir, list_runs
 
 
@@ -117,7 +118,7 @@ def collect_row(run_dir: Path, variant: str | None = None) -> dict[str, Any]:
         # grids set both seeds per (budget, replicate); a run that leaves them to `seed` shares it across budgets
         "seed_scheme": (SCHEME_PER_BUDGET if config.train.data_seed >= 0 and config.train.init_seed >= 0
                         else SCHEME_SHARED),
-        "flags": join_flags(curve_flags(run.read_metrics())),
+        "flags": join_flags(curve_flags(run.read_metrics()), undertraining_flags(summary or {})),
     }
     for task in task_order(evals):
         for metric, value in evals[task].items():

@@ -43,6 +43,43 @@ FEW_STEPS = 100  # below this many optimiser steps a run is warned about (it bar
 NEAR_UNIGRAM = 0.8  # a validation PPL above this fraction of the unigram PPL is warned about
 
 
+def undertraining_flags(summary: dict) -> list[str]:
+    """The flags of a finished run that trained too little, from its summary.json: ``few-steps`` (fewer than
+    ``FEW_STEPS`` optimiser steps) and ``near-unigram`` (best validation PPL above ``NEAR_UNIGRAM`` x the
+    corpus's unigram PPL). The same tests as the warnings of `warn_if_few_steps` and `warn_if_untrained`.
+
+    Args:
+        summary: A run's summary.json (``steps``, ``best_val_ppl``, ``unigram_val_ppl``; missing ones pass).
+
+    Returns:
+        The flags, in that order ([] for a run that trained enough, or whose summary lacks the figures).
+    """
+    flags = []
+    steps = summary.get("steps")
+    if isinstance(steps, int | float) and steps < FEW_STEPS:
+        flags.append("few-steps")
+    ppl, unigram = summary.get("best_val_ppl"), summary.get("unigram_val_ppl")
+    if isinstance(ppl, int | float) and isinstance(unigram, int | float) and math.isfinite(unigram) \
+            and ppl >= NEAR_UNIGRAM * unigram:
+        flags.append("near-unigram")
+    return flags
+
+
+def undertraining_note(run_id: str, summary: dict) -> str | None:
+    """One line for a grid's log naming what an undertrained run lacked, and the grid settings that fix it."""
+    flags = undertraining_flags(summary)
+    if not flags:
+        return None
+    parts = []
+    if "few-steps" in flags:
+        parts.append(f"only {summary['steps']} optimizer steps (under ~{FEW_STEPS} a model barely learns)")
+    if "near-unigram" in flags:
+        parts.append(f"validation PPL {summary['best_val_ppl']:.0f} is near (or above) the unigram PPL "
+                     f"{summary['unigram_val_ppl']:.0f}")
+    return (f"run {run_id} is undertrained: {'; '.join(parts)}; flagged {', '.join(flags)} in results.csv "
+            "(fix: lower train.batch_tokens, raise the budgets or train.epochs, or tune the LR with tgbench tune)")
+
+
 def warn_if_few_steps(total_steps: int, tc) -> bool:
     """Warn when a run has too few optimiser steps to learn (a bare `tgbench train --tokens 50000`: 13)."""
     if total_steps >= FEW_STEPS:

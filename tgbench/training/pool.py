@@ -43,9 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 
 from tgbench.core.errors import Interrupted, UserError
+from tgbench.core.files import read_json
 from tgbench.data import load_corpus
+from tgbench.training.advice import undertraining_note
 from tgbench.training.current import needs_training
 from tgbench.training.trainer import train_spec
 from tgbench.training.workers import WORKER_LOG, _worker_main
@@ -222,6 +225,7 @@ class _Worker:
     spec: RunSpec | None = None  # the run it trains now
     status: str | None = None
     error: tuple[str, str, str | None] | None = None  # (kind, message, fix)
+    ready: bool = False  # past its start-up (imports), with its SIGINT handler: a forwarded signal reaches it
 
 
 
@@ -294,7 +298,14 @@ class _Pool:
         inbox = self.context.Queue()
         process = self.context.Process(target=_worker_main, name=f"tgbench-worker-{slot.index}",
                                        args=(slot.index, str(self.out), env, inbox, self.messages, os.getpid()))
-        process.start()
+        # the child inherits an ignored SIGINT (Python then installs no KeyboardInterrupt handler), so a Ctrl-C
+        # during its start-up is the parent's alone; `_worker_main` restores it and says "ready"
+        previous = _ignore_sigint()
+        try:
+            process.start()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         worker = _Worker(slot, process, inbox)
         self.workers[slot.index] = worker
         return worker
@@ -317,6 +328,12 @@ class _Pool:
         worker = self.workers.get(slot_index)
         if kind == "log":
             self.board.update(run_id, payload)
+            return
+        if kind == "ready":
+            if worker is not None:
+                worker.ready = True
+                if self.signals and worker.spec is not None:  # it ignored the signal while starting up
+                    self._forward(worker, self.signals[0])
             return
         if worker is None or worker.spec is None or worker.spec.run_id != run_id:
             return
@@ -351,7 +368,12 @@ class _Pool:
                  f"see {self.out / run_id / WORKER_LOG}; the grid goes on")
         elif status == "failed":
             reason = _read(self.out / run_id / "FAILED") or f"see {self.out / run_id / WORKER_LOG}"
-            _say(f"[bold red]run {run_id} failed:[/bold red] {reason}; the grid goes on")
+            _say(f"[bold red]run {run_id} failed:[/bold red] {escape(reason)}; the grid goes on")
+        elif status == "done":  # the worker warned in its log; the grid's own log says it too
+            summary_path = self.out / run_id / "summary.json"
+            note = undertraining_note(run_id, read_json(summary_path)) if summary_path.exists() else None
+            if note is not None:
+                _say(f"[yellow]warning:[/yellow] {escape(note)}")
         worker.spec = None
         self.statuses[run_id] = status
         self.board.finish(run_id, status)
@@ -359,12 +381,17 @@ class _Pool:
     def _on_signal(self, signum: int, forward_only: bool = False) -> None:
         if not forward_only:
             self.signals.append(signum)
-        for worker in self.busy:  # idle workers are told to exit in _close
-            if worker.process.pid is not None and worker.process.exitcode is None:
-                try:
-                    os.kill(worker.process.pid, signum)
-                except ProcessLookupError:
-                    pass
+        for worker in self.busy:  # idle workers are told to exit in _close; starting ones when "ready"
+            if worker.ready:
+                self._forward(worker, signum)
+
+    @staticmethod
+    def _forward(worker: _Worker, signum: int) -> None:
+        if worker.process.pid is not None and worker.process.exitcode is None:
+            try:
+                os.kill(worker.process.pid, signum)
+            except ProcessLookupError:
+                pass
 
     def _close(self) -> None:
         """Tell every worker to exit and wait for it (a worker still training is interrupted first)."""
@@ -403,6 +430,14 @@ class _ForwardSignals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
 
+
+
+def _ignore_sigint():
+    """Ignore SIGINT (in the main thread); returns the previous handler to restore, None when not allowed."""
+    try:
+        return signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        return None
 
 
 def _read(path: Path) -> str:

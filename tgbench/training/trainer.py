@@ -29,6 +29,7 @@ import functools
 import math
 import signal
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 
 from tgbench.adapter import Adapter, Batch, Document, Vocab
 from tgbench.core.console import progress_bar
@@ -50,7 +52,7 @@ from tgbench.core.devices import (
     resolve_device,
     synchronize,
 )
-from tgbench.core.errors import Interrupted, TrainingFailed, UserError
+from tgbench.core.errors import Interrupted, TrainingFailed, UserError, plugin_error_message
 from tgbench.core.files import read_json, write_json
 from tgbench.data import load_corpus
 from tgbench.plan.compute import training_flops
@@ -58,7 +60,13 @@ from tgbench.plan.config import RunConfig
 from tgbench.plan.expand import RunSpec
 from tgbench.plan.steps import batch_rng, epoch_documents, epoch_steps
 from tgbench.registry import adapter_code, build_adapter, resolved
-from tgbench.training.advice import unigram_loss, warn_if_few_steps, warn_if_large, warn_if_untrained
+from tgbench.training.advice import (
+    undertraining_note,
+    unigram_loss,
+    warn_if_few_steps,
+    warn_if_large,
+    warn_if_untrained,
+)
 from tgbench.training.allocator import cpu_usage, usage_since
 from tgbench.training.checkpoints import Checkpoint, latest_good_checkpoint, save_checkpoint
 from tgbench.training.current import run_state
@@ -790,4 +798,17 @@ def train_spec(spec: RunSpec, grid_dir: Path, corpus=None, progress: bool = True
     except TrainingFailed as err:
         console.print(f"[bold red]run {spec.run_id} failed:[/bold red] {err}; the grid goes on")
         return "failed"
+    except Exception as err:
+        # a plug-in's bug fails its own run only: the grid's other runs (other models) still train
+        message = plugin_error_message(err)
+        if message is None:
+            raise
+        traceback.print_exc()  # into the worker's log (or the terminal): the plug-in's author needs the frames
+        run_dir.mark("FAILED", message + "\n")
+        console.print(f"[bold red]run {spec.run_id} failed:[/bold red] {escape(message)}; the grid goes on",
+                      soft_wrap=True)
+        return "failed"
+    note = undertraining_note(spec.run_id, result.summary) if result.status == "done" else None
+    if note is not None:  # a grid's runs get the warning a single `tgbench train` prints, as one line each
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}", soft_wrap=True)
     return result.status

@@ -35,6 +35,10 @@ def spec_from_dict(raw: dict[str, Any]):
 def _worker_main(slot_index: int, out: str, env: dict[str, str], inbox, messages, parent_pid: int) -> None:
     """A worker: trains the runs from `inbox` one by one, each run's output in `<run>/worker.log`."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent, which forwards it exactly once
+    # the parent started this process with SIGINT ignored (a Ctrl-C during its imports must not print a
+    # KeyboardInterrupt traceback per worker); from here on a forwarded SIGINT stops it as usual
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    messages.put(("ready", slot_index, "", None))  # the parent forwards a signal that arrived before now
     os.environ.update(env)  # before anything touches CUDA or starts a thread pool
     from tgbench.training.allocator import keep_freed_memory
 
@@ -43,11 +47,11 @@ def _worker_main(slot_index: int, out: str, env: dict[str, str], inbox, messages
     while True:
         try:
             blob = inbox.get()
-        except KeyboardInterrupt:
+            if blob is None:
+                break
+            spec = spec_from_dict(blob)  # its imports may meet a forwarded Ctrl-C too
+        except KeyboardInterrupt:  # stopped between runs: the parent counts the run it sent as interrupted
             break
-        if blob is None:
-            break
-        spec = spec_from_dict(blob)
         status, error = _train_one(spec, Path(out), env, corpora, messages, slot_index, parent_pid)
         if error is not None:
             messages.put(("error", slot_index, spec.run_id, error))
