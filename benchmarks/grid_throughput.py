@@ -100,7 +100,7 @@ def trainer_vs_benchmark(samples: list[dict[str, Any]], quick: bool) -> dict[str
     """The jobs1 runs' own median tokens/s (summary.json, `tgbench train-grid` at every core) against the
     training-throughput benchmark's step at the same preset (`demo`: its sizes and batch tokens), same threads.
 
-    Item 4 of issue 38: the two agree within 10% when the benchmark measures what the trainer runs.
+    The two should agree within 10% when the benchmark measures what the trainer runs.
     """
     import torch
 

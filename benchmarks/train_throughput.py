@@ -205,7 +205,7 @@ def main(quick: bool = False, device: str = "auto", repeats: int = 0, steps: int
         **{f"flops_fraction_{name.replace('-', '_')}": flops[name] / peak for name in CONTENDERS},
         **{f"flops_per_s_{name.replace('-', '_')}": flops[name] for name in CONTENDERS},
         **{f"flops_per_token_{name.replace('-', '_')}": flops[name] / tps[name] for name in CONTENDERS},
-        # Item 2 of issue 38: TG's achieved FLOP/s against GPT-2's, and what bounds its tokens/s ratio
+        # TG's achieved FLOP/s against GPT-2's, and what bounds its tokens/s ratio
         "ratio_tg_vs_gpt2_flops_per_s": flops["tg"] / flops["gpt2"],
         "ratio_tg_vs_gpt2_flops_per_token": flops["tg"] / tps["tg"] / (flops["gpt2"] / tps["gpt2"]),
         "malloc": allocator_mode(),

@@ -133,7 +133,7 @@ def test_the_report_treats_the_reference_as_the_reference(grid):
     assert "Paper: Thought Gestalt vs GPT-2" not in html and "class=\"paper\"" not in verdict  # TG-only pieces
     assert 'id="ablations"' not in html  # no variants of the reference
     assert "Multipliers (lstm over gpt2)" in section(html, "scaling")
-    assert "tokens/s vs gpt2" in section(html, "throughput")
+    assert "tokens/s relative to gpt2 (the first baseline)" in section(html, "throughput")
     runs = section(html, "runs")
     assert runs.index(">lstm<") < runs.index(">gpt2<")  # the reference's runs first
     # the reference takes the first colour in every plot, gpt2 the second

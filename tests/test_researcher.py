@@ -1,4 +1,4 @@
-"""What a researcher comparing their own architecture hit (issue 36), each checked through the CLI where the
+"""What a researcher comparing their own architecture hit, each checked through the CLI where the
 CLI is involved: a plug-in's exception fails its own run only, undertrained grid runs are flagged, ...
 
 The grids are tiny (one width, one budget, GPT-2 at width 16) on a plain-text corpus written into tmp_path

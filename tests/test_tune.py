@@ -354,11 +354,12 @@ def test_the_report_shows_each_seed_the_extensions_and_the_excluded_lrs(tmp_path
 
 
 def test_an_old_tune_json_with_one_seed_and_none_of_the_new_keys_still_renders(tmp_path):
-    """The committed cpu-peers sweep: one seed per LR, written before seeds were flagged and sweeps extended."""
+    """The cpu-peers sweep committed before this round (kept as a fixture): one seed per LR, written before seeds
+    were flagged and sweeps extended."""
     import shutil
     from pathlib import Path
 
-    old = Path(__file__).parents[1] / "reports" / "cpu-peers" / "tune.json"
+    old = Path(__file__).parent / "fixtures_old_cpu_peers_tune.json"
     data = json.loads(old.read_text())
     assert data["tune"]["seeds"] == [0] and "extensions" not in data and "losses" not in data["groups"][0]["curve"][0]
     shutil.copy(old, tmp_path / "tune.json")

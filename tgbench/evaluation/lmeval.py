@@ -323,7 +323,7 @@ class LMEvalTask(Task):
 
     def fingerprint(self, run_dir: Path) -> dict[str, str]:
         """sha256 of the task's YAML settings and of every local data file they name (`dataset_kwargs.
-        data_files`): editing a user's task file, or the items of its data, changes it (issue 36)."""
+        data_files`): editing a user's task file, or the items of its data, changes it."""
         import hashlib
 
         config = self._config()

@@ -30,7 +30,7 @@ import pandas as pd
 
 from tgbench.core.errors import UserError
 from tgbench.core.files import write_text
-from tgbench.plan.comparison import label_of
+from tgbench.plan.comparison import grid_comparison, label_of
 from tgbench.plan.config import GRID_FILE, to_toml
 from tgbench.report.files import load_grid_files
 from tgbench.results.columns import RESULT_COLUMNS
@@ -183,8 +183,6 @@ def combined_grid(grids: Sequence[dict[str, Any]], names: Sequence[str], dirs: S
 def comparison_pairs_by_grid(grid: dict[str, Any], pooled: pd.DataFrame, names: Sequence[str]) -> list[tuple[str, str]]:
     """The pairs of a --by-grid comparison: the combined grid's own (the first grid's reference against its
     baselines), then every label against itself in each later grid (``gru@A`` vs ``gru@B``)."""
-    from tgbench.plan.comparison import grid_comparison
-
     labels = [str(x) for x in dict.fromkeys(pooled["label"])]
     pairs = list(grid_comparison(grid, labels).pairs)
     first = names[0]
