@@ -65,11 +65,28 @@ def test_cli_prints_the_options_and_rejects_an_unknown_adapter(monkeypatch, caps
     monkeypatch.setenv("COLUMNS", "200")
     code, output = run_main(["adapters", "--options", "tg"], monkeypatch, capsys)
     assert code == 0, output
+    # not a terminal here: one option per line, whole
     row = next(line for line in output.splitlines() if line.strip().startswith("memory_slots "))
-    assert row.split()[:3] == ["memory_slots", "int", "40"] and "M, FIFO capacity" in row
+    assert row.strip().startswith("memory_slots (int, default 40): ") and "M, FIFO capacity" in row
     assert "options of tg (TGConfig)" in output
     code, output = run_main(["adapters", "--options", "tgg"], monkeypatch, capsys)
     assert code == 2 and "unknown adapter 'tgg'" in output and "did you mean 'tg'" in output
+
+
+def test_piped_options_are_one_line_each_and_never_wrapped_into_a_narrow_column():
+    """A pipe gives rich 80 columns; the table used to squeeze the help into 20 of them."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run([sys.executable, "-m", "tgbench.cli", "adapters", "--options", "tg"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for option in config_options(get_adapter_class("tg").config_class):
+        (line,) = [x for x in lines if x.startswith(f"  {option.name} (")]
+        assert line.endswith(option.help), line  # the whole help, on the option's own line
 
 
 def test_train_flags_come_from_the_config_fields_and_help_prints_brackets_literally():

@@ -333,3 +333,47 @@ def test_the_report_names_its_throughput_baseline_adapter_code_and_a_small_test_
     assert "Warning: the test split is small" in html
     context = html[html.index("What each model can see"):]
     assert ">none<" not in context[:context.index("</table>")]
+
+
+# -- 8. the CLI's wording ------------------------------------------------------------------------------
+def test_dry_run_time_counts_each_runs_fixed_cost(ws):
+    """6ND alone said "~1 s" for tiny runs that took about 50 s each; every run now costs its overhead too."""
+    from tgbench.plan.compute import RUN_OVERHEAD_SECONDS
+
+    path = ws.root / "dry.toml"
+    path.write_text(to_toml(grid_raw(ws, "dry", [{"adapter": "gpt2", "options": {"context": 32}}])), encoding="utf-8")
+    done = cli(ws, "train-grid", str(path), "--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if "gpt2-w16-l1-D800-s0" in line]
+    assert rows and all(" 0 s" not in row for row in rows), done.stdout
+    assert squash(f"plus ~{RUN_OVERHEAD_SECONDS:.0f} s per run for start-up") in squash(done.stdout)
+
+
+def test_data_stats_prints_the_cache_key_on_its_own_line(ws):
+    done = cli(ws, "data", "stats", str(ws.data.corpus), "--tokenizer", "bpe-300", "--splitter", "blingfire")
+    assert done.returncode == 0, done.stdout + done.stderr
+    import re
+
+    keys = [line for line in done.stdout.splitlines() if "cache key" in line]
+    assert len(keys) == 1 and re.fullmatch(r"cache key: [0-9a-f]{16}", keys[0]), keys
+
+
+def test_an_lm_eval_task_outside_a_git_repository_prints_no_git_error(ws, raising_grid):
+    _, out, (_, gpt2_id) = raising_grid
+    where = ws.root / "lm-eval-quiet"  # under tmp: no git repository above it
+    where.mkdir()
+    task = rolling_task(where, ["the cat sat on the mat .", "a dog ran in the park ."])
+    done = cli(ws, "eval", "--run", str(out / gpt2_id), "--task", str(task), cwd=where)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not a git repository" not in done.stdout + done.stderr
+
+
+def test_the_multiplier_line_says_in_words_what_the_ratio_is():
+    import json
+
+    from tgbench.tasks.stats.fits import summary_lines
+
+    fits = json.loads((HERE.parent / "reports" / "cpu-peers" / "fits.json").read_text())
+    lines = [line for line in summary_lines(fits) if line.startswith("m_D gpt2 over tg")]
+    assert lines and all("the training tokens gpt2 needs to reach tg's loss, as a multiple of tg's at tg's D" in line
+                         and "(above 1: tg needs less)" in line and "D = 80,000: " in line for line in lines), lines

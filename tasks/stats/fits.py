@@ -462,6 +462,8 @@ def summary_lines(fits: Mapping) -> list[str]:
         points = None
     for axis, by_a in (fits.get("multipliers") or {}).items():
         name = {"data": "m_D", "params": "m_N", "compute": "k_C"}[axis]
+        what, at = {"data": ("training tokens", "D"), "params": ("non-embedding parameters", "N"),
+                    "compute": ("training FLOPs", "C")}[axis]
         for a, by_b in by_a.items():
             for b, groups in by_b.items():
                 for group, forms in groups.items():
@@ -472,13 +474,16 @@ def summary_lines(fits: Mapping) -> list[str]:
                         shown = []
                         for p in mult.get("points", []):
                             if p.get("value") is None:
-                                shown.append(f"x = {p['x']:,.0f}: {p.get('status')}")
+                                shown.append(f"{at} = {p['x']:,.0f}: {p.get('status')}")
                                 continue
                             ci = (f" [{p['ci_low']:.2f}, {p['ci_high']:.2f}]" if p.get("ci_low") is not None
                                   else "")
                             extra = " (extrapolated)" if p.get("extrapolated") else ""
-                            shown.append(f"x = {p['x']:,.0f}: {p['value']:.2f}{ci}{extra}")
-                        lines.append(f"{name} {b} over {a} ({group}, {kind}): " + "; ".join(shown))
+                            shown.append(f"{at} = {p['x']:,.0f}: {p['value']:.2f}{ci}{extra}")
+                        # in words, as the report's card: what the number is a ratio of, and which way is whose
+                        lines.append(f"{name} {b} over {a} ({group}, {kind}): the {what} {b} needs to reach {a}'s "
+                                     f"loss, as a multiple of {a}'s at {a}'s {at} (above 1: {a} needs less): "
+                                     + "; ".join(shown))
     # what equal width means in N, beside m_N, for every pair compared along N (with or without an m_N)
     along_n = {(v["a"], v["b"]) for v in ((fits.get("by_axis") or {}).get("params") or {}).get("verdicts", [])}
     along_n |= {(a, b) for a, by_b in ((fits.get("multipliers") or {}).get("params") or {}).items() for b in by_b}

@@ -57,7 +57,8 @@ def data_stats_command(
                      f"{tg.memory_slots * mean_sentence_tokens(corpus):,.0f} tokens of this corpus) and trains on "
                      f"streams of {tg.stream_start}")
     print_table(shape, console)
-    console.print(f"cache key {corpus.key}")
+    # its own line, after whatever a progress bar left on the terminal, with a separator a script can split on
+    console.print(f"\ncache key: {corpus.key}", soft_wrap=True)
 
 
 def adapters_command(
@@ -93,16 +94,29 @@ def _adapter_options(name: str) -> None:
     found = config_options(config_class)
     title = f"options of {cls.name or name} ({getattr(config_class, '__name__', '?')})"
 
-    # Names, types and defaults are never cut; the help column wraps to what the terminal (or 80 columns) leaves.
+    defaults = ['""' if option.default == "" else repr(option.default) if isinstance(option.default, str)
+                else str(option.default).lower() if isinstance(option.default, bool) else str(option.default)
+                for option in found]
+    if not console.is_terminal:
+        # Piped or redirected: one option per line, never wrapped (a table squeezed into 80 columns left its help
+        # a 20-character column), so grep and less read it whole.
+        console.print(title, soft_wrap=True)
+        for option, default in zip(found, defaults, strict=True):
+            console.print(f"  {escape(option.name)} ({escape(option.type)}, default {escape(default)}): "
+                          f"{escape(option.help)}", soft_wrap=True, highlight=False)
+        console.print("set with --set NAME=VALUE or a grid's options = {NAME = VALUE}", soft_wrap=True)
+        if not found:
+            console.print(f"adapter '{name}' declares no config dataclass: its options are its constructor's "
+                          "keywords", soft_wrap=True)
+        return
+    # Names, types and defaults are never cut; the help column wraps to what the terminal leaves.
     table = Table(title=title, caption="set with --set NAME=VALUE or a grid's options = {NAME = VALUE}",
                   box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left")
     table.add_column("option", no_wrap=True)
     table.add_column("type", no_wrap=True)
     table.add_column("default", no_wrap=True)
     table.add_column("help", overflow="fold", ratio=1)
-    for option in found:
-        default = '""' if option.default == "" else repr(option.default) if isinstance(option.default, str) \
-            else str(option.default).lower() if isinstance(option.default, bool) else str(option.default)
+    for option, default in zip(found, defaults, strict=True):
         table.add_row(option.name, escape(option.type), escape(default), escape(option.help))
     console.print(table)
     if not found:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -228,6 +229,30 @@ def dataset_errors(task: str):
         ) from err
 
 
+def git_describe() -> str | None:
+    """`git describe --always` in the working directory, or None outside a repository (stderr kept quiet)."""
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False)
+    except OSError:  # no git installed
+        return None
+    return done.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def quiet_git_hash():
+    """lm-eval records the working directory's git commit by running git with the terminal's stderr, so every
+    evaluation outside a repository printed "fatal: not a git repository"; it records the same value (None there)
+    through `git_describe` instead."""
+    import lm_eval.evaluator
+
+    original = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = git_describe
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = original
+
+
 def lm_eval_task(run, task: str, include_paths: Sequence[Path] = (), limit: int | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
                  bootstrap_iters: int = 100, log_samples: bool = False) -> dict[str, Any]:
@@ -245,7 +270,7 @@ def lm_eval_task(run, task: str, include_paths: Sequence[Path] = (), limit: int 
     manager, spec, _ = resolve_task(task, include_paths, metadata)
     lm = TGBenchLM(loaded=run, batch_size=batch_size, progress=progress)
     # No reseeding: the model is already built; the tasks here are deterministic.
-    with dataset_errors(task):
+    with dataset_errors(task), quiet_git_hash():
         return simple_evaluate(model=lm, tasks=[spec], task_manager=manager, limit=limit,
                                bootstrap_iters=bootstrap_iters, log_samples=log_samples, random_seed=None,
                                numpy_random_seed=None, torch_random_seed=None, fewshot_random_seed=None)

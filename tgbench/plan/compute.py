@@ -5,7 +5,8 @@ trainer's warning about a run too large for a CPU (`tgbench.training.advice`) bo
 
 The estimate is 6 N D FLOPs with N counting every parameter, embeddings included (the tied output layer costs as
 much as any matrix); attention is left out. The CPU rate is `CPU_FLOPS_PER_CORE`, measured on this project's
-development machine.
+development machine, and every run adds `RUN_OVERHEAD_SECONDS` (start-up, validations, checkpoints, the final
+evaluation), which is most of a small run's time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from tgbench.registry import build_adapter
 # Training speed on CPU in 6 N D FLOP/s per core (N with embeddings): the demo grid's runs measured 6.3k-8.3k
 # lexical tokens/s at N = 1.87M on 2 cores (an earlier demo report), i.e. 35-46 GFLOP/s per core; the lower end.
 CPU_FLOPS_PER_CORE = 35e9
+# A run's cost beyond its training FLOPs: process and data start-up, periodic validation and checkpoints, the test
+# evaluation. The committed cpu-peers grid (72 runs of 80-314 steps, 2 jobs on 2 cores) fits training seconds =
+# 22.6 s per TFLOP + 19.9 s; a researcher's runs of 16-80 steps took about 50 s each where 6ND alone said 1 s.
+RUN_OVERHEAD_SECONDS = 20.0
 
 
 def training_flops(n_params_total: int, tokens: int) -> float:
@@ -34,6 +39,11 @@ def training_flops(n_params_total: int, tokens: int) -> float:
 def cpu_seconds(flops: float, threads: int | None = None) -> float:
     """Estimated wall time of `flops` training FLOPs on this machine's CPU (`CPU_FLOPS_PER_CORE` per thread)."""
     return flops / (CPU_FLOPS_PER_CORE * (threads or torch.get_num_threads()))
+
+
+def run_seconds(flops: float, threads: int | None = None) -> float:
+    """Estimated wall time of one run: its training FLOPs (`cpu_seconds`) plus `RUN_OVERHEAD_SECONDS`."""
+    return cpu_seconds(flops, threads) + RUN_OVERHEAD_SECONDS
 
 
 def parameter_counts(spec: RunSpec) -> tuple[int, int]:
@@ -71,7 +81,7 @@ def dry_run_table(grid: GridConfig) -> list[dict[str, Any]]:
                      "layers": spec.layers, "heads": spec.heads, "n_params": n, "tokens": spec.tokens,
                      "seed": spec.seed, "epochs": epochs, "lr": "tuned" if tuned else f"{spec.config.train.lr:.3g}",
                      "pflops": 6 * n * spec.tokens * epochs / 1e15, "total_params": total, "flops": flops,
-                     "cpu_seconds": cpu_seconds(flops)})
+                     "cpu_seconds": run_seconds(flops)})
     return rows
 
 
@@ -82,9 +92,10 @@ def dry_run_summary(rows: list[dict[str, Any]]) -> str:
     tuning = sum(r["flops"] for r in sweep)
     return (f"total compute ~{fmt_flops(total)} (6 N D, N with embeddings, attention ignored)"
             + (f", of which the tuning sweep ~{fmt_flops(tuning)} ({tuning / total:.0%})" if sweep else "")
-            + f"; on this machine's CPU ~{fmt_duration(sum(r['cpu_seconds'] for r in rows))} of training one run "
-            f"at a time, at {CPU_FLOPS_PER_CORE / 1e9:.0f} GFLOP/s per thread x {torch.get_num_threads()} threads "
-            "(evaluation not included)")
+            + f"; on this machine's CPU ~{fmt_duration(sum(r['cpu_seconds'] for r in rows))} one run at a time: "
+            f"the compute at {CPU_FLOPS_PER_CORE / 1e9:.0f} GFLOP/s per thread x {torch.get_num_threads()} threads, "
+            f"plus ~{RUN_OVERHEAD_SECONDS:.0f} s per run for start-up, validations, checkpoints and the test "
+            "evaluation")
 
 
 def fmt_flops(flops: float) -> str:
