@@ -377,3 +377,15 @@ def test_the_multiplier_line_says_in_words_what_the_ratio_is():
     lines = [line for line in summary_lines(fits) if line.startswith("m_D gpt2 over tg")]
     assert lines and all("the training tokens gpt2 needs to reach tg's loss, as a multiple of tg's at tg's D" in line
                          and "(above 1: tg needs less)" in line and "D = 80,000: " in line for line in lines), lines
+
+
+def test_influence_is_named_once_per_pair_and_needs_no_private_abbreviation():
+    """The leave-one-out run list was printed twice and flagged '(cook)' unexplained: each pair now names its
+    flagged runs once, in words, and Cook's distance only spelled out (reports/cpu-peers is re-rendered from its
+    files by test_committed_reports, so its page is what `tgbench report` writes)."""
+    import re
+
+    html = (HERE.parent / "reports" / "cpu-peers" / "report.html").read_text()
+    flagged = re.findall(r"flagged runs, kept: ([^;<]+)", html)
+    assert flagged and len(flagged) == len(set(flagged))
+    assert "(cook)" not in html and "cook," not in html
