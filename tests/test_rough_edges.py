@@ -402,7 +402,7 @@ def test_smaller_rough_edges_through_the_cli(env):
     code, output = outcomes["dry-run"]
     flat = " ".join(output.split())
     assert code == 0 and "0.0000" not in output and "TFLOP" in flat, output
-    assert re.search(r"on this machine's CPU ~\d+ (s|min|h) of training", flat), output
+    assert re.search(r"on this machine's CPU ~\d+ (s|min|h) one run at a time", flat), output
 
 
 def test_lm_eval_cli_uses_tgbench_batching_and_device_defaults(env, grid):
