@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from tgbench.cli.app import app
 
 REPORTS = Path(__file__).parents[1] / "reports"
-NAMES = ["demo", "cpu-study", "cpu-long", "cpu-peers"]
+NAMES = ["demo", "cpu-study", "cpu-long", "cpu-peers", "cpu-params"]
 INPUTS = ["results.csv", "tune.json"]
 
 

@@ -195,3 +195,14 @@ def test_missing_axes_waits_for_unfinished_runs_of_a_grid_with_both_axes():
     frame = size_table(np.random.default_rng(7), budgets=(BUDGET, 2 * BUDGET)).assign(status="running")
     assert missing_axes(frame) == {}
     assert missing_axes(frame.iloc[:0]) == {}
+
+
+def test_a_one_budget_size_grid_says_why_it_has_no_compute_verdict_or_k_c():
+    """The committed cpu-params page (re-rendered from its files by test_committed_reports): every size has one
+    budget, so there is no compute axis; the page says so instead of asking to rerun tgbench fit."""
+    from pathlib import Path
+
+    html = (Path(__file__).parents[1] / "reports" / "cpu-params" / "report.html").read_text()
+    assert "rerun tgbench fit" not in html
+    assert "a size trained at one budget has no range" in html
+    assert "fewer than 3 budgets at one size, so no compute axis to fit" in html

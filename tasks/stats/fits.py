@@ -75,7 +75,7 @@ from tgbench.tasks.stats.laws import (
     get_form,
 )
 from tgbench.tasks.stats.multipliers import interpolated_multiplier, kaplan_multiplier, lack_of_fit
-from tgbench.tasks.stats.paired import AUTO, AXES, DATA, auto_axis, seed_scheme, size_gap_sentence, size_gaps
+from tgbench.tasks.stats.paired import AUTO, AXES, COMPUTE, DATA, auto_axis, seed_scheme, size_gap_sentence, size_gaps
 from tgbench.tasks.stats.verdicts import grid_verdicts
 
 try:  # comes with scikit-learn (an lm-eval dependency); only used to keep BLAS single-threaded
@@ -210,7 +210,8 @@ def _verdicts_of_rows(results: pd.DataFrame, rows: pd.DataFrame, pairs: Sequence
     by_axis, notes = {}, []
     for name, spec in AXES.items():
         verdicts, power, axis_notes = grid_verdicts(rows, pairs, scheme, leave_one_out, with_power, flags, axis=spec)
-        if name == axis or verdicts:
+        if name == axis or verdicts or (name == COMPUTE.name and "train_flops" in rows.columns):
+            # an axis with no verdict keeps its notes when the runs measure it, so the report can say why
             by_axis[name] = {"verdicts": verdicts, "power": power, "notes": axis_notes}
             notes.extend(axis_notes if name == axis else [])
     chosen = by_axis[axis]

@@ -463,8 +463,9 @@ def grid_verdicts(rows: pd.DataFrame, pairs: Sequence[tuple[str, str]], scheme: 
         if out is None:
             why = {DATA.name: "no budget where both have a finished run of the same replicate (seed)",
                    SIZE.name: "no budget where both have finished runs of the same replicate at two or more widths",
-                   COMPUTE.name: "no run of the first inside the second's measured training compute of the same "
-                                 "replicate (or no train_flops in results.csv: runs from before FLOPs were counted)"}
+                   COMPUTE.name: "no run of the first inside the range of training compute the second was measured "
+                                 "over at the same size and replicate (a size trained at one budget has no range; "
+                                 "or no train_flops in results.csv: runs from before FLOPs were counted)"}
             notes.append(f"no verdict {axis.at} for {a} vs {b}: {why[axis.name]}")
             continue
         verdicts.append(out["verdict"])

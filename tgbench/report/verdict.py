@@ -123,6 +123,11 @@ def pair_verdict(files: GridFiles, a: str, b: str) -> dict[str, Any]:
     mults["compute"]["shown"] = bool(mults["compute"]["points"]) or _has_flops(files.results)
     for axis, m in mults.items():
         if axis == "compute":
+            # a model's compute axis is its budgets at one size: with fewer than 3 there is nothing to fit
+            if not m["points"] and m["shown"] and _axis_extent(files.results, "data", (a, b)) < 3:
+                m.update(status="not measured", note="this grid has fewer than 3 budgets at one size, so no "
+                                                     f"compute axis to fit; the {AXIS_PRESETS['data'][0]} preset "
+                                                     "measures it")
             continue
         if not m["points"] and _axis_extent(files.results, axis, (a, b)) < 3:
             what = "budgets at one size" if axis == "data" else "sizes at one budget"
