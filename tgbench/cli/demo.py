@@ -81,7 +81,7 @@ def _print_results(frame) -> None:
 def demo_command(
     out: Annotated[Path | None, typer.Option(help="Where the runs go (default: runs/<preset>).")] = None,
     preset: Annotated[str, typer.Option(help="The grid to run end to end: demo (12 min on 2 cores, measured), "
-                                             "cpu-study (~47 min, planned) or cpu-params (the N axis: 32 min, "
+                                             "cpu-study (29 min, measured) or cpu-params (the N axis: 32 min, "
                                              "measured), 2-seed tuning sweeps included; "
                                              "any preset works.",
                                         show_default=True)] = "demo",
