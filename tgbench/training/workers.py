@@ -35,24 +35,33 @@ def spec_from_dict(raw: dict[str, Any]):
 def _worker_main(slot_index: int, out: str, env: dict[str, str], inbox, messages, parent_pid: int) -> None:
     """A worker: trains the runs from `inbox` one by one, each run's output in `<run>/worker.log`."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent, which forwards it exactly once
-    # the parent started this process with SIGINT ignored (a Ctrl-C during its imports must not print a
-    # KeyboardInterrupt traceback per worker); from here on a forwarded SIGINT stops it as usual
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    messages.put(("ready", slot_index, "", None))  # the parent forwards a signal that arrived before now
     os.environ.update(env)  # before anything touches CUDA or starts a thread pool
     from tgbench.training.allocator import keep_freed_memory
 
     keep_freed_memory()  # a spawned process starts with glibc's defaults again
+    # The heavy imports happen while SIGINT is still ignored (the parent started this process so): a
+    # KeyboardInterrupt raised inside torch's import, where C++ calls back into Python, cannot unwind and
+    # aborts the process ("terminate called ... KeyboardInterrupt"). A Ctrl-C meanwhile waits for "ready".
+    import tgbench.data  # noqa: F401
+    import tgbench.plan.config  # noqa: F401
+    import tgbench.plan.expand  # noqa: F401
+    import tgbench.training.trainer  # noqa: F401
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on a forwarded SIGINT stops it as usual
+    messages.put(("ready", slot_index, "", None))  # the parent forwards a signal that arrived before now
     corpora: dict[str, Any] = {}  # loaded once per data config, for every run this worker trains
     while True:
         try:
             blob = inbox.get()
             if blob is None:
                 break
-            spec = spec_from_dict(blob)  # its imports may meet a forwarded Ctrl-C too
+            spec = spec_from_dict(blob)
         except KeyboardInterrupt:  # stopped between runs: the parent counts the run it sent as interrupted
             break
-        status, error = _train_one(spec, Path(out), env, corpora, messages, slot_index, parent_pid)
+        try:
+            status, error = _train_one(spec, Path(out), env, corpora, messages, slot_index, parent_pid)
+        except KeyboardInterrupt:  # it came before the run's own handling began (opening its log)
+            status, error = "interrupted", None
         if error is not None:
             messages.put(("error", slot_index, spec.run_id, error))
         else:
